@@ -1,0 +1,369 @@
+#!/usr/bin/env python3
+"""Independent Kafka verifier: confluent-kafka (librdkafka), never kferry's own code.
+
+Tests call it (path in $KFERRY_VERIFY) to create topics, write known data and read back what
+a broker holds, so kferry never grades its own work.
+
+  create-topic --bootstrap B --topic T --partitions N [--config k=v ...]
+      prints {"topic", "partitions", "replication_factor", "config"} once every partition
+      has a leader.
+  produce --bootstrap B --topic T --count N --compression C [--partition P]
+          [--transactional-id X [--txn-size S] [--abort-every K]] [--base-timestamp MS]
+      writes records 0..N-1 (see record()), record i to partition P or else i % partitions;
+      prints a JSON summary (offsets per partition, committed/aborted counts and index ranges).
+      Transactions hold S records (default 10); every K-th one (K, 2K, ...) is aborted.
+  consume --bootstrap B --topic T [--isolation read_committed|read_uncommitted]
+          [--expect N] [--timeout S]
+      reads every partition from the beginning until all reach their end offset (and, with
+      --expect, until at least N records arrived); prints one JSON object per record sorted by
+      (partition, offset): partition, offset, key, value (base64, null kept), headers
+      ([name, base64 or null]), timestamp, timestamp_type. A summary goes to stderr. Exit 0
+      when complete, 1 on error, 2 on timeout (the records read so far are still printed).
+"""
+
+import argparse
+import base64
+import json
+import sys
+import time
+import uuid
+
+from confluent_kafka import (
+    TIMESTAMP_CREATE_TIME,
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic
+
+CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
+TIMESTAMP_TYPES = {TIMESTAMP_CREATE_TIME: "create_time", TIMESTAMP_LOG_APPEND_TIME: "log_append_time"}
+
+
+def b64(data):
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def emit(obj, stream=sys.stdout):
+    stream.write(json.dumps(obj, sort_keys=True) + "\n")
+    stream.flush()
+
+
+# ---------------------------------------------------------------- deterministic records
+
+
+def record(i, base_timestamp):
+    """Record i: a mix of null/empty keys and values, headers (repeated names, null and
+    empty values) and compressible payloads, with an explicit create timestamp."""
+    if i % 7 == 3:
+        key = None
+    elif i % 29 == 4:
+        key = b""
+    else:
+        key = f"key-{i}".encode()
+    if i % 11 == 5:
+        value = None
+    elif i % 13 == 6:
+        value = b""
+    else:
+        value = (f"value-{i:08d}|" + "kferry-" * (i % 17)).encode()
+    if i % 5 == 0:
+        headers = [("index", str(i).encode()), ("empty", b""), ("null", None)]
+    elif i % 5 == 1:
+        headers = [("dup", b"first"), ("dup", b"second")]
+    else:
+        headers = None
+    return {"key": key, "value": value, "headers": headers, "timestamp": base_timestamp + i}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def parse_configs(pairs):
+    configs = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--config expects k=v, got {pair!r}")
+        configs[name] = value
+    return configs
+
+
+def partition_ids(client, topic, timeout):
+    """Sorted partition ids of topic; fails when it does not exist."""
+    meta = client.list_topics(topic, timeout=timeout).topics.get(topic)
+    if meta is None or meta.error is not None:
+        raise KafkaException(meta.error if meta is not None else f"topic {topic} not found")
+    return sorted(meta.partitions)
+
+
+def wait_for_leaders(admin, topic, partitions, timeout):
+    """After CreateTopics the leaders appear in metadata a moment later; wait for them so a
+    produce right after create-topic cannot hit UNKNOWN_TOPIC_OR_PARTITION."""
+    deadline = time.monotonic() + timeout
+    while True:
+        meta = admin.list_topics(topic, timeout=timeout).topics.get(topic)
+        if meta is not None and meta.error is None and len(meta.partitions) == partitions:
+            if all(p.leader >= 0 for p in meta.partitions.values()):
+                return
+        if time.monotonic() >= deadline:
+            raise KafkaException(f"topic {topic}: partitions without leader after {timeout}s")
+        time.sleep(0.1)
+
+
+# ---------------------------------------------------------------- create-topic
+
+
+def cmd_create_topic(args):
+    admin = AdminClient({"bootstrap.servers": args.bootstrap})
+    configs = parse_configs(args.config)
+    new = NewTopic(args.topic, num_partitions=args.partitions,
+                   replication_factor=args.replication_factor, config=configs)
+    futures = admin.create_topics([new], operation_timeout=args.timeout, request_timeout=args.timeout)
+    futures[args.topic].result(timeout=args.timeout)
+    wait_for_leaders(admin, args.topic, args.partitions, args.timeout)
+    emit({"topic": args.topic, "partitions": args.partitions,
+          "replication_factor": args.replication_factor, "config": configs})
+    return 0
+
+
+# ---------------------------------------------------------------- produce
+
+
+def producer_config(args):
+    conf = {
+        "bootstrap.servers": args.bootstrap,
+        "compression.type": args.compression,
+        # Linger so several records share a batch: codecs and batch parsing get exercised.
+        "linger.ms": args.linger_ms,
+        "batch.num.messages": 10000,
+        "acks": "all",
+        "enable.idempotence": True,
+        "message.timeout.ms": int(args.timeout * 1000),
+    }
+    if args.transactional_id:
+        conf["transactional.id"] = args.transactional_id
+        conf["transaction.timeout.ms"] = 60000
+    return conf
+
+
+def transaction_plan(count, txn_size, abort_every):
+    """[(first, end, aborted)] index ranges, one per transaction."""
+    plan = []
+    for number, first in enumerate(range(0, count, txn_size), start=1):
+        aborted = abort_every > 0 and number % abort_every == 0
+        plan.append((first, min(first + txn_size, count), aborted))
+    return plan
+
+
+def cmd_produce(args):
+    if args.abort_every and not args.transactional_id:
+        raise SystemExit("--abort-every needs --transactional-id")
+    if args.compression not in CODECS:
+        raise SystemExit(f"--compression must be one of {CODECS}")
+    base = args.base_timestamp
+    if base is None:
+        # Recent timestamps: old ones would fall to retention.ms, future ones could be refused.
+        base = int(time.time() * 1000) - args.count
+    producer = Producer(producer_config(args))
+    if args.partition is not None:
+        partitions = None
+    else:
+        partitions = partition_ids(producer, args.topic, args.timeout)
+    delivered, errors = {}, []
+
+    def on_delivery(err, msg, index):
+        if err is not None:
+            errors.append({"index": index, "error": str(err)})
+        else:
+            delivered[index] = (msg.partition(), msg.offset())
+
+    def send(i):
+        rec = record(i, base)
+        part = args.partition if partitions is None else partitions[i % len(partitions)]
+        kwargs = {"partition": part, "timestamp": rec["timestamp"],
+                  "on_delivery": lambda err, msg, i=i: on_delivery(err, msg, i)}
+        if rec["headers"] is not None:
+            kwargs["headers"] = rec["headers"]
+        while True:
+            try:
+                producer.produce(args.topic, value=rec["value"], key=rec["key"], **kwargs)
+                return
+            except BufferError:  # local queue full: let deliveries drain, then retry
+                producer.poll(0.1)
+
+    start = time.monotonic()
+    if args.transactional_id:
+        plan = transaction_plan(args.count, args.txn_size, args.abort_every)
+        producer.init_transactions(args.timeout)
+        for first, end, aborted in plan:
+            producer.begin_transaction()
+            for i in range(first, end):
+                send(i)
+            if aborted:
+                # Flush first: abort would purge records still lingering in the client, and
+                # aborted data is only worth testing once it sits in the log.
+                producer.flush(args.timeout)
+                producer.abort_transaction(args.timeout)
+            else:
+                producer.commit_transaction(args.timeout)
+    else:
+        plan = [(0, args.count, False)]
+        for i in range(args.count):
+            send(i)
+            producer.poll(0)
+    remaining = producer.flush(args.timeout)
+    elapsed_ms = int((time.monotonic() - start) * 1000)
+
+    per_partition = {}
+    for index in sorted(delivered):
+        part, offset = delivered[index]
+        entry = per_partition.setdefault(str(part), {"records": 0, "first_offset": offset, "last_offset": offset})
+        entry["records"] += 1
+        entry["first_offset"] = min(entry["first_offset"], offset)
+        entry["last_offset"] = max(entry["last_offset"], offset)
+    aborted_ranges = [[first, end] for first, end, aborted in plan if aborted]
+    aborted_count = sum(end - first for first, end in aborted_ranges)
+    summary = {
+        "topic": args.topic,
+        "count": args.count,
+        "compression": args.compression,
+        "base_timestamp": base,
+        "partitions": per_partition,
+        "delivered": len(delivered),
+        "errors": errors[:20],
+        "undelivered": remaining,
+        "transactional": bool(args.transactional_id),
+        "transactions": len(plan) if args.transactional_id else 0,
+        "committed": args.count - aborted_count,
+        "aborted": aborted_count,
+        "aborted_ranges": aborted_ranges,
+        "elapsed_ms": elapsed_ms,
+    }
+    emit(summary)
+    return 0 if not errors and remaining == 0 and len(delivered) == args.count else 1
+
+
+# ---------------------------------------------------------------- consume
+
+
+def record_json(msg):
+    ts_type, ts = msg.timestamp()
+    return {
+        "partition": msg.partition(),
+        "offset": msg.offset(),
+        "key": b64(msg.key()),
+        "value": b64(msg.value()),
+        "headers": [[name, b64(value)] for name, value in (msg.headers() or [])],
+        "timestamp": ts,
+        "timestamp_type": TIMESTAMP_TYPES.get(ts_type, "none"),
+    }
+
+
+def cmd_consume(args):
+    consumer = Consumer({
+        "bootstrap.servers": args.bootstrap,
+        # librdkafka insists on a group id; assign() never joins it and nothing is committed.
+        "group.id": f"kferry-verify-{uuid.uuid4()}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        # Partition EOF is reported at the high watermark (the LSO under read_committed), also
+        # when the log ends with a control record, which an offset comparison would not see.
+        "enable.partition.eof": True,
+        "isolation.level": args.isolation,
+        "auto.offset.reset": "earliest",
+    })
+    deadline = time.monotonic() + args.timeout
+    records, at_end, error, parts = [], set(), None, []
+    try:
+        parts = partition_ids(consumer, args.topic, args.timeout)
+        consumer.assign([TopicPartition(args.topic, p, -2) for p in parts])  # -2: beginning
+        while True:
+            enough = args.expect is None or len(records) >= args.expect
+            if enough and len(at_end) == len(parts):
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            msg = consumer.poll(min(0.5, left))
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    at_end.add(msg.partition())
+                    continue
+                raise KafkaException(msg.error())
+            at_end.discard(msg.partition())
+            records.append(record_json(msg))
+    except KafkaException as exc:
+        error = str(exc)
+    finally:
+        consumer.close()
+    records.sort(key=lambda r: (r["partition"], r["offset"]))
+    for rec in records:
+        emit(rec)
+    complete = error is None and len(at_end) == len(parts) and (args.expect is None or len(records) >= args.expect)
+    emit({"records": len(records), "expected": args.expect, "complete": complete,
+          "partitions_at_end": sorted(at_end), "error": error}, sys.stderr)
+    if error is not None:
+        return 1
+    return 0 if complete else 2
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--bootstrap", required=True)
+        p.add_argument("--topic", required=True)
+        p.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+
+    p = sub.add_parser("create-topic")
+    common(p)
+    p.add_argument("--partitions", type=int, required=True)
+    p.add_argument("--replication-factor", type=int, default=1)
+    p.add_argument("--config", action="append", metavar="K=V")
+    p.set_defaults(func=cmd_create_topic)
+
+    p = sub.add_parser("produce")
+    common(p)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--compression", choices=CODECS, default="none")
+    p.add_argument("--partition", type=int)
+    p.add_argument("--transactional-id")
+    p.add_argument("--txn-size", type=int, default=10, help="records per transaction (default 10)")
+    p.add_argument("--abort-every", type=int, default=0, help="abort transactions K, 2K, ... (0: none)")
+    p.add_argument("--base-timestamp", type=int, help="timestamp of record 0 in ms (default: now - count)")
+    p.add_argument("--linger-ms", type=int, default=20)
+    p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("consume")
+    common(p)
+    p.add_argument("--isolation", choices=("read_committed", "read_uncommitted"), default="read_uncommitted")
+    p.add_argument("--expect", type=int, help="wait for at least N records")
+    p.set_defaults(func=cmd_consume)
+
+    args = parser.parse_args(argv)
+    if getattr(args, "txn_size", 1) < 1:
+        parser.error("--txn-size must be at least 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        return args.func(args)
+    except KafkaException as exc:
+        emit({"error": str(exc), "command": args.command}, sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+#!/usr/bin/env bash
+# Single-node Apache Kafka test clusters (KRaft, combined broker+controller) on 127.0.0.1.
+#
+#   scripts/kafka/cluster.sh start NAME PORT [VERSION]   PLAINTEXT on PORT, CONTROLLER on PORT+1
+#   scripts/kafka/cluster.sh stop NAME                   TERM, then KILL; removes the data dir
+#   scripts/kafka/cluster.sh stop-all                    every cluster under the run dir
+#   scripts/kafka/cluster.sh status                      one line per known cluster
+#
+# Each cluster lives in ${KFERRY_RUN_DIR:-/tmp/kferry-kafka}/NAME (config, data/, broker.log).
+# `start` prints the bootstrap address on stdout once the broker answers a metadata request;
+# starting a NAME that already runs on the same PORT and VERSION is a no-op success.
+# Environment: KFERRY_KAFKA_START_TIMEOUT (s, default 90), KFERRY_KAFKA_STOP_TIMEOUT (s,
+# default 30), KFERRY_KAFKA_JAVA_OPTS (extra JVM options), KFERRY_CACHE (see fetch.sh).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+run_dir="${KFERRY_RUN_DIR:-/tmp/kferry-kafka}"
+start_timeout="${KFERRY_KAFKA_START_TIMEOUT:-90}"
+stop_timeout="${KFERRY_KAFKA_STOP_TIMEOUT:-30}"
+
+log() { printf 'cluster.sh: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+usage() {
+  sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+# The JVM carries -Dkferry.cluster=<cluster dir>, so a pid is only ever treated as ours while
+# its command line says so: this guards against pid reuse and counts zombies as dead.
+is_ours() {
+  local pid="$1" dir="$2"
+  [[ -r "/proc/$pid/cmdline" ]] || return 1
+  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "-Dkferry.cluster=$dir"
+}
+
+running_pid() {
+  local dir="$1" pid
+  [[ -f "$dir/pid" ]] || return 1
+  pid="$(cat "$dir/pid")"
+  [[ "$pid" =~ ^[0-9]+$ ]] && is_ours "$pid" "$dir" && echo "$pid"
+}
+
+# True when something accepts TCP connections on 127.0.0.1:PORT (bash's /dev/tcp: no extra
+# tools needed on a fresh machine).
+port_busy() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# The broker is ready once a metadata request lists it: the data-plane listener accepts
+# requests only after the node registered with its controller and was unfenced.
+answers_metadata() {
+  local port="$1" out
+  out="$(timeout 10 kcat -b "127.0.0.1:$port" -L -m 3 2>/dev/null)" || return 1
+  grep -q "broker 1 at 127.0.0.1:$port" <<<"$out"
+}
+
+# The first errors explain a failed start better than the shutdown noise that follows them,
+# so show those, then the end of the log, then whatever the JVM printed itself.
+show_logs() {
+  local dir="$1"
+  if [[ -s "$dir/broker.log" ]]; then
+    log "---- first errors in $dir/broker.log ----"
+    grep -m 15 -E '\] (ERROR|FATAL) ' "$dir/broker.log" >&2 || true
+    log "---- last lines of $dir/broker.log ----"
+    tail -n 25 "$dir/broker.log" >&2
+  fi
+  if [[ -s "$dir/stdout.log" ]]; then
+    log "---- last lines of $dir/stdout.log ----"
+    tail -n 25 "$dir/stdout.log" >&2
+  fi
+}
+
+# Kafka cluster ids are 16 random bytes in unpadded URL-safe base64. One starting with '-'
+# would read as an option on the storage tool's command line, so draw again.
+random_cluster_id() {
+  local id
+  while :; do
+    id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+    [[ "$id" != -* ]] && { echo "$id"; return; }
+  done
+}
+
+write_server_properties() {
+  local dir="$1" port="$2" version="$3" cport=$(($2 + 1))
+  cat >"$dir/server.properties" <<EOF
+# Written by scripts/kafka/cluster.sh: one combined broker+controller, static quorum.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+log.dirs=$dir/data
+# Tests create every topic they use; a typo must fail, not silently create a topic.
+auto.create.topics.enable=false
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+# Internal topics default to RF 3, which a single node cannot host.
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+# Consumer groups should not wait 3 s before their first rebalance.
+group.initial.rebalance.delay.ms=0
+EOF
+  # Share groups (KIP-932) exist from 4.0 on; 3.9 would only warn about unknown keys.
+  if [[ "${version%%.*}" -ge 4 ]]; then
+    cat >>"$dir/server.properties" <<EOF
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+EOF
+  fi
+}
+
+# Kafka 4.x logs through log4j2, 3.9 through reload4j (log4j 1.2 API): pick by the jars.
+# Either way the broker log goes to DIR/broker.log, never to stdout. Prints the JVM flag.
+write_log_config() {
+  local dir="$1" libs="$2"
+  if compgen -G "$libs/log4j-core-*.jar" >/dev/null; then
+    cat >"$dir/log4j2.properties" <<EOF
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = $dir/broker.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+EOF
+    echo "-Dlog4j2.configurationFile=$dir/log4j2.properties"
+  else
+    cat >"$dir/log4j.properties" <<EOF
+log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.File=$dir/broker.log
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.request.logger=WARN
+EOF
+    echo "-Dlog4j.configuration=file:$dir/log4j.properties"
+  fi
+}
+
+# Sends TERM, waits up to the stop timeout, then KILLs. Leaves logs and config for post-mortem.
+stop_cluster() {
+  local name="$1" dir="$run_dir/$1" pid waited=0
+  if pid="$(running_pid "$dir")"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    while is_ours "$pid" "$dir" && ((waited < stop_timeout * 10)); do
+      sleep 0.1
+      waited=$((waited + 1))
+    done
+    if is_ours "$pid" "$dir"; then
+      log "$name (pid $pid) ignored TERM for ${stop_timeout}s; sending KILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      while is_ours "$pid" "$dir"; do sleep 0.1; done
+    fi
+    log "stopped $name (pid $pid)"
+  fi
+  rm -rf "$dir/data" "$dir/pid"
+}
+
+start_cluster() {
+  local name="$1" port="$2" version="$3" dir="$run_dir/$1" pid libs log_flag cport
+  [[ "$name" =~ ^[A-Za-z0-9_.-]+$ ]] || die "bad cluster name: $name"
+  if ! [[ "$port" =~ ^[1-9][0-9]{0,4}$ ]] || ((port >= 65535)); then die "bad port: $port"; fi
+  [[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "bad Kafka version: $version"
+  cport=$((port + 1))
+  command -v java >/dev/null || die "java is required"
+  command -v kcat >/dev/null || die "kcat is required (scripts/setup installs it)"
+
+  if pid="$(running_pid "$dir")"; then
+    if [[ "$(cat "$dir/port" 2>/dev/null)" == "$port" && "$(cat "$dir/version" 2>/dev/null)" == "$version" ]]; then
+      wait_ready "$name" "$port" "$pid" "$SECONDS"
+      log "$name already running (Kafka $version, pid $pid) on 127.0.0.1:$port"
+      echo "127.0.0.1:$port"
+      return 0
+    fi
+    die "$name already runs (pid $pid) with port $(cat "$dir/port") / Kafka $(cat "$dir/version"); stop it first"
+  fi
+
+  # Fail fast instead of letting the broker die on bind, or worse, kcat finding another
+  # broker on that port and taking it for ours.
+  local p
+  for p in "$port" "$cport"; do
+    port_busy "$p" && die "port 127.0.0.1:$p is already in use; cannot start $name"
+  done
+
+  libs="$("$here/fetch.sh" "$version")"
+  rm -rf "$dir"
+  mkdir -p "$dir/data"
+  echo "$port" >"$dir/port"
+  echo "$version" >"$dir/version"
+  write_server_properties "$dir" "$port" "$version"
+  log_flag="$(write_log_config "$dir" "$libs")"
+
+  local -a jvm=(-Xms256m -Xmx768m -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+    -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true "$log_flag")
+  if [[ -n "${KFERRY_KAFKA_JAVA_OPTS:-}" ]]; then
+    local -a extra
+    read -r -a extra <<<"$KFERRY_KAFKA_JAVA_OPTS"
+    jvm+=("${extra[@]}")
+  fi
+
+  # The storage tool (kafka.tools.StorageTool on both 3.9 and 4.x) writes meta.properties
+  # and the bootstrap metadata; a static quorum needs no --standalone/--initial-controllers.
+  if ! java "${jvm[@]}" -cp "$libs/*" kafka.tools.StorageTool format \
+    -t "$(random_cluster_id)" -c "$dir/server.properties" >"$dir/format.log" 2>&1; then
+    tail -n 40 "$dir/format.log" >&2
+    rm -rf "$dir/data"
+    die "formatting the storage of $name failed"
+  fi
+
+  local started="$SECONDS"
+  # setsid: own session, so a Ctrl-C aimed at the test run reaches the trap that stops the
+  # broker cleanly rather than the JVM directly. This script has no job control, so setsid
+  # execs java in place and $! is the JVM's pid.
+  setsid java "${jvm[@]}" "-Dkferry.cluster=$dir" -cp "$libs/*" kafka.Kafka \
+    "$dir/server.properties" >"$dir/stdout.log" 2>&1 </dev/null &
+  echo "$!" >"$dir/pid"
+
+  wait_ready "$name" "$port" "$!" "$started"
+  log "started $name (Kafka $version, pid $(cat "$dir/pid")) on 127.0.0.1:$port in $((SECONDS - started))s; logs in $dir"
+  echo "127.0.0.1:$port"
+}
+
+# Bounded wait for metadata; on timeout or early death, show the logs and clean up.
+wait_ready() {
+  local name="$1" port="$2" pid="$3" started="$4" dir="$run_dir/$1"
+  while ! answers_metadata "$port"; do
+    if ! is_ours "$pid" "$dir"; then
+      show_logs "$dir"
+      stop_cluster "$name"
+      die "$name (Kafka on 127.0.0.1:$port) exited during start-up"
+    fi
+    if ((SECONDS - started >= start_timeout)); then
+      show_logs "$dir"
+      stop_cluster "$name"
+      die "$name did not answer a metadata request on 127.0.0.1:$port within ${start_timeout}s"
+    fi
+    sleep 0.5
+  done
+}
+
+stop_all() {
+  local dir
+  [[ -d "$run_dir" ]] || return 0
+  for dir in "$run_dir"/*/; do
+    dir="${dir%/}"
+    [[ -f "$dir/pid" ]] && stop_cluster "$(basename "$dir")"
+  done
+  return 0
+}
+
+status() {
+  local dir pid
+  [[ -d "$run_dir" ]] || return 0
+  for dir in "$run_dir"/*/; do
+    dir="${dir%/}"
+    [[ -f "$dir/port" ]] || continue
+    if pid="$(running_pid "$dir")"; then
+      echo "$(basename "$dir") running pid=$pid kafka=$(cat "$dir/version") bootstrap=127.0.0.1:$(cat "$dir/port")"
+    else
+      echo "$(basename "$dir") stopped kafka=$(cat "$dir/version" 2>/dev/null) port=$(cat "$dir/port")"
+    fi
+  done
+}
+
+case "${1:-}" in
+  start)
+    (($# >= 3 && $# <= 4)) || usage
+    start_cluster "$2" "$3" "${4:-4.4.0}"
+    ;;
+  stop)
+    (($# == 2)) || usage
+    [[ "$2" =~ ^[A-Za-z0-9_.-]+$ ]] || die "bad cluster name: $2"
+    stop_cluster "$2"
+    ;;
+  stop-all)
+    (($# == 1)) || usage
+    stop_all
+    ;;
+  status)
+    status
+    ;;
+  *) usage ;;
+esac

@@ -1,0 +1,133 @@
+//! The client's errors: one enum for a single connection ([`ConnectionError`]) and one for
+//! cluster-level calls ([`ClientError`]), each carrying the context an operator needs to act
+//! (cluster, broker, API, topic, partition).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::protocol::VersionRange;
+
+use crate::protocol::error_code::ErrorCode;
+use crate::protocol::ProtocolError;
+
+/// Which broker a connection goes to, for messages: `cluster primary, broker 1 (127.0.0.1:9092)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerRef {
+    pub cluster: Arc<str>,
+    /// The broker's node id; `None` for a bootstrap address not yet matched to a node.
+    pub node_id: Option<i32>,
+    pub address: Arc<str>,
+}
+
+impl fmt::Display for BrokerRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.node_id {
+            Some(node) => write!(f, "cluster {}, broker {} ({})", self.cluster, node, self.address),
+            None => write!(f, "cluster {}, bootstrap server {}", self.cluster, self.address),
+        }
+    }
+}
+
+/// Something went wrong on one broker connection. Once one of these has been returned for
+/// a reason other than a refused version, the connection is dropped and every request in
+/// flight on it fails with the same error.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    #[error("{broker}: cannot connect: {source}")]
+    Connect { broker: BrokerRef, source: Arc<std::io::Error> },
+    #[error("{broker}: no connection after {after:?} (is the address right and the broker up?)")]
+    ConnectTimeout { broker: BrokerRef, after: Duration },
+    #[error("{broker}: connection lost: {source}")]
+    Io { broker: BrokerRef, source: Arc<std::io::Error> },
+    #[error("{broker}: the broker closed the connection{}", if *.mid_response { " in the middle of a response" } else { "" })]
+    Closed { broker: BrokerRef, mid_response: bool },
+    #[error("{broker}: no response to {api} within {after:?}; connection dropped")]
+    RequestTimeout { broker: BrokerRef, api: &'static str, after: Duration },
+    #[error("{broker}: {source}; connection dropped")]
+    Protocol { broker: BrokerRef, source: ProtocolError },
+    #[error(
+        "{broker}: response with correlation id {correlation_id} answers no request in flight; connection dropped"
+    )]
+    UnexpectedCorrelationId { broker: BrokerRef, correlation_id: i32 },
+    #[error("{broker}: the broker does not support {api} in a version kferry speaks (kferry: v{ours}, broker: {})", theirs.map_or("none".to_string(), |v| format!("v{v}")))]
+    UnsupportedApi { broker: BrokerRef, api: &'static str, ours: VersionRange, theirs: Option<VersionRange> },
+    #[error("{broker}: ApiVersions handshake refused: {code}")]
+    Handshake { broker: BrokerRef, code: ErrorCode },
+    #[error("{broker}: connection closed by kferry")]
+    Shutdown { broker: BrokerRef },
+}
+
+impl ConnectionError {
+    /// Whether a new connection may succeed where this one failed.
+    pub fn is_retriable(&self) -> bool {
+        !matches!(self, Self::UnsupportedApi { .. } | Self::Handshake { .. })
+    }
+}
+
+/// A cluster-level call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    #[error("cluster {cluster}: none of the bootstrap servers answered: {}", list(.attempts))]
+    NoBootstrap { cluster: Arc<str>, attempts: Vec<ConnectionError> },
+    #[error("cluster {cluster}: {api} for topic {topic} partition {partition} failed: {code}{}", detail(.message))]
+    Partition {
+        cluster: Arc<str>,
+        api: &'static str,
+        topic: String,
+        partition: i32,
+        code: ErrorCode,
+        message: Option<String>,
+    },
+    #[error("cluster {cluster}: {api} for topic {topic} failed: {code}{}", detail(.message))]
+    Topic { cluster: Arc<str>, api: &'static str, topic: String, code: ErrorCode, message: Option<String> },
+    #[error("{broker}: {api} failed: {code}{}", detail(.message))]
+    Request { broker: BrokerRef, api: &'static str, code: ErrorCode, message: Option<String> },
+    #[error("cluster {cluster}: topic {topic} does not exist")]
+    UnknownTopic { cluster: Arc<str>, topic: String },
+    #[error("cluster {cluster}: topic {topic} has no partition {partition}")]
+    UnknownPartition { cluster: Arc<str>, topic: String, partition: i32 },
+    #[error("cluster {cluster}: topic {topic} partition {partition} has no leader right now")]
+    NoLeader { cluster: Arc<str>, topic: String, partition: i32 },
+    #[error("cluster {cluster}: metadata names broker {node_id}, but no address for it")]
+    UnknownBroker { cluster: Arc<str>, node_id: i32 },
+    #[error("cluster {cluster}: {what} answered without {missing}")]
+    IncompleteResponse { cluster: Arc<str>, what: &'static str, missing: String },
+    #[error("{last} (gave up after {attempts} attempts in {elapsed:?})")]
+    RetriesExhausted { attempts: u32, elapsed: Duration, last: Box<ClientError> },
+}
+
+fn list(errors: &[ConnectionError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+fn detail(message: &Option<String>) -> String {
+    message.as_deref().filter(|m| !m.is_empty()).map_or(String::new(), |m| format!(": {m}"))
+}
+
+impl ClientError {
+    /// Whether sending the same call again (after a backoff) may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Connection(e) => e.is_retriable(),
+            Self::NoBootstrap { .. } | Self::NoLeader { .. } | Self::UnknownBroker { .. } => true,
+            Self::Partition { code, .. } | Self::Topic { code, .. } | Self::Request { code, .. } => code.is_retriable(),
+            _ => false,
+        }
+    }
+
+    /// Whether cached metadata is likely stale and must be refreshed before a retry.
+    pub fn needs_metadata_refresh(&self) -> bool {
+        match self {
+            Self::Connection(_) | Self::NoLeader { .. } | Self::UnknownBroker { .. } => true,
+            Self::Partition { code, .. } | Self::Topic { code, .. } | Self::Request { code, .. } => {
+                code.needs_metadata_refresh()
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! One connection to one broker, shared by every task that talks to that broker.
+//!
+//! Requests are pipelined: each gets a correlation id and a slot in the pending map, its
+//! frame goes to a writer task through a bounded queue, and a reader task hands each
+//! response frame to the slot with the same correlation id. A slow response therefore never
+//! holds up the requests sent after it (the broker itself still answers a connection's
+//! requests in order; parallelism comes from many partitions per request and many brokers).
+//!
+//! Failure is all-or-nothing, as in rskafka: the first I/O error, malformed frame, unknown
+//! correlation id or request timeout *poisons* the messenger; every request in flight and
+//! every later one fails with that same error, and the owner ([`super::Cluster`]) opens a
+//! new connection. Cancelling a request is safe at any point: a frame is either queued whole
+//! or not at all, and the slot of a request already on the wire is kept (with its in-flight
+//! permit) until its response arrives and is discarded.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
+use kafka_protocol::protocol::{Message, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::error::{BrokerRef, ConnectionError};
+use crate::protocol::api::{self, ApiRequest};
+use crate::protocol::versions::ApiVersionTable;
+use crate::protocol::error_code::{ErrorCode, ResponseError};
+use crate::protocol::frame::decode_frame;
+
+/// How a connection behaves; the same for every broker of a cluster.
+#[derive(Debug, Clone)]
+pub struct ConnectionConfig {
+    /// Sent in every request header; shows up in broker logs and quotas.
+    pub client_id: String,
+    pub connect_timeout: Duration,
+    /// How long a request may wait for its response before the connection is dropped.
+    pub request_timeout: Duration,
+    /// Requests on the wire at once; further requests wait for a free slot.
+    pub max_in_flight: usize,
+    /// Largest response frame accepted; a larger size prefix means a corrupt stream.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        Self {
+            client_id: "kferry".to_string(),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_in_flight: 64,
+            max_frame_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// What the reader task does with a response, by correlation id.
+enum Slot {
+    /// A caller is waiting for the response.
+    Waiting(oneshot::Sender<Result<Bytes, ConnectionError>>),
+    /// The caller gave up after the request was sent: discard the response when it comes,
+    /// and only then free the in-flight slot.
+    Abandoned(#[allow(dead_code)] OwnedSemaphorePermit),
+}
+
+#[derive(Default)]
+struct Pending {
+    slots: HashMap<i32, Slot>,
+    poisoned: Option<ConnectionError>,
+}
+
+/// State shared by the messenger, its reader and writer tasks, and request guards.
+struct Shared {
+    broker: BrokerRef,
+    pending: Mutex<Pending>,
+    permits: Arc<Semaphore>,
+    /// Flipped to `true` once poisoned, so both I/O tasks stop and the socket closes.
+    closed: watch::Sender<bool>,
+}
+
+impl Shared {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // A panic while holding this lock cannot leave the map inconsistent (every operation
+        // is a single insert/remove), so a poisoned mutex is still safe to use.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fails every request in flight and every later one with `error`; the first error wins.
+    fn poison(&self, error: ConnectionError) {
+        let slots = {
+            let mut pending = self.pending();
+            if pending.poisoned.is_some() {
+                return;
+            }
+            pending.poisoned = Some(error.clone());
+            std::mem::take(&mut pending.slots)
+        };
+        for slot in slots.into_values() {
+            if let Slot::Waiting(tx) = slot {
+                let _ = tx.send(Err(error.clone()));
+            }
+        }
+        self.permits.close();
+        self.closed.send_replace(true);
+    }
+
+    fn poisoned(&self) -> Option<ConnectionError> {
+        self.pending().poisoned.clone()
+    }
+}
+
+/// A pipelined connection to one broker. See the module docs.
+pub struct Messenger {
+    shared: Arc<Shared>,
+    client_id: StrBytes,
+    request_timeout: Duration,
+    next_correlation_id: AtomicI32,
+    frames: mpsc::Sender<Bytes>,
+    versions: ApiVersionTable,
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl std::fmt::Debug for Messenger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Messenger").field("broker", &self.shared.broker).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Messenger {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Messenger {
+    /// Connects, starts the I/O tasks and learns the broker's API versions.
+    pub async fn connect(broker: BrokerRef, config: &ConnectionConfig) -> Result<Self, ConnectionError> {
+        let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(&*broker.address))
+            .await
+            .map_err(|_| ConnectionError::ConnectTimeout { broker: broker.clone(), after: config.connect_timeout })?
+            .map_err(|e| ConnectionError::Connect { broker: broker.clone(), source: Arc::new(e) })?;
+        // Requests are small and latency matters more than packet count.
+        stream
+            .set_nodelay(true)
+            .map_err(|e| ConnectionError::Connect { broker: broker.clone(), source: Arc::new(e) })?;
+        let mut messenger = Self::start(stream, broker, config);
+        messenger.versions = messenger.handshake().await?;
+        Ok(messenger)
+    }
+
+    fn start(stream: TcpStream, broker: BrokerRef, config: &ConnectionConfig) -> Self {
+        let (read, write) = stream.into_split();
+        let (closed, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            broker,
+            pending: Mutex::new(Pending::default()),
+            permits: Arc::new(Semaphore::new(config.max_in_flight)),
+            closed,
+        });
+        let (frames, frame_queue) = mpsc::channel(config.max_in_flight);
+        let reader = tokio::spawn(read_responses(read, Arc::clone(&shared), config.max_frame_bytes));
+        let writer = tokio::spawn(write_requests(write, frame_queue, Arc::clone(&shared)));
+        Self {
+            shared,
+            client_id: StrBytes::from_string(config.client_id.clone()),
+            request_timeout: config.request_timeout,
+            next_correlation_id: AtomicI32::new(0),
+            frames,
+            versions: ApiVersionTable::default(),
+            tasks: [reader, writer],
+        }
+    }
+
+    /// Sends ApiVersions at the newest version we know; a broker that does not know it
+    /// answers in v0 with UNSUPPORTED_VERSION and its own range, and we ask again at that.
+    async fn handshake(&self) -> Result<ApiVersionTable, ConnectionError> {
+        let request = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("kferry"))
+            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+        let mut version = ApiVersionsRequest::VERSIONS.max;
+        loop {
+            let frame = self.send(&request, version, self.request_timeout).await?;
+            let response = match api::decode_response::<ApiVersionsRequest>(frame.clone(), version) {
+                Ok(response) => response,
+                // The broker's UNSUPPORTED_VERSION answer is always encoded as v0.
+                Err(e) => api::decode_response::<ApiVersionsRequest>(frame, 0)
+                    .map_err(|_| self.fail(ConnectionError::Protocol { broker: self.broker().clone(), source: e }))?,
+            };
+            match ErrorCode::from_code(response.error_code) {
+                None => return Ok(ApiVersionTable::from_response(&response)),
+                Some(ErrorCode(ResponseError::UnsupportedVersion)) => {
+                    let theirs = ApiVersionTable::from_response(&response).range(ApiKey::ApiVersions);
+                    version = theirs
+                        .and_then(|theirs| api::negotiate(ApiVersionsRequest::VERSIONS, theirs))
+                        .filter(|&v| v < version)
+                        .ok_or_else(|| ConnectionError::UnsupportedApi {
+                            broker: self.broker().clone(),
+                            api: "ApiVersions",
+                            ours: ApiVersionsRequest::VERSIONS,
+                            theirs,
+                        })?;
+                }
+                Some(code) => return Err(ConnectionError::Handshake { broker: self.broker().clone(), code }),
+            }
+        }
+    }
+
+    pub fn broker(&self) -> &BrokerRef {
+        &self.shared.broker
+    }
+
+    /// The broker's API versions, as learnt when connecting.
+    pub fn versions(&self) -> &ApiVersionTable {
+        &self.versions
+    }
+
+    /// Whether the connection has failed and must be replaced.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.poisoned().is_some()
+    }
+
+    /// The version kferry uses for `R` with this broker: the highest both support.
+    pub fn version_for<R: ApiRequest>(&self) -> Result<i16, ConnectionError> {
+        let theirs = self.versions.range(R::KEY);
+        theirs.and_then(|theirs| api::negotiate(R::VERSIONS, theirs)).ok_or_else(|| ConnectionError::UnsupportedApi {
+            broker: self.broker().clone(),
+            api: R::NAME,
+            ours: R::VERSIONS,
+            theirs,
+        })
+    }
+
+    /// Sends `request` at the negotiated version and waits for its decoded response.
+    pub async fn request<R: ApiRequest>(&self, request: &R) -> Result<(i16, R::Response), ConnectionError> {
+        self.request_with_timeout(request, self.request_timeout).await
+    }
+
+    /// As [`Messenger::request`], for calls that legitimately take longer than the request
+    /// timeout (a Fetch that waits `max_wait_ms` for data).
+    pub async fn request_with_timeout<R: ApiRequest>(
+        &self,
+        request: &R,
+        timeout: Duration,
+    ) -> Result<(i16, R::Response), ConnectionError> {
+        let version = self.version_for::<R>()?;
+        let frame = self.send(request, version, timeout).await?;
+        let response = api::decode_response::<R>(frame, version)
+            .map_err(|source| self.fail(ConnectionError::Protocol { broker: self.broker().clone(), source }))?;
+        Ok((version, response))
+    }
+
+    /// Poisons the connection with `error` and returns it, for `map_err`.
+    fn fail(&self, error: ConnectionError) -> ConnectionError {
+        self.shared.poison(error.clone());
+        error
+    }
+
+    /// Sends one request at `version` and returns its raw response frame.
+    async fn send<R: ApiRequest>(
+        &self,
+        request: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<Bytes, ConnectionError> {
+        let permit = Arc::clone(&self.shared.permits).acquire_owned().await.map_err(|_| self.poison_error())?;
+        let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
+        let frame = api::encode_request(request, version, correlation_id, &self.client_id)
+            .map_err(|source| ConnectionError::Protocol { broker: self.broker().clone(), source })?;
+        let (tx, rx) = oneshot::channel();
+        let mut guard = SlotGuard { shared: &self.shared, correlation_id, permit: Some(permit), queued: false };
+        {
+            let mut pending = self.shared.pending();
+            if let Some(error) = &pending.poisoned {
+                return Err(error.clone());
+            }
+            pending.slots.insert(correlation_id, Slot::Waiting(tx));
+        }
+        // Cancel-safe: if this await is dropped, the frame was not queued.
+        self.frames.send(frame).await.map_err(|_| self.poison_error())?;
+        guard.queued = true;
+        let outcome = tokio::time::timeout(timeout, rx).await;
+        guard.answered();
+        match outcome {
+            Ok(Ok(result)) => result,
+            Ok(Err(_sender_dropped)) => Err(self.poison_error()),
+            Err(_elapsed) => Err(self.fail(ConnectionError::RequestTimeout {
+                broker: self.broker().clone(),
+                api: R::NAME,
+                after: timeout,
+            })),
+        }
+    }
+
+    fn poison_error(&self) -> ConnectionError {
+        self.shared.poisoned().unwrap_or_else(|| ConnectionError::Shutdown { broker: self.broker().clone() })
+    }
+
+    /// Closes the connection: requests in flight fail with [`ConnectionError::Shutdown`].
+    pub fn close(&self) {
+        self.shared.poison(ConnectionError::Shutdown { broker: self.broker().clone() });
+    }
+}
+
+/// Keeps the pending map right when a request future is dropped early.
+struct SlotGuard<'a> {
+    shared: &'a Shared,
+    correlation_id: i32,
+    permit: Option<OwnedSemaphorePermit>,
+    queued: bool,
+}
+
+impl SlotGuard<'_> {
+    /// The response (or the connection's failure) arrived: nothing left to clean up.
+    fn answered(&mut self) {
+        self.permit = None;
+    }
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        let Some(permit) = self.permit.take() else { return };
+        let mut pending = self.shared.pending();
+        if self.queued {
+            // The frame may already be on the wire: its response will come and must not be
+            // mistaken for an unknown correlation id.
+            if let Some(slot) = pending.slots.get_mut(&self.correlation_id) {
+                *slot = Slot::Abandoned(permit);
+            }
+        } else {
+            pending.slots.remove(&self.correlation_id);
+        }
+    }
+}
+
+async fn write_requests(write: OwnedWriteHalf, mut frames: mpsc::Receiver<Bytes>, shared: Arc<Shared>) {
+    let mut closed = shared.closed.subscribe();
+    let mut write = BufWriter::with_capacity(64 * 1024, write);
+    loop {
+        let frame = tokio::select! {
+            _ = closed.wait_for(|closed| *closed) => break,
+            frame = frames.recv() => match frame {
+                Some(frame) => frame,
+                None => break,
+            },
+        };
+        let mut result = write.write_all(&frame).await;
+        // Flush only when no other request is waiting, so a burst of pipelined requests
+        // leaves in as few segments as possible.
+        if result.is_ok() && frames.is_empty() {
+            result = write.flush().await;
+        }
+        if let Err(e) = result {
+            shared.poison(ConnectionError::Io { broker: shared.broker.clone(), source: Arc::new(e) });
+            break;
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
+async fn read_responses(mut read: OwnedReadHalf, shared: Arc<Shared>, max_frame_bytes: usize) {
+    let mut closed = shared.closed.subscribe();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let error = loop {
+        if let Err(error) = dispatch_frames(&mut buf, &shared, max_frame_bytes) {
+            break error;
+        }
+        let read = tokio::select! {
+            _ = closed.wait_for(|closed| *closed) => return,
+            read = read.read_buf(&mut buf) => read,
+        };
+        match read {
+            Ok(0) => break ConnectionError::Closed { broker: shared.broker.clone(), mid_response: !buf.is_empty() },
+            Ok(_) => {}
+            Err(e) => break ConnectionError::Io { broker: shared.broker.clone(), source: Arc::new(e) },
+        }
+    };
+    shared.poison(error);
+}
+
+/// Hands every complete frame in `buf` to the request waiting for it.
+fn dispatch_frames(buf: &mut BytesMut, shared: &Shared, max_frame_bytes: usize) -> Result<(), ConnectionError> {
+    let broker = || shared.broker.clone();
+    while let Some(frame) =
+        decode_frame(buf, max_frame_bytes).map_err(|source| ConnectionError::Protocol { broker: broker(), source })?
+    {
+        let correlation_id = api::response_correlation_id(&frame)
+            .map_err(|source| ConnectionError::Protocol { broker: broker(), source })?;
+        let slot = shared.pending().slots.remove(&correlation_id);
+        match slot {
+            Some(Slot::Waiting(tx)) => {
+                let _ = tx.send(Ok(frame));
+            }
+            Some(Slot::Abandoned(_permit)) => {}
+            None => return Err(ConnectionError::UnexpectedCorrelationId { broker: broker(), correlation_id }),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! kferry's own Kafka client: sockets, pipelining, brokers, metadata, retries and calls.
+//!
+//! - [`Messenger`]: one pipelined connection to one broker (correlation ids, bounded
+//!   in-flight requests, poisoning, cancel-safety, API version negotiation).
+//! - [`Cluster`]: the broker pool of one cluster, its metadata cache and retry policy.
+//! - `records` (ListOffsets, Produce, Fetch) and `admin` (DescribeCluster, DescribeConfigs,
+//!   CreateTopics): the calls, as methods on [`Cluster`].
+//!
+//! The client knows nothing of flows, topic naming or replication policy; it only moves
+//! requests and bytes, and reports failures with cluster, broker, topic and partition.
+
+mod admin;
+mod cluster;
+mod error;
+mod messenger;
+mod metadata;
+mod records;
+
+pub use admin::{ClusterDescription, ConfigEntry, ConfigSource, NewTopic};
+pub use cluster::{ClientConfig, Cluster, RetryPolicy};
+pub use error::{BrokerRef, ClientError, ConnectionError};
+pub use messenger::{ConnectionConfig, Messenger};
+pub use metadata::{BrokerInfo, MetadataSnapshot, PartitionInfo, TopicInfo};
+pub use records::{FetchSpec, FetchedPartition, Isolation, OffsetSpec, Produced};

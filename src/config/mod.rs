@@ -1,0 +1,174 @@
+//! The YAML configuration: its types, parsing and validation. No network.
+//!
+//! Owns the schema (clusters and the flows between them) and every check that can be
+//! made from the file alone, all reported together with key path and line. Whether the
+//! clusters are reachable, and which topics exist, is left to `cli` and `client`; what a
+//! flow's patterns select and how topics are renamed is `topics`.
+//!
+//! Every struct refuses unknown keys, so a misspelt key is an error rather than a
+//! setting silently ignored. New keys get a serde default so existing files keep working.
+
+mod error;
+mod locate;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::Path;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+pub use error::{ConfigError, Problem};
+pub(crate) use validate::regex_error_reason;
+
+/// A whole kferry configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Clusters by alias. The alias names the cluster in flows, and with the `prefix`
+    /// policy it becomes part of remote topic names.
+    // Defaulted so that a file without the key gets "no clusters defined" together with
+    // every other problem, instead of serde stopping at "missing key".
+    #[serde(default, deserialize_with = "unique_keys")]
+    pub clusters: BTreeMap<String, ClusterConfig>,
+    /// Replication flows, each copying topics from one cluster to another.
+    #[serde(default)]
+    pub flows: Vec<FlowConfig>,
+}
+
+/// How to reach one cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `host:port` of brokers to ask for cluster metadata; one reachable broker is enough.
+    pub bootstrap_servers: Vec<String>,
+}
+
+/// One replication flow: which topics of `source` are copied to `target`, and how they
+/// are named there.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowConfig {
+    /// Alias of the cluster records are read from.
+    pub source: String,
+    /// Alias of the cluster records are written to.
+    pub target: String,
+    /// Regexes, each matched against the whole topic name; a topic is copied if any
+    /// matches (and no `topics_exclude` does).
+    #[serde(default = "all_topics")]
+    pub topics: Vec<String>,
+    /// Regexes, each matched against the whole topic name; a match is never copied.
+    #[serde(default)]
+    pub topics_exclude: Vec<String>,
+    /// How a source topic is named on the target.
+    #[serde(default)]
+    pub policy: ReplicationPolicy,
+    /// Goes between the source alias and the topic name with the `prefix` policy.
+    #[serde(default = "dot")]
+    pub separator: String,
+}
+
+impl FlowConfig {
+    /// The flow's name in messages and logs, like `primary->secondary`.
+    pub fn name(&self) -> String {
+        format!("{}->{}", self.source, self.target)
+    }
+}
+
+/// How a flow names its topics on the target cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationPolicy {
+    /// Same name as on the source (MM2's `IdentityReplicationPolicy`). The default,
+    /// unlike MM2's: kferry's first use is disaster recovery, where clients must find the
+    /// same topic names after failover.
+    #[default]
+    Identity,
+    /// `<source alias><separator><topic>` (MM2's `DefaultReplicationPolicy`), which
+    /// lets flows run both ways (active-active) without copying topics back.
+    Prefix,
+}
+
+impl fmt::Display for ReplicationPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Identity => "identity",
+            Self::Prefix => "prefix",
+        })
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates configuration `text`; `origin` (usually the file name) starts
+    /// every error message.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config =
+            serde_yaml_ng::from_str(text).map_err(|err| ConfigError::Parse {
+                origin: origin.to_owned(),
+                problem: error::parse_problem(&err, text),
+            })?;
+        let problems = validate::problems(&config, text);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                problems,
+            })
+        }
+    }
+}
+
+fn all_topics() -> Vec<String> {
+    vec![".*".to_owned()]
+}
+
+fn dot() -> String {
+    ".".to_owned()
+}
+
+/// Deserializes a mapping, refusing a key given twice (a plain `BTreeMap` would keep the
+/// last one and drop the first without a word).
+fn unique_keys<'de, D, V>(deserializer: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct UniqueKeys<V>(PhantomData<V>);
+
+    impl<'de, V: Deserialize<'de>> Visitor<'de> for UniqueKeys<V> {
+        type Value = BTreeMap<String, V>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a mapping of names to settings")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let value = map.next_value()?;
+                if out.contains_key(&key) {
+                    return Err(de::Error::custom(error::duplicate_key_message(&key)));
+                }
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+
+    deserializer.deserialize_map(UniqueKeys(PhantomData))
+}
+
+#[cfg(test)]
+mod tests;

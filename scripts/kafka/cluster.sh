@@ -51,6 +51,9 @@ port_busy() {
 # requests only after the node registered with its controller and was unfenced.
 answers_metadata() {
   local port="$1" out
+  # Connect first: kcat against a closed port sits in librdkafka's reconnect backoff for up
+  # to its metadata timeout, which would add seconds to every start.
+  port_busy "$port" || return 1
   out="$(timeout 10 kcat -b "127.0.0.1:$port" -L -m 3 2>/dev/null)" || return 1
   grep -q "broker 1 at 127.0.0.1:$port" <<<"$out"
 }
@@ -243,7 +246,7 @@ wait_ready() {
       stop_cluster "$name"
       die "$name did not answer a metadata request on 127.0.0.1:$port within ${start_timeout}s"
     fi
-    sleep 0.5
+    sleep 0.25
   done
 }
 

@@ -29,9 +29,9 @@ use tokio::task::JoinHandle;
 
 use super::error::{BrokerRef, ConnectionError};
 use crate::protocol::api::{self, ApiRequest};
-use crate::protocol::versions::ApiVersionTable;
 use crate::protocol::error_code::{ErrorCode, ResponseError};
 use crate::protocol::frame::decode_frame;
+use crate::protocol::versions::ApiVersionTable;
 
 /// How a connection behaves; the same for every broker of a cluster.
 #[derive(Debug, Clone)]

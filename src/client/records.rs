@@ -10,6 +10,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
@@ -144,7 +145,7 @@ impl Cluster {
         .await
     }
 
-    /// Appends `records` (exactly one v2 batch) to a partition with `acks=all`.
+    /// Appends `records` (exactly one v2 batch, base offset 0) to a partition with `acks=all`.
     ///
     /// kferry never produces with `acks=0` or `1`: a replicated record must be safe on the
     /// target before the source position moves on.
@@ -178,7 +179,7 @@ impl Cluster {
                 .ok_or_else(|| self.missing("Produce", topic, partition))?;
             match ErrorCode::from_code(answer.error_code) {
                 Some(code) => {
-                    let message = answer.error_message.as_ref().map(|m| m.to_string());
+                    let message = produce_error_message(answer);
                     Err(self.partition_error("Produce", topic, partition, code, message))
                 }
                 None => Ok(Produced { base_offset: answer.base_offset, log_append_time_ms: answer.log_append_time_ms }),
@@ -245,4 +246,15 @@ fn same_topic(info: &TopicInfo, name: &TopicName, id: uuid::Uuid) -> bool {
     } else {
         id == info.id
     }
+}
+
+/// The broker's explanation of a refused batch: its error message plus the per-record
+/// errors (KIP-467), which say which record broke which rule.
+fn produce_error_message(answer: &PartitionProduceResponse) -> Option<String> {
+    let records = answer.record_errors.iter().map(|e| {
+        let why = e.batch_index_error_message.as_ref().map_or("", |m| m.as_str());
+        format!("record {}: {why}", e.batch_index)
+    });
+    let parts: Vec<String> = answer.error_message.iter().map(|m| m.to_string()).chain(records).collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
 }

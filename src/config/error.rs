@@ -12,20 +12,14 @@ use super::locate::{KeyPath, Locator};
 pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config file {}: {source}", .path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     /// The text is not YAML, or does not fit the schema (unknown key, wrong type, missing
     /// key). Parsing stops at the first such problem.
     #[error("{}", listing(.origin, std::slice::from_ref(.problem)))]
     Parse { origin: String, problem: Problem },
     /// The configuration parsed but makes no sense; every problem found is listed.
     #[error("{}", listing(.origin, .problems))]
-    Invalid {
-        origin: String,
-        problems: Vec<Problem>,
-    },
+    Invalid { origin: String, problems: Vec<Problem> },
 }
 
 /// One thing wrong in a configuration, with where it is.
@@ -42,11 +36,7 @@ pub struct Problem {
 
 impl Problem {
     pub(crate) fn new(line: Option<usize>, path: String, message: String) -> Self {
-        Self {
-            line,
-            path,
-            message,
-        }
+        Self { line, path, message }
     }
 }
 
@@ -167,9 +157,7 @@ fn unknown_field(message: &str) -> Option<&str> {
 /// The name in serde's `` unknown field `x`, expected ... `` (or `there are no ...`).
 fn unknown_name<'a>(message: &'a str, start: &str) -> Option<&'a str> {
     let rest = message.strip_prefix(start)?;
-    let end = rest
-        .rfind("`, expected ")
-        .or_else(|| rest.rfind("`, there are no "))?;
+    let end = rest.rfind("`, expected ").or_else(|| rest.rfind("`, there are no "))?;
     Some(&rest[..end])
 }
 
@@ -181,7 +169,7 @@ fn between<'a>(message: &'a str, start: &str, end: &str) -> Option<&'a str> {
 
 /// serde lists what was expected as `` `a`, `b` `` after the name; say it plainly.
 fn allowed(message: &str) -> String {
-    let Some((_, expected)) = message.split_once("`, expected ") else {
+    let Some((_, expected)) = message.rsplit_once("`, expected ") else {
         return "nothing is allowed here".to_owned();
     };
     let names: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
@@ -215,14 +203,8 @@ mod tests {
                 "unknown field `polcy`, expected one of `source`, `target`, `policy`",
                 "unknown key \"polcy\"; allowed: source, target, policy",
             ),
-            (
-                "unknown field `flow`, expected `clusters` or `flows`",
-                "unknown key \"flow\"; allowed: clusters, flows",
-            ),
-            (
-                "unknown field `a`, there are no fields",
-                "unknown key \"a\"; nothing is allowed here",
-            ),
+            ("unknown field `flow`, expected `clusters` or `flows`", "unknown key \"flow\"; allowed: clusters, flows"),
+            ("unknown field `a`, there are no fields", "unknown key \"a\"; nothing is allowed here"),
             (
                 "unknown variant `identiy`, expected `identity` or `prefix`",
                 "unknown value \"identiy\"; allowed: identity, prefix",
@@ -234,10 +216,7 @@ mod tests {
                 "invalid type: string \"x\", expected struct FlowConfig",
                 "invalid type: string \"x\", expected a mapping (key: value lines)",
             ),
-            (
-                "invalid type: integer `3`, expected a sequence",
-                "invalid type: integer `3`, expected a sequence",
-            ),
+            ("invalid type: integer `3`, expected a sequence", "invalid type: integer `3`, expected a sequence"),
         ];
         for (message, want) in cases {
             assert_eq!(reword(message), want, "{message}");

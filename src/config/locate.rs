@@ -85,11 +85,7 @@ pub(crate) struct Locator<'a> {
 
 impl<'a> Locator<'a> {
     pub(crate) fn new(text: &'a str) -> Self {
-        let lines = text
-            .lines()
-            .enumerate()
-            .filter_map(|(i, raw)| structural_line(i + 1, raw))
-            .collect();
+        let lines = text.lines().enumerate().filter_map(|(i, raw)| structural_line(i + 1, raw)).collect();
         Self { lines }
     }
 
@@ -153,18 +149,11 @@ impl<'a> Locator<'a> {
     /// its content.
     fn find_item(&self, scope: &Range<usize>, index: usize) -> Option<(usize, Range<usize>)> {
         let dash = self.lines[scope.start].dash?;
-        let items: Vec<usize> = scope
-            .clone()
-            .filter(|&j| self.lines[j].dash == Some(dash))
-            .collect();
+        let items: Vec<usize> = scope.clone().filter(|&j| self.lines[j].dash == Some(dash)).collect();
         let start = *items.get(index)?;
         let end = items.get(index + 1).copied().unwrap_or(scope.end);
         // An item written as a lone `-` has its content on the following lines.
-        let content = if self.lines[start].text.is_empty() {
-            start + 1..end
-        } else {
-            start..end
-        };
+        let content = if self.lines[start].text.is_empty() { start + 1..end } else { start..end };
         Some((start, content))
     }
 }
@@ -179,25 +168,13 @@ fn structural_line(number: usize, raw: &str) -> Option<Line<'_>> {
         return None;
     }
     let lead = raw.len() - content.len();
-    let after_dash = content
-        .strip_prefix("- ")
-        .or_else(|| (content == "-").then_some(""));
+    let after_dash = content.strip_prefix("- ").or_else(|| (content == "-").then_some(""));
     let line = match after_dash {
         Some(rest) => {
             let text = rest.trim_start_matches(' ');
-            Line {
-                number,
-                dash: Some(lead),
-                indent: lead + content.len() - text.len(),
-                text,
-            }
+            Line { number, dash: Some(lead), indent: lead + content.len() - text.len(), text }
         }
-        None => Line {
-            number,
-            dash: None,
-            indent: lead,
-            text: content,
-        },
+        None => Line { number, dash: None, indent: lead, text: content },
     };
     Some(line)
 }
@@ -260,10 +237,7 @@ flows:
     #[test]
     fn displays_like_serde_yaml() {
         assert_eq!(path(&["flows", "0", "source"]).to_string(), "flows[0].source");
-        assert_eq!(
-            path(&["clusters", "a", "bootstrap_servers", "1"]).to_string(),
-            "clusters.a.bootstrap_servers[1]"
-        );
+        assert_eq!(path(&["clusters", "a", "bootstrap_servers", "1"]).to_string(), "clusters.a.bootstrap_servers[1]");
         assert_eq!(KeyPath::root().to_string(), "");
     }
 

@@ -102,30 +102,33 @@ impl fmt::Display for ReplicationPolicy {
 
 impl Config {
     /// Reads, parses and validates the configuration file at `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Read`] if the file cannot be read, otherwise as [`Config::parse`].
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::parse(&text, &path.display().to_string())
     }
 
     /// Parses and validates configuration `text`; `origin` (usually the file name) starts
     /// every error message.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Parse`] for the first syntax or schema error (unknown key, wrong
+    /// type, missing key), else [`ConfigError::Invalid`] listing every failed check.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config =
-            serde_yaml_ng::from_str(text).map_err(|err| ConfigError::Parse {
-                origin: origin.to_owned(),
-                problem: error::parse_problem(&err, text),
-            })?;
+        let config: Config = serde_yaml_ng::from_str(text).map_err(|err| ConfigError::Parse {
+            origin: origin.to_owned(),
+            problem: error::parse_problem(&err, text),
+        })?;
         let problems = validate::problems(&config, text);
         if problems.is_empty() {
             Ok(config)
         } else {
-            Err(ConfigError::Invalid {
-                origin: origin.to_owned(),
-                problems,
-            })
+            Err(ConfigError::Invalid { origin: origin.to_owned(), problems })
         }
     }
 }

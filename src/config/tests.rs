@@ -29,9 +29,7 @@ fn example_file_parses() {
         Ok(config) => config,
         Err(err) => panic!("{err}"),
     };
-    let cluster = |address: &str| ClusterConfig {
-        bootstrap_servers: strings(&[address]),
-    };
+    let cluster = |address: &str| ClusterConfig { bootstrap_servers: strings(&[address]) };
     let expected = Config {
         clusters: BTreeMap::from([
             ("primary".to_owned(), cluster("127.0.0.1:9092")),
@@ -111,10 +109,7 @@ fn parse_errors_name_key_line_and_what_is_allowed() {
             "config.yaml line 7: flows[0].policy: unknown value \"identiy\"; \
              allowed: identity, prefix",
         ),
-        (
-            format!("{CLUSTERS}flows:\n- source: primary\n"),
-            "config.yaml line 5: flows[0]: missing key \"target\"",
-        ),
+        (format!("{CLUSTERS}flows:\n- source: primary\n"), "config.yaml line 5: flows[0]: missing key \"target\""),
         (
             format!("{CLUSTERS}flows:\n- source: primary\n  target: secondary\n  topics: \".*\"\n"),
             "config.yaml line 7: flows[0].topics: invalid type: string \".*\", expected a sequence",
@@ -124,14 +119,10 @@ fn parse_errors_name_key_line_and_what_is_allowed() {
             "config.yaml line 2: flows[0]: key \"source\" is given twice",
         ),
         (
-            "clusters:\n  a: {bootstrap_servers: [\"a:1\"]}\n  a: {bootstrap_servers: [\"b:1\"]}\n"
-                .to_owned(),
+            "clusters:\n  a: {bootstrap_servers: [\"a:1\"]}\n  a: {bootstrap_servers: [\"b:1\"]}\n".to_owned(),
             "config.yaml line 2: clusters: key \"a\" is given twice",
         ),
-        (
-            "- a\n".to_owned(),
-            "config.yaml line 1: invalid type: sequence, expected a mapping (key: value lines)",
-        ),
+        ("- a\n".to_owned(), "config.yaml line 1: invalid type: sequence, expected a mapping (key: value lines)"),
         (
             "clusters:\n\tprimary: {}\n".to_owned(),
             "config.yaml line 2: found character that cannot start any token, \
@@ -242,8 +233,7 @@ flows:
         Err(ConfigError::Invalid { problems, .. }) => problems,
         other => panic!("{other:?}"),
     };
-    let got: Vec<(Option<usize>, &str)> =
-        problems.iter().map(|p| (p.line, p.path.as_str())).collect();
+    let got: Vec<(Option<usize>, &str)> = problems.iter().map(|p| (p.line, p.path.as_str())).collect();
     assert_eq!(
         got,
         [
@@ -309,8 +299,5 @@ clusters:
 fn unreadable_file_names_the_path() {
     let err = Config::load(Path::new("/nonexistent/kferry.yaml")).err();
     let text = err.map(|e| e.to_string()).unwrap_or_default();
-    assert!(
-        text.starts_with("cannot read config file /nonexistent/kferry.yaml: "),
-        "{text}"
-    );
+    assert!(text.starts_with("cannot read config file /nonexistent/kferry.yaml: "), "{text}");
 }

@@ -208,6 +208,15 @@ impl PatchedBatch {
         self.bytes[offset..offset + value.len()].copy_from_slice(value);
     }
 
+    /// Sets the batch's base offset. A batch produced by a client must have base offset 0
+    /// (Kafka's LogValidator refuses anything else: "The baseOffset of the record batch in
+    /// the append ... should be 0"), while a fetched batch carries its source offset. The
+    /// field lies outside the CRC, so this costs no recomputation.
+    pub fn set_base_offset(&mut self, base_offset: i64) -> &mut Self {
+        self.put(0, &base_offset.to_be_bytes());
+        self
+    }
+
     /// Sets the producer identity the target will see (kferry's own, not the source's).
     pub fn set_producer(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> &mut Self {
         self.put(PRODUCER_ID_OFFSET, &producer_id.to_be_bytes());
@@ -353,13 +362,20 @@ mod tests {
         let original = batch(0, 0, b"payload");
         let Some(Ok(BatchItem::Batch(b))) = BatchIter::new(original.clone()).next() else { panic!() };
         let mut patch = b.to_patchable();
-        patch.set_producer(9, 3, 100).set_attributes(attributes::TRANSACTIONAL);
+        patch.set_producer(9, 3, 100).set_attributes(attributes::TRANSACTIONAL).set_base_offset(0);
         let patched = patch.finish();
+        assert_eq!(patched.base_offset(), 0);
         assert!(patched.crc_is_valid());
         assert_eq!((patched.producer_id(), patched.producer_epoch(), patched.base_sequence()), (9, 3, 100));
         assert!(patched.is_transactional());
         let changed: Vec<usize> = (0..original.len()).filter(|&i| original[i] != patched.as_bytes()[i]).collect();
         assert!(changed.iter().all(|&i| (17..23).contains(&i) || (43..57).contains(&i)), "{changed:?}");
+        let mut rebased = BatchIter::new(original.clone()).next();
+        if let Some(Ok(BatchItem::Batch(b))) = rebased.take() {
+            let mut patch = b.to_patchable();
+            patch.set_base_offset(1234);
+            assert_eq!(patch.finish().stored_crc(), b.stored_crc(), "base offset is outside the CRC");
+        }
         assert_eq!(&original[61..], &patched.as_bytes()[61..], "records untouched");
     }
 

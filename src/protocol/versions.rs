@@ -96,8 +96,8 @@ const MARKERS: &[Marker] = &[
     Marker { since: (3, 1), test: |t| t.supports(ApiKey::Fetch, 13) },
     // DescribeTopicPartitions (KIP-966).
     Marker { since: (3, 8), test: |t| t.range(ApiKey::DescribeTopicPartitions).is_some() },
-    // KIP-896 removed the old Produce versions; KIP-890's Produce v12 came with it.
-    Marker { since: (4, 0), test: |t| t.range(ApiKey::Produce).is_some_and(|r| r.min >= 3) },
+    // KIP-896 removed Fetch v0-3 (Produce v0-2 were kept for old clients).
+    Marker { since: (4, 0), test: |t| t.range(ApiKey::Fetch).is_some_and(|r| r.min >= 4) },
     // Produce by topic id (KIP-516).
     Marker { since: (4, 1), test: |t| t.supports(ApiKey::Produce, 13) },
 ];

@@ -20,11 +20,7 @@ pub enum TopicsError {
     /// A `topics` or `topics_exclude` entry is not a valid regex (config validation
     /// catches this first; this is for flows built some other way).
     #[error("flow {flow}: invalid topic regex \"{pattern}\": {reason}")]
-    InvalidPattern {
-        flow: String,
-        pattern: String,
-        reason: String,
-    },
+    InvalidPattern { flow: String, pattern: String, reason: String },
 }
 
 /// Decides which source topics a flow replicates.
@@ -37,6 +33,13 @@ pub struct TopicFilter {
 impl TopicFilter {
     /// Compiles the flow's `topics` and `topics_exclude`, each anchored so that it must
     /// match the whole topic name (`orders` selects `orders`, not `orders-dlq`).
+    ///
+    /// # Errors
+    ///
+    /// [`TopicsError::InvalidPattern`] if a pattern is not a valid regex, which config
+    /// validation has already reported for flows that came from [`Config::load`].
+    ///
+    /// [`Config::load`]: crate::config::Config::load
     pub fn new(flow: &FlowConfig) -> Result<TopicFilter, TopicsError> {
         Ok(TopicFilter {
             include: whole_name_set(flow, &flow.topics)?,
@@ -44,9 +47,9 @@ impl TopicFilter {
         })
     }
 
-    /// Whether the flow replicates `topic`: never for topics that are not data (see
-    /// [`is_never_replicated`]), otherwise when an include pattern matches and no
-    /// exclude pattern does.
+    /// Whether the flow replicates `topic`: never for topics that are not user data
+    /// (broker-internal `__*` including kferry's own, MM2's `*.internal` and heartbeats),
+    /// otherwise when an include pattern matches and no exclude pattern does.
     pub fn selects(&self, topic: &str) -> bool {
         !is_never_replicated(topic) && self.include.is_match(topic) && !self.exclude.is_match(topic)
     }
@@ -83,10 +86,7 @@ fn whole_name_set(flow: &FlowConfig, patterns: &[String]) -> Result<RegexSet, To
 /// Single-underscore and Connect/Streams topics are data users copy: `_schemas`,
 /// `connect-offsets`, `connect-configs`, `connect-status`, `*-changelog`.
 fn is_never_replicated(topic: &str) -> bool {
-    topic.starts_with("__")
-        || topic.ends_with(".internal")
-        || topic == "heartbeats"
-        || topic.ends_with(".heartbeats")
+    topic.starts_with("__") || topic.ends_with(".internal") || topic == "heartbeats" || topic.ends_with(".heartbeats")
 }
 
 /// The name `topic` gets on the target cluster, or `None` when the flow must not copy it
@@ -100,8 +100,8 @@ fn is_never_replicated(topic: &str) -> bool {
 ///   prefixes: `secondary.orders` is not sent to `secondary`, and in a ring
 ///   `primary -> secondary -> third -> primary`, `third.secondary.orders` is not sent back
 ///   to `secondary` either. As in MM2, this also holds back a topic that merely looks
-///   remote (`secondary.v1` for a target aliased `secondary`); exclude-free workarounds
-///   are a different separator or alias.
+///   remote (`app.secondary.v1` for a target aliased `secondary`); another separator or
+///   alias avoids that.
 ///
 /// The caller checks the result against Kafka's 249-character limit on topic names.
 pub fn target_topic_name(
@@ -125,9 +125,7 @@ fn came_from(topic: &str, alias: &str, separator: &str) -> bool {
         // No way to cut the name into parts; config validation refuses this separator.
         return topic.starts_with(alias);
     }
-    topic
-        .rsplit_once(separator)
-        .is_some_and(|(prefixes, _)| prefixes.split(separator).any(|part| part == alias))
+    topic.rsplit_once(separator).is_some_and(|(prefixes, _)| prefixes.split(separator).any(|part| part == alias))
 }
 
 #[cfg(test)]

@@ -94,9 +94,7 @@ fn invalid_patterns_are_errors_not_panics() {
             Ok(_) => panic!("{pattern} accepted"),
             Err(err) => assert_eq!(
                 err.to_string(),
-                format!(
-                    "flow primary->secondary: invalid topic regex \"{pattern}\": {reason}"
-                )
+                format!("flow primary->secondary: invalid topic regex \"{pattern}\": {reason}")
             ),
         }
     }

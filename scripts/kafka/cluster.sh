@@ -14,7 +14,8 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-run_dir="${KFERRY_RUN_DIR:-/tmp/kferry-kafka}"
+# Absolute, because the path ends up in the JVM flags and log config of each broker.
+run_dir="$(realpath -m "${KFERRY_RUN_DIR:-/tmp/kferry-kafka}")"
 start_timeout="${KFERRY_KAFKA_START_TIMEOUT:-90}"
 stop_timeout="${KFERRY_KAFKA_STOP_TIMEOUT:-30}"
 
@@ -30,8 +31,8 @@ usage() {
 # its command line says so: this guards against pid reuse and counts zombies as dead.
 is_ours() {
   local pid="$1" dir="$2"
-  [[ -r "/proc/$pid/cmdline" ]] || return 1
-  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "-Dkferry.cluster=$dir"
+  # grep -z reads the NUL-separated arguments itself: no pipe that pipefail could trip over.
+  grep -qzxF -- "-Dkferry.cluster=$dir" "/proc/$pid/cmdline" 2>/dev/null
 }
 
 running_pid() {

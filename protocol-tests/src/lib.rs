@@ -68,6 +68,9 @@ pub fn kferry_binary() -> PathBuf {
     bin
 }
 
+/// Record headers in order: name and value (`None` for a null value).
+pub type Headers = Vec<(String, Option<Vec<u8>>)>;
+
 /// One record as confluent-kafka's consumer saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ConsumedRecord {
@@ -78,7 +81,7 @@ pub struct ConsumedRecord {
     #[serde(deserialize_with = "b64_opt")]
     pub value: Option<Vec<u8>>,
     #[serde(deserialize_with = "b64_headers")]
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    pub headers: Headers,
     pub timestamp: i64,
     pub timestamp_type: String,
 }
@@ -92,7 +95,7 @@ fn b64_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D:
     text.map(|t| decode_b64(&t)).transpose().map_err(serde::de::Error::custom)
 }
 
-fn b64_headers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, Option<Vec<u8>>)>, D::Error> {
+fn b64_headers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Headers, D::Error> {
     let raw: Vec<(String, Option<String>)> = Vec::deserialize(d)?;
     raw.into_iter()
         .map(|(name, value)| Ok((name, value.map(|v| decode_b64(&v)).transpose()?)))

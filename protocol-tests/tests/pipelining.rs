@@ -25,8 +25,9 @@ async fn a_thousand_requests_in_flight_on_one_connection_each_get_their_own_resp
         let topic = format!("{prefix}-{i}");
         requests.spawn(async move {
             let request = MetadataRequest::default()
-                .with_topics(Some(vec![MetadataRequestTopic::default()
-                    .with_name(Some(TopicName(StrBytes::from_string(topic.clone()))))]))
+                .with_topics(Some(vec![
+                    MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(topic.clone()))))
+                ]))
                 .with_allow_auto_topic_creation(false);
             let (_, response) = messenger.request(&request).await.expect("response");
             let named: Vec<String> =

@@ -35,6 +35,15 @@ is_ours() {
   grep -qzxF -- "-Dkferry.cluster=$dir" "/proc/$pid/cmdline" 2>/dev/null
 }
 
+# Alive and not a zombie. For the JVM just launched: until setsid has exec'd java, its
+# command line is still this script's, so is_ours would wrongly report it dead.
+proc_alive() {
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  [[ "${stat:0:1}" != Z ]]
+}
+
 running_pid() {
   local dir="$1" pid
   [[ -f "$dir/pid" ]] || return 1
@@ -237,7 +246,7 @@ start_cluster() {
 wait_ready() {
   local name="$1" port="$2" pid="$3" started="$4" dir="$run_dir/$1"
   while ! answers_metadata "$port"; do
-    if ! is_ours "$pid" "$dir"; then
+    if ! proc_alive "$pid"; then
       show_logs "$dir"
       stop_cluster "$name"
       die "$name (Kafka on 127.0.0.1:$port) exited during start-up"

@@ -159,92 +159,106 @@ def transaction_plan(count, txn_size, abort_every):
     return plan
 
 
+class Sender:
+    """Produces record i to its partition and keeps the delivery reports by index."""
+
+    def __init__(self, producer, topic, partitions, base_timestamp):
+        self.producer, self.topic = producer, topic
+        self.partitions, self.base = partitions, base_timestamp
+        self.delivered, self.errors = {}, []
+
+    def on_delivery(self, err, msg, index):
+        if err is not None:
+            self.errors.append({"index": index, "error": str(err)})
+        else:
+            self.delivered[index] = (msg.partition(), msg.offset())
+
+    def send(self, i):
+        rec = record(i, self.base)
+        kwargs = {"partition": self.partitions[i % len(self.partitions)], "timestamp": rec["timestamp"],
+                  "on_delivery": lambda err, msg: self.on_delivery(err, msg, i)}
+        if rec["headers"] is not None:
+            kwargs["headers"] = rec["headers"]
+        while True:
+            try:
+                self.producer.produce(self.topic, value=rec["value"], key=rec["key"], **kwargs)
+                return
+            except BufferError:  # local queue full: let deliveries drain, then retry
+                self.producer.poll(0.1)
+
+
+def run_transactions(producer, sender, plan, timeout):
+    producer.init_transactions(timeout)
+    for first, end, aborted in plan:
+        producer.begin_transaction()
+        for i in range(first, end):
+            sender.send(i)
+        if aborted:
+            # Flush first: abort would purge records still lingering in the client, and
+            # aborted data is only worth testing once it sits in the log.
+            producer.flush(timeout)
+            producer.abort_transaction(timeout)
+        else:
+            producer.commit_transaction(timeout)
+
+
+def offsets_by_partition(delivered):
+    """{"partition": {"records", "first_offset", "last_offset"}} from index -> (partition, offset)."""
+    result = {}
+    for part, offset in delivered.values():
+        entry = result.setdefault(str(part), {"records": 0, "first_offset": offset, "last_offset": offset})
+        entry["records"] += 1
+        entry["first_offset"] = min(entry["first_offset"], offset)
+        entry["last_offset"] = max(entry["last_offset"], offset)
+    return result
+
+
 def cmd_produce(args):
     if args.abort_every and not args.transactional_id:
         raise SystemExit("--abort-every needs --transactional-id")
-    if args.compression not in CODECS:
-        raise SystemExit(f"--compression must be one of {CODECS}")
     base = args.base_timestamp
     if base is None:
         # Recent timestamps: old ones would fall to retention.ms, future ones could be refused.
         base = int(time.time() * 1000) - args.count
     producer = Producer(producer_config(args))
     if args.partition is not None:
-        partitions = None
+        partitions = [args.partition]
     else:
         partitions = partition_ids(producer, args.topic, args.timeout)
-    delivered, errors = {}, []
-
-    def on_delivery(err, msg, index):
-        if err is not None:
-            errors.append({"index": index, "error": str(err)})
-        else:
-            delivered[index] = (msg.partition(), msg.offset())
-
-    def send(i):
-        rec = record(i, base)
-        part = args.partition if partitions is None else partitions[i % len(partitions)]
-        kwargs = {"partition": part, "timestamp": rec["timestamp"],
-                  "on_delivery": lambda err, msg, i=i: on_delivery(err, msg, i)}
-        if rec["headers"] is not None:
-            kwargs["headers"] = rec["headers"]
-        while True:
-            try:
-                producer.produce(args.topic, value=rec["value"], key=rec["key"], **kwargs)
-                return
-            except BufferError:  # local queue full: let deliveries drain, then retry
-                producer.poll(0.1)
+    sender = Sender(producer, args.topic, partitions, base)
 
     start = time.monotonic()
     if args.transactional_id:
         plan = transaction_plan(args.count, args.txn_size, args.abort_every)
-        producer.init_transactions(args.timeout)
-        for first, end, aborted in plan:
-            producer.begin_transaction()
-            for i in range(first, end):
-                send(i)
-            if aborted:
-                # Flush first: abort would purge records still lingering in the client, and
-                # aborted data is only worth testing once it sits in the log.
-                producer.flush(args.timeout)
-                producer.abort_transaction(args.timeout)
-            else:
-                producer.commit_transaction(args.timeout)
+        run_transactions(producer, sender, plan, args.timeout)
     else:
         plan = [(0, args.count, False)]
         for i in range(args.count):
-            send(i)
+            sender.send(i)
             producer.poll(0)
-    remaining = producer.flush(args.timeout)
+    undelivered = producer.flush(args.timeout)
     elapsed_ms = int((time.monotonic() - start) * 1000)
 
-    per_partition = {}
-    for index in sorted(delivered):
-        part, offset = delivered[index]
-        entry = per_partition.setdefault(str(part), {"records": 0, "first_offset": offset, "last_offset": offset})
-        entry["records"] += 1
-        entry["first_offset"] = min(entry["first_offset"], offset)
-        entry["last_offset"] = max(entry["last_offset"], offset)
     aborted_ranges = [[first, end] for first, end, aborted in plan if aborted]
     aborted_count = sum(end - first for first, end in aborted_ranges)
-    summary = {
+    emit({
         "topic": args.topic,
         "count": args.count,
         "compression": args.compression,
         "base_timestamp": base,
-        "partitions": per_partition,
-        "delivered": len(delivered),
-        "errors": errors[:20],
-        "undelivered": remaining,
+        "partitions": offsets_by_partition(sender.delivered),
+        "delivered": len(sender.delivered),
+        "errors": sender.errors[:20],
+        "undelivered": undelivered,
         "transactional": bool(args.transactional_id),
         "transactions": len(plan) if args.transactional_id else 0,
         "committed": args.count - aborted_count,
         "aborted": aborted_count,
         "aborted_ranges": aborted_ranges,
         "elapsed_ms": elapsed_ms,
-    }
-    emit(summary)
-    return 0 if not errors and remaining == 0 and len(delivered) == args.count else 1
+    })
+    ok = not sender.errors and undelivered == 0 and len(sender.delivered) == args.count
+    return 0 if ok else 1
 
 
 # ---------------------------------------------------------------- consume

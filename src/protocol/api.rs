@@ -131,4 +131,14 @@ mod tests {
         let garbage = Bytes::from_static(&[0, 0, 0, 1, 0xff, 0xff, 0xff]);
         assert!(decode_response::<ApiVersionsRequest>(garbage, 3).is_err());
     }
+
+    #[test]
+    fn huge_array_count_is_an_error_not_an_allocation() {
+        // Found by fuzz/response_decode: 11 bytes claiming ~10^9 topics in a ProduceResponse
+        // (v3: correlation id, then an Int32 topic count of 0x6b000009) made kafka-protocol
+        // reserve 172 GB, and the failed allocation aborted the process
+        // (fixed in vendor/kafka-protocol).
+        let frame = Bytes::from_static(&[0, 0, 0, 0, 0x6b, 0, 0, 0x09, 0x04]);
+        assert!(decode_response::<m::ProduceRequest>(frame, 3).is_err());
+    }
 }

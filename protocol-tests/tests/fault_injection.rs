@@ -182,3 +182,19 @@ async fn unreachable_broker_names_cluster_and_address() {
     assert!(matches!(error, ConnectionError::Connect { .. }), "{error:?}");
     assert!(error.to_string().contains(&format!("cluster gone, bootstrap server {address}")), "{error}");
 }
+
+#[tokio::test]
+async fn close_fails_requests_in_flight_with_a_shutdown_error() {
+    let (address, fake) = fake_broker(Fault::Silent).await;
+    let broker = BrokerRef { cluster: "fake".into(), node_id: Some(1), address: address.into() };
+    let messenger = std::sync::Arc::new(Messenger::connect(broker, &ConnectionConfig::default()).await.unwrap());
+    let waiting = {
+        let messenger = std::sync::Arc::clone(&messenger);
+        tokio::spawn(async move { messenger.request(&MetadataRequest::default()).await.map(|_| ()) })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    messenger.close();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("no hang").unwrap();
+    assert!(matches!(outcome, Err(ConnectionError::Shutdown { .. })), "{outcome:?}");
+    fake.abort();
+}

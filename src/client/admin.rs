@@ -3,7 +3,7 @@
 //! cluster's retry policy.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -13,7 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::cluster::Cluster;
 use super::error::ClientError;
 use super::metadata::BrokerInfo;
-use crate::protocol::error_code::ErrorCode;
+use crate::protocol::error_code::{ErrorCode, ResponseError};
 
 /// DescribeConfigs resource type of a topic.
 const RESOURCE_TOPIC: i8 = 2;
@@ -104,6 +104,10 @@ impl Cluster {
                 }
             })?;
             if let Some(code) = ErrorCode::from_code(result.error_code) {
+                // For an admin lookup this means the topic does not exist: no point retrying.
+                if code.0 == ResponseError::UnknownTopicOrPartition {
+                    return Err(ClientError::UnknownTopic { cluster: self.name().clone(), topic: topic.to_string() });
+                }
                 let message = result.error_message.map(|m| m.to_string());
                 return Err(ClientError::Topic {
                     cluster: self.name().clone(),
@@ -137,6 +141,10 @@ impl Cluster {
 
     /// Creates `topics`; returns one result per topic, in order, so one refused topic does
     /// not hide the others. `validate_only` asks the broker to check without creating.
+    ///
+    /// A created topic is reported `Ok` only once this cluster's metadata shows it with a
+    /// leader for every partition (KRaft brokers learn of a new topic a moment after the
+    /// controller accepted it), so the caller can produce to it at once.
     pub async fn create_topics(
         &self,
         topics: &[NewTopic],
@@ -147,9 +155,10 @@ impl Cluster {
             .with_timeout_ms(i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX))
             .with_validate_only(validate_only)
             .with_topics(topics.iter().map(creatable_topic).collect());
+        let started = Instant::now();
         let (_, response) = self.retrying(|| async { Ok(self.any_broker().await?.request(&request).await?) }).await?;
         self.invalidate_metadata();
-        Ok(topics
+        let mut outcomes: Vec<(String, Result<(), ClientError>)> = topics
             .iter()
             .map(|topic| {
                 let result = response.topics.iter().find(|r| r.name.0.as_str() == topic.name);
@@ -170,7 +179,36 @@ impl Cluster {
                 };
                 (topic.name.clone(), outcome)
             })
-            .collect())
+            .collect();
+        if !validate_only {
+            for (topic, outcome) in outcomes.iter_mut().filter(|(_, outcome)| outcome.is_ok()) {
+                *outcome = self.await_leaders(topic, started + timeout).await;
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Polls metadata until every partition of `topic` has a leader, or `deadline` passes.
+    async fn await_leaders(&self, topic: &str, deadline: Instant) -> Result<(), ClientError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match self.topic(topic).await {
+                Ok(info) if info.partitions.values().all(|p| p.leader.is_some()) => return Ok(()),
+                Ok(_) | Err(ClientError::UnknownTopic { .. }) => {}
+                Err(other) => return Err(other),
+            }
+            if Instant::now() + pause > deadline {
+                return Err(ClientError::TopicNotReady {
+                    cluster: self.name().clone(),
+                    topic: topic.to_string(),
+                    waited: started.elapsed(),
+                });
+            }
+            self.invalidate_metadata();
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
     }
 }
 

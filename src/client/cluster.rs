@@ -138,7 +138,8 @@ impl Cluster {
 
     /// Metadata of one topic: from the cache when fresh, else from a new Metadata request.
     pub async fn topic(&self, topic: &str) -> Result<TopicInfo, ClientError> {
-        let covers = |s: &MetadataSnapshot| s.topics.contains_key(topic) || s.topic_errors.contains_key(topic);
+        // A topic the last answer had an error for is asked again: it may exist by now.
+        let covers = |s: &MetadataSnapshot| s.topics.contains_key(topic);
         let snapshot = match self.cached(covers) {
             Some(snapshot) => snapshot,
             None => self.refresh(Some(&[topic.to_string()])).await?,

@@ -74,9 +74,9 @@ pub enum ClientError {
     Connection(#[from] ConnectionError),
     #[error("cluster {cluster}: none of the bootstrap servers answered: {}", list(.attempts))]
     NoBootstrap { cluster: Arc<str>, attempts: Vec<ConnectionError> },
-    #[error("cluster {cluster}: {api} for topic {topic} partition {partition} failed: {code}{}", detail(.message))]
+    #[error("{broker}: {api} for topic {topic} partition {partition} failed: {code}{}", detail(.message))]
     Partition {
-        cluster: Arc<str>,
+        broker: BrokerRef,
         api: &'static str,
         topic: String,
         partition: i32,
@@ -93,6 +93,8 @@ pub enum ClientError {
     UnknownPartition { cluster: Arc<str>, topic: String, partition: i32 },
     #[error("cluster {cluster}: topic {topic} partition {partition} has no leader right now")]
     NoLeader { cluster: Arc<str>, topic: String, partition: i32 },
+    #[error("cluster {cluster}: topic {topic} was created but has no leader for every partition after {waited:?}")]
+    TopicNotReady { cluster: Arc<str>, topic: String, waited: Duration },
     #[error("cluster {cluster}: metadata names broker {node_id}, but no address for it")]
     UnknownBroker { cluster: Arc<str>, node_id: i32 },
     #[error("cluster {cluster}: {what} answered without {missing}")]

@@ -16,6 +16,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::cluster::Cluster;
 use super::error::ClientError;
+use super::messenger::Messenger;
 use super::metadata::TopicInfo;
 use crate::protocol::error_code::ErrorCode;
 
@@ -93,14 +94,21 @@ fn topic_name(topic: &str) -> TopicName {
 
 impl Cluster {
     fn partition_error(
-        &self,
+        leader: &Messenger,
         api: &'static str,
         topic: &str,
         partition: i32,
         code: ErrorCode,
         message: Option<String>,
     ) -> ClientError {
-        ClientError::Partition { cluster: self.name().clone(), api, topic: topic.to_string(), partition, code, message }
+        ClientError::Partition {
+            broker: leader.broker().clone(),
+            api,
+            topic: topic.to_string(),
+            partition,
+            code,
+            message,
+        }
     }
 
     fn missing(&self, what: &'static str, topic: &str, partition: i32) -> ClientError {
@@ -138,7 +146,7 @@ impl Cluster {
                 .find(|p| p.partition_index == partition)
                 .ok_or_else(|| self.missing("ListOffsets", topic, partition))?;
             match ErrorCode::from_code(answer.error_code) {
-                Some(code) => Err(self.partition_error("ListOffsets", topic, partition, code, None)),
+                Some(code) => Err(Self::partition_error(&leader, "ListOffsets", topic, partition, code, None)),
                 None => Ok(answer.offset),
             }
         })
@@ -180,7 +188,7 @@ impl Cluster {
             match ErrorCode::from_code(answer.error_code) {
                 Some(code) => {
                     let message = produce_error_message(answer);
-                    Err(self.partition_error("Produce", topic, partition, code, message))
+                    Err(Self::partition_error(&leader, "Produce", topic, partition, code, message))
                 }
                 None => Ok(Produced { base_offset: answer.base_offset, log_append_time_ms: answer.log_append_time_ms }),
             }
@@ -210,7 +218,7 @@ impl Cluster {
             let timeout = spec.max_wait + self.config().connection.request_timeout;
             let (_, response) = leader.request_with_timeout(&request, timeout).await?;
             if let Some(code) = ErrorCode::from_code(response.error_code) {
-                return Err(self.partition_error("Fetch", topic, partition, code, None));
+                return Err(Self::partition_error(&leader, "Fetch", topic, partition, code, None));
             }
             let answer = response
                 .responses
@@ -220,7 +228,7 @@ impl Cluster {
                 .find(|p| p.partition_index == partition)
                 .ok_or_else(|| self.missing("Fetch", topic, partition))?;
             if let Some(code) = ErrorCode::from_code(answer.error_code) {
-                return Err(self.partition_error("Fetch", topic, partition, code, None));
+                return Err(Self::partition_error(&leader, "Fetch", topic, partition, code, None));
             }
             Ok(FetchedPartition {
                 high_watermark: answer.high_watermark,

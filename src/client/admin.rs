@@ -193,7 +193,7 @@ impl Cluster {
         let started = Instant::now();
         let mut pause = Duration::from_millis(20);
         loop {
-            match self.topic(topic).await {
+            match self.topic_once(topic).await {
                 Ok(info) if info.partitions.values().all(|p| p.leader.is_some()) => return Ok(()),
                 Ok(_) | Err(ClientError::UnknownTopic { .. }) => {}
                 Err(other) => return Err(other),

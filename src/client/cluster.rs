@@ -110,7 +110,7 @@ impl Cluster {
             metadata: RwLock::default(),
             refreshing: tokio::sync::Mutex::default(),
         });
-        cluster.refresh(Some(&[])).await?;
+        cluster.retrying(|| cluster.refresh(Some(&[]))).await?;
         Ok(cluster)
     }
 
@@ -128,16 +128,27 @@ impl Cluster {
         if let Some(snapshot) = self.cached(|_| true) {
             return Ok(snapshot);
         }
-        self.refresh(Some(&[])).await
+        self.retrying(|| self.refresh(Some(&[]))).await
     }
 
     /// Metadata listing every topic of the cluster (always a fresh request).
     pub async fn all_topics(&self) -> Result<Arc<MetadataSnapshot>, ClientError> {
-        self.refresh(None).await
+        self.retrying(|| self.refresh(None)).await
     }
 
     /// Metadata of one topic: from the cache when fresh, else from a new Metadata request.
     pub async fn topic(&self, topic: &str) -> Result<TopicInfo, ClientError> {
+        self.retrying(|| self.topic_once(topic)).await
+    }
+
+    /// The connection to the current leader of `topic`/`partition`, and its leader epoch.
+    pub async fn leader(&self, topic: &str, partition: i32) -> Result<(Arc<Messenger>, i32), ClientError> {
+        self.retrying(|| self.leader_once(topic, partition)).await
+    }
+
+    /// As [`Cluster::topic`] without retries, for use inside a call that retries as a whole
+    /// (nested retries would multiply the attempts).
+    pub(super) async fn topic_once(&self, topic: &str) -> Result<TopicInfo, ClientError> {
         // A topic the last answer had an error for is asked again: it may exist by now.
         let covers = |s: &MetadataSnapshot| s.topics.contains_key(topic);
         let snapshot = match self.cached(covers) {
@@ -161,9 +172,9 @@ impl Cluster {
         }
     }
 
-    /// The connection to the current leader of `topic`/`partition`, and its leader epoch.
-    pub async fn leader(&self, topic: &str, partition: i32) -> Result<(Arc<Messenger>, i32), ClientError> {
-        let info = self.topic(topic).await?;
+    /// As [`Cluster::leader`] without retries; see [`Cluster::topic_once`].
+    pub(super) async fn leader_once(&self, topic: &str, partition: i32) -> Result<(Arc<Messenger>, i32), ClientError> {
+        let info = self.topic_once(topic).await?;
         let p = info.partitions.get(&partition).ok_or_else(|| ClientError::UnknownPartition {
             cluster: self.name.clone(),
             topic: topic.to_string(),
@@ -191,8 +202,8 @@ impl Cluster {
         (fresh && covers(&cached.snapshot)).then(|| Arc::clone(&cached.snapshot))
     }
 
-    /// Sends a Metadata request for `topics` (`None`: all topics) plus every topic the
-    /// cache already covers, so one caller's refresh never drops another's topics.
+    /// Sends one Metadata request (no retries) for `topics` (`None`: all topics) plus every
+    /// topic the cache already covers, so one caller's refresh never drops another's topics.
     async fn refresh(&self, topics: Option<&[String]>) -> Result<Arc<MetadataSnapshot>, ClientError> {
         let _one_at_a_time = self.refreshing.lock().await;
         let (mut wanted, was_complete) = {
@@ -218,7 +229,7 @@ impl Cluster {
                     .collect()
             }))
             .with_allow_auto_topic_creation(false);
-        let (_, response) = self.retrying(|| async { Ok(self.any_broker().await?.request(&request).await?) }).await?;
+        let (_, response) = self.any_broker().await?.request(&request).await?;
         let snapshot = Arc::new(MetadataSnapshot::from_response(response));
         *self.metadata.write().unwrap_or_else(|p| p.into_inner()) = Some(CachedMetadata {
             snapshot: Arc::clone(&snapshot),
@@ -229,7 +240,7 @@ impl Cluster {
         Ok(snapshot)
     }
 
-    /// A live connection to broker `node_id`, opened if needed.
+    /// A live connection to broker `node_id`, opened if needed (no retries).
     pub async fn broker(&self, node_id: i32) -> Result<Arc<Messenger>, ClientError> {
         let address = self.broker_address(node_id).await?;
         let broker = BrokerRef { cluster: self.name.clone(), node_id: Some(node_id), address: address.into() };

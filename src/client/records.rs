@@ -128,7 +128,7 @@ impl Cluster {
         isolation: Isolation,
     ) -> Result<i64, ClientError> {
         self.retrying(|| async {
-            let (leader, leader_epoch) = self.leader(topic, partition).await?;
+            let (leader, leader_epoch) = self.leader_once(topic, partition).await?;
             let request = ListOffsetsRequest::default()
                 .with_replica_id(BrokerId(-1))
                 .with_isolation_level(isolation.level())
@@ -165,8 +165,8 @@ impl Cluster {
         timeout: Duration,
     ) -> Result<Produced, ClientError> {
         self.retrying(|| async {
-            let info = self.topic(topic).await?;
-            let (leader, _) = self.leader(topic, partition).await?;
+            let info = self.topic_once(topic).await?;
+            let (leader, _) = self.leader_once(topic, partition).await?;
             let request = ProduceRequest::default()
                 .with_acks(-1)
                 .with_timeout_ms(i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX))
@@ -199,8 +199,8 @@ impl Cluster {
     /// Fetches one partition from its leader, from `spec.offset` on.
     pub async fn fetch(&self, topic: &str, partition: i32, spec: &FetchSpec) -> Result<FetchedPartition, ClientError> {
         self.retrying(|| async {
-            let info = self.topic(topic).await?;
-            let (leader, leader_epoch) = self.leader(topic, partition).await?;
+            let info = self.topic_once(topic).await?;
+            let (leader, leader_epoch) = self.leader_once(topic, partition).await?;
             let max_wait_ms = i32::try_from(spec.max_wait.as_millis()).unwrap_or(i32::MAX);
             let request = FetchRequest::default()
                 .with_max_wait_ms(max_wait_ms)

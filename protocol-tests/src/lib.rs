@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod fake;
+
 use base64::Engine;
 use kferry::client::{ClientConfig, Cluster};
 use serde::Deserialize;

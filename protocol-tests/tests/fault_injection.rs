@@ -4,17 +4,16 @@
 //! flight fails with that same error.
 //!
 //! This test uses an in-process FAKE broker, on purpose: a real broker cannot be made to
-//! send garbage. The fake answers the ApiVersions handshake properly (encoded with
-//! kafka-protocol's broker-side codec), then misbehaves on every later request as told.
+//! send garbage. The fake (`protocol_tests::fake`) answers the ApiVersions handshake
+//! properly, then misbehaves on the first later request as told.
 
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, MetadataRequest, ResponseHeader};
-use kafka_protocol::protocol::Encodable;
+use kafka_protocol::messages::{ApiKey, MetadataRequest};
 use kferry::client::{BrokerRef, ConnectionConfig, ConnectionError, Messenger};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use protocol_tests::fake::{api_versions, read_request, response};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Debug, Clone, Copy)]
@@ -29,32 +28,6 @@ enum Fault {
     GarbageBody,
     /// Nothing at all: the request times out.
     Silent,
-}
-
-/// Reads one request frame; returns (api key, api version, correlation id).
-async fn read_request(socket: &mut TcpStream) -> Option<(i16, i16, i32)> {
-    let size = socket.read_i32().await.ok()?;
-    let mut body = vec![0u8; usize::try_from(size).ok()?];
-    socket.read_exact(&mut body).await.ok()?;
-    let field = |at: usize, n: usize| body[at..at + n].to_vec();
-    let key = i16::from_be_bytes(field(0, 2).try_into().ok()?);
-    let version = i16::from_be_bytes(field(2, 2).try_into().ok()?);
-    let correlation_id = i32::from_be_bytes(field(4, 4).try_into().ok()?);
-    Some((key, version, correlation_id))
-}
-
-fn api_versions_response(correlation_id: i32, version: i16) -> BytesMut {
-    let response = ApiVersionsResponse::default().with_api_keys(vec![
-        ApiVersion::default().with_api_key(ApiKey::ApiVersions as i16).with_min_version(0).with_max_version(4),
-        ApiVersion::default().with_api_key(ApiKey::Metadata as i16).with_min_version(0).with_max_version(12),
-    ]);
-    let mut body = BytesMut::new();
-    ResponseHeader::default().with_correlation_id(correlation_id).encode(&mut body, 0).unwrap();
-    response.encode(&mut body, version).unwrap();
-    let mut frame = BytesMut::new();
-    frame.put_i32(body.len() as i32);
-    frame.extend_from_slice(&body);
-    frame
 }
 
 async fn misbehave(socket: &mut TcpStream, fault: Fault, correlation_id: i32) {
@@ -90,13 +63,14 @@ async fn fake_broker(fault: Fault) -> (String, tokio::task::JoinHandle<()>) {
     let task = tokio::spawn(async move {
         let Ok((mut socket, _)) = listener.accept().await else { return };
         let mut misbehaved = false;
-        while let Some((key, version, correlation_id)) = read_request(&mut socket).await {
-            if key == ApiKey::ApiVersions as i16 {
-                let _ = socket.write_all(&api_versions_response(correlation_id, version)).await;
+        while let Some(head) = read_request(&mut socket).await {
+            if head.api == ApiKey::ApiVersions {
+                let versions = api_versions(&[(ApiKey::ApiVersions, 4), (ApiKey::Metadata, 12)]);
+                let _ = socket.write_all(&response(&head, &versions)).await;
             } else if !misbehaved {
                 // Only the first data request triggers the fault; the client must fail the
                 // others in flight with the same error without their own answers.
-                misbehave(&mut socket, fault, correlation_id).await;
+                misbehave(&mut socket, fault, head.correlation_id).await;
                 misbehaved = true;
             }
         }

@@ -3,26 +3,23 @@
 //! surfaces at once, naming cluster, broker, topic and partition.
 //!
 //! This test uses an in-process FAKE broker, on purpose: a single-node real cluster cannot
-//! be made to answer NOT_LEADER_OR_FOLLOWER on demand. The fake speaks real Kafka messages
-//! (encoded with kafka-protocol's broker-side codec) for ApiVersions, Metadata and
-//! ListOffsets, and counts what it was asked.
+//! be made to answer NOT_LEADER_OR_FOLLOWER on demand. The fake (`protocol_tests::fake`)
+//! speaks real Kafka messages for ApiVersions, Metadata and ListOffsets, and counts what it
+//! was asked.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
-use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, BrokerId, ListOffsetsResponse, MetadataResponse, ResponseHeader, TopicName,
-};
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::messages::{ApiKey, BrokerId, ListOffsetsResponse, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use kferry::client::{ClientConfig, ClientError, Cluster, Isolation, OffsetSpec, RetryPolicy};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use protocol_tests::fake::{api_versions, read_request, response};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 const TOPIC: &str = "orders";
@@ -33,26 +30,6 @@ struct Script {
     failures: usize,
     list_offsets_seen: AtomicUsize,
     metadata_seen: AtomicUsize,
-}
-
-fn frame(correlation_id: i32, header_version: i16, body: impl Encodable, version: i16) -> BytesMut {
-    let mut payload = BytesMut::new();
-    ResponseHeader::default().with_correlation_id(correlation_id).encode(&mut payload, header_version).unwrap();
-    body.encode(&mut payload, version).unwrap();
-    let mut out = BytesMut::new();
-    out.put_i32(payload.len() as i32);
-    out.extend_from_slice(&payload);
-    out
-}
-
-fn api_versions() -> ApiVersionsResponse {
-    let api =
-        |key: ApiKey, max| ApiVersion::default().with_api_key(key as i16).with_min_version(0).with_max_version(max);
-    ApiVersionsResponse::default().with_api_keys(vec![
-        api(ApiKey::ApiVersions, 3),
-        api(ApiKey::Metadata, 12),
-        api(ApiKey::ListOffsets, 8),
-    ])
 }
 
 fn metadata(port: u16) -> MetadataResponse {
@@ -81,27 +58,20 @@ fn list_offsets(error_code: i16) -> ListOffsetsResponse {
 }
 
 async fn serve(mut socket: TcpStream, port: u16, script: Arc<Script>) {
-    loop {
-        let Ok(size) = socket.read_i32().await else { return };
-        let mut request = vec![0u8; size as usize];
-        if socket.read_exact(&mut request).await.is_err() {
-            return;
-        }
-        let key = i16::from_be_bytes([request[0], request[1]]);
-        let version = i16::from_be_bytes([request[2], request[3]]);
-        let correlation_id = i32::from_be_bytes([request[4], request[5], request[6], request[7]]);
-        let api = ApiKey::try_from(key).unwrap();
-        let header_version = api.response_header_version(version);
-        let out = match api {
-            ApiKey::ApiVersions => frame(correlation_id, header_version, api_versions(), version),
+    while let Some(head) = read_request(&mut socket).await {
+        let out = match head.api {
+            ApiKey::ApiVersions => response(
+                &head,
+                &api_versions(&[(ApiKey::ApiVersions, 3), (ApiKey::Metadata, 12), (ApiKey::ListOffsets, 8)]),
+            ),
             ApiKey::Metadata => {
                 script.metadata_seen.fetch_add(1, Ordering::SeqCst);
-                frame(correlation_id, header_version, metadata(port), version)
+                response(&head, &metadata(port))
             }
             ApiKey::ListOffsets => {
                 let seen = script.list_offsets_seen.fetch_add(1, Ordering::SeqCst);
                 let code = if seen < script.failures { script.error_code } else { 0 };
-                frame(correlation_id, header_version, list_offsets(code), version)
+                response(&head, &list_offsets(code))
             }
             other => panic!("the fake does not serve {other:?}"),
         };

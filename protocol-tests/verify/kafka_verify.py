@@ -19,11 +19,41 @@ a broker holds, so kferry never grades its own work.
       (partition, offset): partition, offset, key, value (base64, null kept), headers
       ([name, base64 or null]), timestamp, timestamp_type. A summary goes to stderr. Exit 0
       when complete, 1 on error, 2 on timeout (the records read so far are still printed).
+
+Topic planner checks (each prints one JSON object; the changing ones return once the broker
+shows the change, so a describe right after them sees it):
+
+  describe-topic --bootstrap B --topic T
+      prints {"topic", "exists", "partitions", "replication_factor", "configs", "all_configs"}:
+      configs holds only the topic's own overrides (source DYNAMIC_TOPIC_CONFIG), all_configs
+      every config the broker reports (sensitive values are null). A missing topic prints
+      exists false, 0 partitions, replication factor 0 and empty configs, and exits 0.
+  list-topics --bootstrap B
+      prints {"topics": [sorted names]}, internal topics (__consumer_offsets, ...) included.
+  add-partitions --bootstrap B --topic T --total N
+      CreatePartitions to N in all; prints {"topic", "partitions"} once all N have a leader.
+  alter-config --bootstrap B --topic T [--set K=V ...] [--delete K ...]
+      IncrementalAlterConfigs (SET / DELETE); prints {"topic", "set", "deleted", "configs"}
+      (configs: the topic's overrides afterwards).
+  create-acl --bootstrap B --topic T --principal P --operation OP --permission PERM
+             [--pattern LITERAL|PREFIXED] [--host H]
+      creates one topic ACL (host default *, pattern default LITERAL); prints it as
+      describe-acls does.
+  describe-acls --bootstrap B [--topic T]
+      prints {"acls": [{"resource_type", "name", "pattern", "principal", "host",
+      "operation", "permission"}]} sorted; with --topic only the ACLs bound to exactly that
+      topic name (any pattern type), else every ACL of the cluster. Kafka's names are used
+      (resource type CLUSTER, which librdkafka calls BROKER). Needs a broker with an
+      authorizer: without one this fails with SECURITY_DISABLED.
+
+Errors print {"error", "code", "command"} on stderr and exit 1.
 """
 
 import argparse
 import base64
 import json
+import socket
+import struct
 import sys
 import time
 import uuid
@@ -35,11 +65,29 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Producer,
+    TopicCollection,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ConfigSource,
+    NewPartitions,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+)
 
 CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
+# The operations a topic ACL can name.
+ACL_OPERATIONS = ("ALL", "READ", "WRITE", "CREATE", "DELETE", "ALTER", "DESCRIBE", "DESCRIBE_CONFIGS",
+                  "ALTER_CONFIGS")
 TIMESTAMP_TYPES = {TIMESTAMP_CREATE_TIME: "create_time", TIMESTAMP_LOG_APPEND_TIME: "log_append_time"}
 
 
@@ -82,14 +130,30 @@ def record(i, base_timestamp):
 # ---------------------------------------------------------------- helpers
 
 
-def parse_configs(pairs):
+def parse_configs(pairs, option="--config"):
     configs = {}
     for pair in pairs or []:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise SystemExit(f"--config expects k=v, got {pair!r}")
+            raise SystemExit(f"{option} expects k=v, got {pair!r}")
         configs[name] = value
     return configs
+
+
+def admin_client(args):
+    return AdminClient({"bootstrap.servers": args.bootstrap})
+
+
+def wait_until(check, timeout, what):
+    """Polls check() (a truthy result ends the wait) until timeout seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise KafkaException(f"{what}: not seen after {timeout}s")
+        time.sleep(0.1)
 
 
 def partition_ids(client, topic, timeout):
@@ -327,6 +391,179 @@ def cmd_consume(args):
     return 0 if complete else 2
 
 
+# ---------------------------------------------------------------- topic planner checks
+
+
+def topic_description(admin, topic, timeout):
+    """librdkafka's TopicDescription, or None when the broker does not know the topic."""
+    futures = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout)
+    try:
+        return futures[topic].result(timeout=timeout)
+    except KafkaException as exc:
+        if exc.args and exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            return None
+        raise
+
+
+def topic_configs(admin, topic, timeout):
+    """{name: ConfigEntry} of every config the broker reports for topic."""
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    futures = admin.describe_configs([resource], request_timeout=timeout)
+    return futures[resource].result(timeout=timeout)
+
+
+def overrides(entries):
+    """The topic's own settings: configs whose source is DYNAMIC_TOPIC_CONFIG."""
+    # librdkafka reports the source as a plain int; ConfigSource() accepts that and the enum.
+    return {name: e.value for name, e in entries.items()
+            if ConfigSource(e.source) == ConfigSource.DYNAMIC_TOPIC_CONFIG}
+
+
+def cmd_describe_topic(args):
+    admin = admin_client(args)
+    desc = topic_description(admin, args.topic, args.timeout)
+    if desc is None:
+        emit({"topic": args.topic, "exists": False, "partitions": 0, "replication_factor": 0,
+              "configs": {}, "all_configs": {}})
+        return 0
+    entries = topic_configs(admin, args.topic, args.timeout)
+    emit({
+        "topic": args.topic,
+        "exists": True,
+        "partitions": len(desc.partitions),
+        "replication_factor": max((len(p.replicas) for p in desc.partitions), default=0),
+        "configs": overrides(entries),
+        "all_configs": {name: e.value for name, e in entries.items()},
+    })
+    return 0
+
+
+def cmd_list_topics(args):
+    meta = admin_client(args).list_topics(timeout=args.timeout)
+    emit({"topics": sorted(meta.topics)})
+    return 0
+
+
+def cmd_add_partitions(args):
+    admin = admin_client(args)
+    futures = admin.create_partitions([NewPartitions(args.topic, args.total)],
+                                      operation_timeout=args.timeout, request_timeout=args.timeout)
+    futures[args.topic].result(timeout=args.timeout)
+    wait_for_leaders(admin, args.topic, args.total, args.timeout)
+    emit({"topic": args.topic, "partitions": args.total})
+    return 0
+
+
+def cmd_alter_config(args):
+    to_set = parse_configs(args.set, "--set")
+    to_delete = sorted(set(args.delete or []))
+    if not to_set and not to_delete:
+        raise SystemExit("alter-config needs at least one --set or --delete")
+    both = set(to_set) & set(to_delete)
+    if both:
+        raise SystemExit(f"both set and deleted: {sorted(both)}")
+    changes = [ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET) for name, value in to_set.items()]
+    changes += [ConfigEntry(name, None, incremental_operation=AlterConfigOpType.DELETE) for name in to_delete]
+    resource = ConfigResource(ResourceType.TOPIC, args.topic, incremental_configs=changes)
+    admin = admin_client(args)
+    futures = admin.incremental_alter_configs([resource], request_timeout=args.timeout)
+    futures[resource].result(timeout=args.timeout)
+
+    def applied():
+        current = overrides(topic_configs(admin, args.topic, args.timeout))
+        done = all(current.get(k) == v for k, v in to_set.items()) and not any(k in current for k in to_delete)
+        return current if done else None
+
+    current = wait_until(applied, args.timeout, f"config change of topic {args.topic}")
+    emit({"topic": args.topic, "set": to_set, "deleted": to_delete, "configs": current})
+    return 0
+
+
+# librdkafka names Kafka's resource type 4 (CLUSTER) BROKER.
+RESOURCE_NAMES = {"BROKER": "CLUSTER"}
+
+
+def acl_json(binding):
+    return {
+        "resource_type": RESOURCE_NAMES.get(binding.restype.name, binding.restype.name),
+        "name": binding.name,
+        "pattern": binding.resource_pattern_type.name,
+        "principal": binding.principal,
+        "host": binding.host,
+        "operation": binding.operation.name,
+        "permission": binding.permission_type.name,
+    }
+
+
+def acl_sort_key(acl):
+    return tuple(acl[k] for k in ("resource_type", "name", "pattern", "principal", "host", "operation", "permission"))
+
+
+def recv_exact(sock, size):
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise KafkaException("connection closed by the broker")
+        data += chunk
+    return data
+
+
+def describe_acls_error(bootstrap, timeout):
+    """(error code, message) of a DescribeAcls request matching every ACL, sent straight to
+    the first bootstrap broker. librdkafka (2.16 too) drops DescribeAcls' top-level error code
+    (rd_kafka_DescribeAclsResponse_parse returns NO_ERROR whatever the code was), so a broker
+    without authorizer (SECURITY_DISABLED) or a refusal would pass for an empty list."""
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    client_id = b"kferry-verify"
+    # Request header v1 (api key 29, version 1, correlation id 1, client id), then the v1
+    # filter: resource type ANY, name null, pattern ANY, principal null, host null,
+    # operation ANY, permission ANY. v1 is in every broker from 2.0 to 4.x.
+    request = struct.pack(">hhih", 29, 1, 1, len(client_id)) + client_id
+    request += struct.pack(">bhbhhbb", 1, -1, 1, -1, -1, 1, 1)
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock:
+        sock.sendall(struct.pack(">i", len(request)) + request)
+        (size,) = struct.unpack(">i", recv_exact(sock, 4))
+        response = recv_exact(sock, size)
+    # Response header v0 (correlation id), throttle_time_ms, error_code, error_message.
+    _, _, code, length = struct.unpack(">iihh", response[:12])
+    message = response[12:12 + length].decode("utf-8", "replace") if length >= 0 else None
+    return code, message
+
+
+def describe_acls(admin, topic, timeout, bootstrap):
+    if topic is None:
+        flt = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                               AclOperation.ANY, AclPermissionType.ANY)
+    else:
+        flt = AclBindingFilter(ResourceType.TOPIC, topic, ResourcePatternType.ANY, None, None,
+                               AclOperation.ANY, AclPermissionType.ANY)
+    bindings = admin.describe_acls(flt, request_timeout=timeout).result(timeout=timeout)
+    if not bindings:  # an error answer carries no ACLs: only then can one have been dropped
+        code, message = describe_acls_error(bootstrap, timeout)
+        if code != 0:
+            raise KafkaException(KafkaError(code, message or None))
+    return sorted((acl_json(b) for b in bindings), key=acl_sort_key)
+
+
+def cmd_create_acl(args):
+    binding = AclBinding(ResourceType.TOPIC, args.topic, ResourcePatternType[args.pattern], args.principal,
+                         args.host, AclOperation[args.operation], AclPermissionType[args.permission])
+    admin = admin_client(args)
+    futures = admin.create_acls([binding], request_timeout=args.timeout)
+    futures[binding].result(timeout=args.timeout)
+    wanted = acl_json(binding)
+    wait_until(lambda: wanted in describe_acls(admin, args.topic, args.timeout, args.bootstrap), args.timeout,
+               f"ACL {wanted}")
+    emit(wanted)
+    return 0
+
+
+def cmd_describe_acls(args):
+    emit({"acls": describe_acls(admin_client(args), args.topic, args.timeout, args.bootstrap)})
+    return 0
+
+
 # ---------------------------------------------------------------- command line
 
 
@@ -334,9 +571,10 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def common(p):
+    def common(p, topic="required"):
         p.add_argument("--bootstrap", required=True)
-        p.add_argument("--topic", required=True)
+        if topic is not None:
+            p.add_argument("--topic", required=topic == "required")
         p.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
 
     p = sub.add_parser("create-topic")
@@ -364,6 +602,38 @@ def parse_args(argv):
     p.add_argument("--expect", type=int, help="wait for at least N records")
     p.set_defaults(func=cmd_consume)
 
+    p = sub.add_parser("describe-topic")
+    common(p)
+    p.set_defaults(func=cmd_describe_topic)
+
+    p = sub.add_parser("list-topics")
+    common(p, topic=None)
+    p.set_defaults(func=cmd_list_topics)
+
+    p = sub.add_parser("add-partitions")
+    common(p)
+    p.add_argument("--total", type=int, required=True, help="partition count afterwards")
+    p.set_defaults(func=cmd_add_partitions)
+
+    p = sub.add_parser("alter-config")
+    common(p)
+    p.add_argument("--set", action="append", metavar="K=V")
+    p.add_argument("--delete", action="append", metavar="K")
+    p.set_defaults(func=cmd_alter_config)
+
+    p = sub.add_parser("create-acl")
+    common(p)
+    p.add_argument("--principal", required=True, help="e.g. User:alice")
+    p.add_argument("--operation", required=True, choices=ACL_OPERATIONS)
+    p.add_argument("--permission", required=True, choices=("ALLOW", "DENY"))
+    p.add_argument("--pattern", choices=("LITERAL", "PREFIXED"), default="LITERAL")
+    p.add_argument("--host", default="*")
+    p.set_defaults(func=cmd_create_acl)
+
+    p = sub.add_parser("describe-acls")
+    common(p, topic="optional")
+    p.set_defaults(func=cmd_describe_acls)
+
     args = parser.parse_args(argv)
     if getattr(args, "txn_size", 1) < 1:
         parser.error("--txn-size must be at least 1")
@@ -375,7 +645,9 @@ def main(argv=None):
     try:
         return args.func(args)
     except KafkaException as exc:
-        emit({"error": str(exc), "command": args.command}, sys.stderr)
+        err = exc.args[0] if exc.args else None
+        code = err.name() if isinstance(err, KafkaError) else None
+        emit({"error": str(exc), "code": code, "command": args.command}, sys.stderr)
         return 1
 
 

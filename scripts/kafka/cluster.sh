@@ -2,28 +2,33 @@
 # Single-node Apache Kafka test clusters (KRaft, combined broker+controller) on 127.0.0.1.
 #
 #   scripts/kafka/cluster.sh start NAME PORT [VERSION]   PLAINTEXT on PORT, CONTROLLER on PORT+1
+#       (KFERRY_KAFKA_AUTHORIZER=1 in the environment: with an authorizer, so ACLs work)
 #   scripts/kafka/cluster.sh stop NAME                   TERM, then KILL; removes the data dir
 #   scripts/kafka/cluster.sh stop-all                    every cluster under the run dir
 #   scripts/kafka/cluster.sh status                      one line per known cluster
 #
 # Each cluster lives in ${KFERRY_RUN_DIR:-/tmp/kferry-kafka}/NAME (config, data/, broker.log).
 # `start` prints the bootstrap address on stdout once the broker answers a metadata request;
-# starting a NAME that already runs on the same PORT and VERSION is a no-op success.
+# starting a NAME that already runs on the same PORT, VERSION and authorizer setting is a
+# no-op success.
 # Environment: KFERRY_KAFKA_START_TIMEOUT (s, default 90), KFERRY_KAFKA_STOP_TIMEOUT (s,
-# default 30), KFERRY_KAFKA_JAVA_OPTS (extra JVM options), KFERRY_CACHE (see fetch.sh).
+# default 30), KFERRY_KAFKA_JAVA_OPTS (extra JVM options), KFERRY_CACHE (see fetch.sh),
+# KFERRY_KAFKA_AUTHORIZER=1 (start with KRaft's StandardAuthorizer, see write_server_properties;
+# default 0: no authorizer, so ACL requests fail with SECURITY_DISABLED).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Absolute, because the path ends up in the JVM flags and log config of each broker.
 run_dir="$(realpath -m "${KFERRY_RUN_DIR:-/tmp/kferry-kafka}")"
 start_timeout="${KFERRY_KAFKA_START_TIMEOUT:-90}"
+authorizer="${KFERRY_KAFKA_AUTHORIZER:-0}"
 stop_timeout="${KFERRY_KAFKA_STOP_TIMEOUT:-30}"
 
 log() { printf 'cluster.sh: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
 usage() {
-  sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -95,7 +100,7 @@ random_cluster_id() {
 }
 
 write_server_properties() {
-  local dir="$1" port="$2" version="$3" cport=$(($2 + 1))
+  local dir="$1" port="$2" version="$3" authorizer="$4" cport=$(($2 + 1))
   cat >"$dir/server.properties" <<EOF
 # Written by scripts/kafka/cluster.sh: one combined broker+controller, static quorum.
 process.roles=broker,controller
@@ -124,6 +129,17 @@ EOF
     cat >>"$dir/server.properties" <<EOF
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
+EOF
+  fi
+  # ACLs (Create/Describe/DeleteAcls) need an authorizer; without one the broker answers
+  # SECURITY_DISABLED. Every listener is PLAINTEXT, so every client, the broker side of this
+  # node and its controller side all authenticate as User:ANONYMOUS: as a super user it is
+  # allowed everything (also before the authorizer loaded the ACLs from the metadata log), so
+  # ACLs are stored and described but never deny a request.
+  if [[ "$authorizer" == 1 ]]; then
+    cat >>"$dir/server.properties" <<EOF
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS
 EOF
   fi
 }
@@ -183,18 +199,21 @@ start_cluster() {
   [[ "$name" =~ ^[A-Za-z0-9_.-]+$ ]] || die "bad cluster name: $name"
   if ! [[ "$port" =~ ^[1-9][0-9]{0,4}$ ]] || ((port >= 65535)); then die "bad port: $port"; fi
   [[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "bad Kafka version: $version"
+  [[ "$authorizer" == [01] ]] || die "KFERRY_KAFKA_AUTHORIZER must be 0 or 1, not: $authorizer"
   cport=$((port + 1))
   command -v java >/dev/null || die "java is required"
   command -v kcat >/dev/null || die "kcat is required (scripts/setup installs it)"
 
   if pid="$(running_pid "$dir")"; then
-    if [[ "$(cat "$dir/port" 2>/dev/null)" == "$port" && "$(cat "$dir/version" 2>/dev/null)" == "$version" ]]; then
+    if [[ "$(cat "$dir/port" 2>/dev/null)" == "$port" && "$(cat "$dir/version" 2>/dev/null)" == "$version" &&
+      "$(cat "$dir/authorizer" 2>/dev/null || echo 0)" == "$authorizer" ]]; then
       wait_ready "$name" "$port" "$pid" "$SECONDS"
       log "$name already running (Kafka $version, pid $pid) on 127.0.0.1:$port"
       echo "127.0.0.1:$port"
       return 0
     fi
-    die "$name already runs (pid $pid) with port $(cat "$dir/port") / Kafka $(cat "$dir/version"); stop it first"
+    die "$name already runs (pid $pid) with port $(cat "$dir/port") / Kafka $(cat "$dir/version")" \
+      "/ authorizer $(cat "$dir/authorizer" 2>/dev/null || echo 0); stop it first"
   fi
 
   # Fail fast instead of letting the broker die on bind, or worse, kcat finding another
@@ -209,7 +228,8 @@ start_cluster() {
   mkdir -p "$dir/data"
   echo "$port" >"$dir/port"
   echo "$version" >"$dir/version"
-  write_server_properties "$dir" "$port" "$version"
+  echo "$authorizer" >"$dir/authorizer"
+  write_server_properties "$dir" "$port" "$version" "$authorizer"
   log_flag="$(write_log_config "$dir" "$libs")"
 
   local -a jvm=(-Xms256m -Xmx768m -XX:+UseG1GC -XX:MaxGCPauseMillis=20
@@ -238,7 +258,10 @@ start_cluster() {
   echo "$!" >"$dir/pid"
 
   wait_ready "$name" "$port" "$!" "$started"
-  log "started $name (Kafka $version, pid $(cat "$dir/pid")) on 127.0.0.1:$port in $((SECONDS - started))s; logs in $dir"
+  local with=""
+  [[ "$authorizer" == 1 ]] && with=", StandardAuthorizer"
+  log "started $name (Kafka $version$with, pid $(cat "$dir/pid")) on 127.0.0.1:$port" \
+    "in $((SECONDS - started))s; logs in $dir"
   echo "127.0.0.1:$port"
 }
 
@@ -277,7 +300,8 @@ status() {
     dir="${dir%/}"
     [[ -f "$dir/port" ]] || continue
     if pid="$(running_pid "$dir")"; then
-      echo "$(basename "$dir") running pid=$pid kafka=$(cat "$dir/version") bootstrap=127.0.0.1:$(cat "$dir/port")"
+      echo "$(basename "$dir") running pid=$pid kafka=$(cat "$dir/version") bootstrap=127.0.0.1:$(cat "$dir/port")" \
+        "authorizer=$(cat "$dir/authorizer" 2>/dev/null || echo 0)"
     else
       echo "$(basename "$dir") stopped kafka=$(cat "$dir/version" 2>/dev/null) port=$(cat "$dir/port")"
     fi

@@ -38,7 +38,7 @@ pub(super) async fn check(config: &Config) -> Result<(), Failure> {
 }
 
 /// `check` should answer in seconds, not wait through a long retry schedule.
-fn check_client_config() -> ClientConfig {
+pub(super) fn check_client_config() -> ClientConfig {
     let mut config = ClientConfig::default();
     config.connection.connect_timeout = Duration::from_secs(5);
     config.connection.request_timeout = Duration::from_secs(10);

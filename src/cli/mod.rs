@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 a cluster or broker problem, 2 a configuration problem.
 
 mod check;
+mod plan;
 mod run;
 
 use std::path::PathBuf;
@@ -35,6 +36,13 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Prints what `run` would create or change on each target (topics, partitions,
+    /// configs, ACLs) and the conflicts it would report; changes nothing.
+    Plan {
+        /// The YAML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 /// Why a command failed, mapped to the exit code.
@@ -57,6 +65,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => run::run(&load(&config)?).await,
             Command::Check { config } => check::check(&load(&config)?).await,
+            Command::Plan { config } => plan::plan(&load(&config)?).await,
         }
     });
     match outcome {
@@ -78,5 +87,6 @@ fn load(path: &std::path::Path) -> Result<Config, Failure> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KFERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colours).init();
 }

@@ -1,13 +1,20 @@
-//! The admin calls kferry needs: DescribeCluster, DescribeConfigs and CreateTopics. Each
+//! The admin calls kferry needs: DescribeCluster, DescribeConfigs, CreateTopics,
+//! CreatePartitions and IncrementalAlterConfigs (ACLs are in `acls`). Each
 //! goes to any broker (KRaft brokers forward controller work themselves) through the
 //! cluster's retry policy.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use kafka_protocol::messages::{CreateTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, TopicName};
+use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
+use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreateTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    IncrementalAlterConfigsRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use super::cluster::Cluster;
@@ -45,6 +52,9 @@ pub struct ConfigEntry {
     pub read_only: bool,
     pub sensitive: bool,
 }
+
+/// Every config of one topic, by name.
+pub type TopicConfigs = BTreeMap<String, ConfigEntry>;
 
 /// A topic to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,54 +99,128 @@ impl Cluster {
     }
 
     /// Every config of `topic`, with where its value comes from.
-    pub async fn describe_topic_configs(&self, topic: &str) -> Result<BTreeMap<String, ConfigEntry>, ClientError> {
-        self.retrying(|| async {
-            let request = DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
-                .with_resource_type(RESOURCE_TOPIC)
-                .with_resource_name(StrBytes::from_string(topic.to_string()))
-                .with_configuration_keys(None)]);
-            let (_, response) = self.any_broker().await?.request(&request).await?;
-            let result = response.results.into_iter().find(|r| r.resource_name.as_str() == topic).ok_or_else(|| {
-                ClientError::IncompleteResponse {
-                    cluster: self.name().clone(),
-                    what: "DescribeConfigs",
-                    missing: format!("topic {topic}"),
-                }
-            })?;
-            if let Some(code) = ErrorCode::from_code(result.error_code) {
-                // For an admin lookup this means the topic does not exist: no point retrying.
-                if code.0 == ResponseError::UnknownTopicOrPartition {
-                    return Err(ClientError::UnknownTopic { cluster: self.name().clone(), topic: topic.to_string() });
-                }
-                let message = result.error_message.map(|m| m.to_string());
-                return Err(ClientError::Topic {
-                    cluster: self.name().clone(),
-                    api: "DescribeConfigs",
-                    topic: topic.to_string(),
-                    code,
-                    message,
-                });
-            }
-            Ok(result
-                .configs
-                .into_iter()
-                .map(|c| {
-                    let entry = ConfigEntry {
-                        value: c.value.map(|v| v.to_string()),
-                        // DYNAMIC_TOPIC_CONFIG (1) is the only source that belongs to the topic.
-                        source: match c.config_source {
-                            1 => ConfigSource::Topic,
-                            2..=6 => ConfigSource::Inherited,
-                            _ => ConfigSource::Unknown,
-                        },
-                        read_only: c.read_only,
-                        sensitive: c.is_sensitive,
-                    };
-                    (c.name.to_string(), entry)
+    pub async fn describe_topic_configs(&self, topic: &str) -> Result<TopicConfigs, ClientError> {
+        let mut answers = self.describe_topics_configs(&[topic.to_string()]).await?;
+        answers.remove(topic).unwrap_or_else(|| Err(self.missing_topic("DescribeConfigs", topic)))
+    }
+
+    /// The configs of several topics in one request, with one result per topic.
+    pub async fn describe_topics_configs(
+        &self,
+        topics: &[String],
+    ) -> Result<BTreeMap<String, Result<TopicConfigs, ClientError>>, ClientError> {
+        let request = DescribeConfigsRequest::default().with_resources(
+            topics
+                .iter()
+                .map(|topic| {
+                    DescribeConfigsResource::default()
+                        .with_resource_type(RESOURCE_TOPIC)
+                        .with_resource_name(StrBytes::from_string(topic.clone()))
+                        .with_configuration_keys(None)
                 })
-                .collect())
-        })
-        .await
+                .collect(),
+        );
+        let (_, response) = self.request_any(&request).await?;
+        let mut answers: BTreeMap<String, Result<TopicConfigs, ClientError>> =
+            response.results.into_iter().map(|result| self.topic_configs(result)).collect();
+        for topic in topics {
+            answers.entry(topic.clone()).or_insert_with(|| Err(self.missing_topic("DescribeConfigs", topic)));
+        }
+        Ok(answers)
+    }
+
+    fn topic_configs(&self, result: DescribeConfigsResult) -> (String, Result<TopicConfigs, ClientError>) {
+        let topic = result.resource_name.to_string();
+        if let Some(code) = ErrorCode::from_code(result.error_code) {
+            // For an admin lookup this means the topic does not exist: no point retrying.
+            let error = if code.0 == ResponseError::UnknownTopicOrPartition {
+                ClientError::UnknownTopic { cluster: self.name().clone(), topic: topic.clone() }
+            } else {
+                self.topic_error("DescribeConfigs", &topic, code, result.error_message)
+            };
+            return (topic, Err(error));
+        }
+        let configs = result
+            .configs
+            .into_iter()
+            .map(|c| {
+                let entry = ConfigEntry {
+                    value: c.value.map(|v| v.to_string()),
+                    // DYNAMIC_TOPIC_CONFIG (1) is the only source that belongs to the topic.
+                    source: match c.config_source {
+                        1 => ConfigSource::Topic,
+                        2..=6 => ConfigSource::Inherited,
+                        _ => ConfigSource::Unknown,
+                    },
+                    read_only: c.read_only,
+                    sensitive: c.is_sensitive,
+                };
+                (c.name.to_string(), entry)
+            })
+            .collect();
+        (topic, Ok(configs))
+    }
+
+    fn topic_error(&self, api: &'static str, topic: &str, code: ErrorCode, message: Option<StrBytes>) -> ClientError {
+        let message = message.map(|m| m.to_string());
+        ClientError::Topic { cluster: self.name().clone(), api, topic: topic.to_string(), code, message }
+    }
+
+    fn missing_topic(&self, what: &'static str, topic: &str) -> ClientError {
+        ClientError::IncompleteResponse { cluster: self.name().clone(), what, missing: format!("topic {topic}") }
+    }
+
+    /// Grows `topic` to `total` partitions (CreatePartitions); Kafka never shrinks a topic.
+    pub async fn create_partitions(&self, topic: &str, total: i32, timeout: Duration) -> Result<(), ClientError> {
+        let request = CreatePartitionsRequest::default()
+            .with_timeout_ms(i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX))
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_count(total)]);
+        let (_, response) = self.request_any(&request).await?;
+        self.invalidate_metadata();
+        let result = response
+            .results
+            .into_iter()
+            .find(|r| r.name.0.as_str() == topic)
+            .ok_or_else(|| self.missing_topic("CreatePartitions", topic))?;
+        match ErrorCode::from_code(result.error_code) {
+            Some(code) => Err(self.topic_error("CreatePartitions", topic, code, result.error_message)),
+            None => Ok(()),
+        }
+    }
+
+    /// Sets (`Some`) or removes (`None`, back to the inherited value) configs of `topic`,
+    /// leaving its other configs as they are (IncrementalAlterConfigs).
+    pub async fn alter_topic_configs(
+        &self,
+        topic: &str,
+        changes: &BTreeMap<String, Option<String>>,
+    ) -> Result<(), ClientError> {
+        let configs = changes
+            .iter()
+            .map(|(name, value)| {
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_string(name.clone()))
+                    // Kafka's AlterConfigOp: 0 SET, 1 DELETE.
+                    .with_config_operation(if value.is_some() { 0 } else { 1 })
+                    .with_value(value.clone().map(StrBytes::from_string))
+            })
+            .collect();
+        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+            .with_resource_type(RESOURCE_TOPIC)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configs(configs)]);
+        let (_, response) = self.request_any(&request).await?;
+        let result = response
+            .responses
+            .into_iter()
+            .find(|r| r.resource_name.as_str() == topic)
+            .ok_or_else(|| self.missing_topic("IncrementalAlterConfigs", topic))?;
+        match ErrorCode::from_code(result.error_code) {
+            Some(code) => Err(self.topic_error("IncrementalAlterConfigs", topic, code, result.error_message)),
+            None => Ok(()),
+        }
     }
 
     /// Creates `topics`; returns one result per topic, in order, so one refused topic does
@@ -156,7 +240,7 @@ impl Cluster {
             .with_validate_only(validate_only)
             .with_topics(topics.iter().map(creatable_topic).collect());
         let started = Instant::now();
-        let (_, response) = self.retrying(|| async { Ok(self.any_broker().await?.request(&request).await?) }).await?;
+        let (_, response) = self.request_any(&request).await?;
         self.invalidate_metadata();
         let mut outcomes: Vec<(String, Result<(), ClientError>)> = topics
             .iter()
@@ -169,13 +253,9 @@ impl Cluster {
                         missing: format!("topic {}", topic.name),
                     }),
                     Some((None, _)) => Ok(()),
-                    Some((Some(code), message)) => Err(ClientError::Topic {
-                        cluster: self.name().clone(),
-                        api: "CreateTopics",
-                        topic: topic.name.clone(),
-                        code,
-                        message: message.as_ref().map(|m| m.to_string()),
-                    }),
+                    Some((Some(code), message)) => {
+                        Err(self.topic_error("CreateTopics", &topic.name, code, message.clone()))
+                    }
                 };
                 (topic.name.clone(), outcome)
             })

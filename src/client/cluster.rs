@@ -19,6 +19,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::error::{BrokerRef, ClientError, ConnectionError};
 use super::messenger::{ConnectionConfig, Messenger};
 use super::metadata::{MetadataSnapshot, TopicInfo};
+use crate::protocol::api::ApiRequest;
 
 /// How a [`Cluster`] connects, caches and retries.
 #[derive(Debug, Clone)]
@@ -306,6 +307,17 @@ impl Cluster {
         let messenger = Arc::new(Messenger::connect(broker, &self.config.connection).await?);
         *slot = Some(Arc::clone(&messenger));
         Ok(messenger)
+    }
+
+    /// Sends `request` to any broker, with retries; returns which broker answered (for
+    /// errors the caller finds in the response) and the response.
+    pub async fn request_any<R: ApiRequest>(&self, request: &R) -> Result<(BrokerRef, R::Response), ClientError> {
+        self.retrying(|| async {
+            let broker = self.any_broker().await?;
+            let (_, response) = broker.request(request).await?;
+            Ok((broker.broker().clone(), response))
+        })
+        .await
     }
 
     /// Runs `call` until it succeeds, fails with a non-retriable error, or the retry policy

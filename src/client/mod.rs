@@ -3,12 +3,14 @@
 //! - [`Messenger`]: one pipelined connection to one broker (correlation ids, bounded
 //!   in-flight requests, poisoning, cancel-safety, API version negotiation).
 //! - [`Cluster`]: the broker pool of one cluster, its metadata cache and retry policy.
-//! - `records` (ListOffsets, Produce, Fetch) and `admin` (DescribeCluster, DescribeConfigs,
-//!   CreateTopics): the calls, as methods on [`Cluster`].
+//! - `records` (ListOffsets, Produce, Fetch), `admin` (DescribeCluster, DescribeConfigs,
+//!   CreateTopics, CreatePartitions, IncrementalAlterConfigs) and `acls` (DescribeAcls,
+//!   CreateAcls): the calls, as methods on [`Cluster`].
 //!
 //! The client knows nothing of flows, topic naming or replication policy; it only moves
 //! requests and bytes, and reports failures with cluster, broker, topic and partition.
 
+mod acls;
 mod admin;
 mod cluster;
 mod error;
@@ -16,7 +18,8 @@ mod messenger;
 mod metadata;
 mod records;
 
-pub use admin::{ClusterDescription, ConfigEntry, ConfigSource, NewTopic};
+pub use acls::{AclOperation, AclPattern, AclPermission, TopicAcl};
+pub use admin::{ClusterDescription, ConfigEntry, ConfigSource, NewTopic, TopicConfigs};
 pub use cluster::{ClientConfig, Cluster, RetryPolicy};
 pub use error::{BrokerRef, ClientError, ConnectionError};
 pub use messenger::{ConnectionConfig, Messenger};

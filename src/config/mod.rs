@@ -68,9 +68,47 @@ pub struct FlowConfig {
     /// Goes between the source alias and the topic name with the `prefix` policy.
     #[serde(default = "dot")]
     pub separator: String,
+    /// Replication factor of the topics kferry creates on the target; absent: the target
+    /// cluster's `default.replication.factor`.
+    #[serde(default)]
+    pub replication_factor: Option<i16>,
+    /// Copy topic config overrides from source to target and keep them in sync (MM2's
+    /// `sync.topic.configs.enabled`).
+    #[serde(default = "yes")]
+    pub sync_topic_configs: bool,
+    /// Topic configs never copied (regexes, whole name), on top of the built-in list in
+    /// `topics::plan::ALWAYS_EXCLUDED_CONFIGS` (MM2's `config.properties.exclude`).
+    #[serde(default)]
+    pub topic_configs_exclude: Vec<String>,
+    /// Copy LITERAL topic ACLs from source to target (MM2's `sync.topic.acls.enabled`, on by
+    /// default there; opt-in here because it needs describe rights on the source's ACLs).
+    #[serde(default)]
+    pub sync_topic_acls: bool,
+    /// Seconds between two rounds of topic discovery and sync (MM2's
+    /// `refresh.topics.interval.seconds`, 600 there).
+    #[serde(default = "ten")]
+    pub refresh_topics_interval_seconds: u64,
 }
 
 impl FlowConfig {
+    /// A flow from `source` to `target` with every other key at its default, as a config
+    /// file naming only those two keys would give.
+    pub fn between(source: &str, target: &str) -> Self {
+        Self {
+            source: source.to_owned(),
+            target: target.to_owned(),
+            topics: all_topics(),
+            topics_exclude: Vec::new(),
+            policy: ReplicationPolicy::default(),
+            separator: dot(),
+            replication_factor: None,
+            sync_topic_configs: yes(),
+            topic_configs_exclude: Vec::new(),
+            sync_topic_acls: false,
+            refresh_topics_interval_seconds: ten(),
+        }
+    }
+
     /// The flow's name in messages and logs, like `primary->secondary`.
     pub fn name(&self) -> String {
         format!("{}->{}", self.source, self.target)
@@ -131,6 +169,14 @@ impl Config {
             Err(ConfigError::Invalid { origin: origin.to_owned(), problems })
         }
     }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn ten() -> u64 {
+    10
 }
 
 fn all_topics() -> Vec<String> {

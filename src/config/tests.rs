@@ -36,12 +36,11 @@ fn example_file_parses() {
             ("secondary".to_owned(), cluster("127.0.0.1:9192")),
         ]),
         flows: vec![FlowConfig {
-            source: "primary".to_owned(),
-            target: "secondary".to_owned(),
             topics: strings(&[".*"]),
             topics_exclude: Vec::new(),
             policy: ReplicationPolicy::Identity,
             separator: ".".to_owned(),
+            ..FlowConfig::between("primary", "secondary")
         }],
     };
     assert_eq!(config, expected);
@@ -92,7 +91,8 @@ fn parse_errors_name_key_line_and_what_is_allowed() {
         (
             format!("{CLUSTERS}\nflows:\n  - source: primary\n    target: secondary\n    polcy: identity\n"),
             "config.yaml line 8: flows[0]: unknown key \"polcy\"; \
-             allowed: source, target, topics, topics_exclude, policy, separator",
+             allowed: source, target, topics, topics_exclude, policy, separator, replication_factor, \
+             sync_topic_configs, topic_configs_exclude, sync_topic_acls, refresh_topics_interval_seconds",
         ),
         (
             "clusters:\n  primary:\n    bootstrap_server: [a]\n".to_owned(),

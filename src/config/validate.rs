@@ -115,7 +115,17 @@ fn check_flows(config: &Config, report: &mut Report<'_>) {
         }
         check_patterns(&flow.topics, &path.key("topics"), report);
         check_patterns(&flow.topics_exclude, &path.key("topics_exclude"), report);
+        check_patterns(&flow.topic_configs_exclude, &path.key("topic_configs_exclude"), report);
         check_separator(flow, &path, report);
+        if flow.replication_factor.is_some_and(|rf| rf < 1) {
+            report.add(
+                &path.key("replication_factor"),
+                "must be 1 or more; leave it out to use the target cluster's default.replication.factor".to_owned(),
+            );
+        }
+        if flow.refresh_topics_interval_seconds == 0 {
+            report.add(&path.key("refresh_topics_interval_seconds"), "must be 1 or more".to_owned());
+        }
     }
 }
 

@@ -44,6 +44,10 @@ api_requests! {
     Fetch: FetchRequest => FetchResponse;
     DescribeConfigs: DescribeConfigsRequest => DescribeConfigsResponse;
     CreateTopics: CreateTopicsRequest => CreateTopicsResponse;
+    CreatePartitions: CreatePartitionsRequest => CreatePartitionsResponse;
+    IncrementalAlterConfigs: IncrementalAlterConfigsRequest => IncrementalAlterConfigsResponse;
+    DescribeAcls: DescribeAclsRequest => DescribeAclsResponse;
+    CreateAcls: CreateAclsRequest => CreateAclsResponse;
 }
 
 /// The version both sides speak: the highest version in both ranges.

@@ -10,6 +10,9 @@ use regex::{Regex, RegexSet};
 
 use crate::config::{regex_error_reason, FlowConfig, ReplicationPolicy};
 
+pub mod plan;
+pub mod sync;
+
 /// Prefix of the topics kferry keeps its own state in.
 pub const STATE_TOPIC_PREFIX: &str = "__kferry.";
 
@@ -28,6 +31,20 @@ pub enum TopicsError {
 pub struct TopicFilter {
     include: RegexSet,
     exclude: RegexSet,
+}
+
+impl TopicFilter {
+    /// The flow's `topics` patterns that match none of `topics`: worth a warning (a typo
+    /// selects nothing silently), not an error (the topic may be created later).
+    pub fn patterns_matching_nothing<'a>(&self, topics: impl IntoIterator<Item = &'a str>) -> Vec<usize> {
+        let mut matched = vec![false; self.include.len()];
+        for topic in topics {
+            for index in self.include.matches(topic).iter() {
+                matched[index] = true;
+            }
+        }
+        matched.iter().enumerate().filter(|(_, hit)| !**hit).map(|(index, _)| index).collect()
+    }
 }
 
 impl TopicFilter {
@@ -55,7 +72,8 @@ impl TopicFilter {
     }
 }
 
-fn whole_name_set(flow: &FlowConfig, patterns: &[String]) -> Result<RegexSet, TopicsError> {
+/// Compiles `patterns` so that each must match a whole name.
+pub(crate) fn whole_name_set(flow: &FlowConfig, patterns: &[String]) -> Result<RegexSet, TopicsError> {
     let invalid = |pattern: &str, err: &regex::Error| TopicsError::InvalidPattern {
         flow: flow.name(),
         pattern: pattern.to_owned(),

@@ -2,12 +2,9 @@ use super::*;
 
 fn flow(topics: &[&str], exclude: &[&str]) -> FlowConfig {
     FlowConfig {
-        source: "primary".to_owned(),
-        target: "secondary".to_owned(),
         topics: topics.iter().map(|s| (*s).to_owned()).collect(),
         topics_exclude: exclude.iter().map(|s| (*s).to_owned()).collect(),
-        policy: ReplicationPolicy::Identity,
-        separator: ".".to_owned(),
+        ..FlowConfig::between("primary", "secondary")
     }
 }
 

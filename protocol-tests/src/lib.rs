@@ -157,3 +157,113 @@ pub async fn consume(bootstrap: &str, topic: &str, isolation: &str, expect: usiz
     let out = run_verifier(&args, Duration::from_secs(90)).await;
     out.lines().map(|line| serde_json::from_str(line).expect("consumed record is JSON")).collect()
 }
+
+/// Runs a verifier subcommand that prints one JSON object.
+pub async fn verify_json(args: &[&str]) -> serde_json::Value {
+    let out = run_verifier(args, Duration::from_secs(60)).await;
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("verifier {args:?} printed no JSON ({e}): {out}"))
+}
+
+/// A topic as confluent-kafka's admin client describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TopicDescription {
+    pub exists: bool,
+    #[serde(default)]
+    pub partitions: u32,
+    /// Configs set on the topic itself.
+    #[serde(default)]
+    pub configs: std::collections::BTreeMap<String, String>,
+}
+
+pub async fn describe_topic(bootstrap: &str, topic: &str) -> TopicDescription {
+    let json = verify_json(&["describe-topic", "--bootstrap", bootstrap, "--topic", topic]).await;
+    serde_json::from_value(json).expect("describe-topic output")
+}
+
+/// Every topic of a cluster, internal ones included, sorted.
+pub async fn list_topics(bootstrap: &str) -> Vec<String> {
+    let json = verify_json(&["list-topics", "--bootstrap", bootstrap]).await;
+    serde_json::from_value(json["topics"].clone()).expect("list-topics output")
+}
+
+/// Polls `check` (bounded by `timeout`, every 250 ms) until it returns `Some`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < timeout, "{what}: not seen within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A `kferry` process started by a test; killed when dropped, also when the test fails.
+pub struct Kferry {
+    child: tokio::process::Child,
+    config: PathBuf,
+}
+
+impl Kferry {
+    /// Starts `kferry <command> --config <file holding config_text>`.
+    pub fn start(command: &str, config_text: &str) -> Self {
+        let config = std::env::temp_dir().join(format!("{}.yaml", unique_name("kferry-config")));
+        std::fs::write(&config, config_text).expect("config written");
+        let child = tokio::process::Command::new(kferry_binary())
+            .args([command, "--config"])
+            .arg(&config)
+            .env("KFERRY_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("kferry starts");
+        Self { child, config }
+    }
+
+    /// Runs `kferry <command>` to completion (bounded); returns exit code, stdout, stderr.
+    pub async fn run_to_end(command: &str, config_text: &str) -> (Option<i32>, String, String) {
+        let kferry = Self::start(command, config_text);
+        kferry.finish(Duration::from_secs(60)).await
+    }
+
+    /// Asks the process to stop (SIGTERM) and collects its output.
+    pub async fn stop(self) -> (Option<i32>, String, String) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+        self.finish(Duration::from_secs(30)).await
+    }
+
+    async fn finish(mut self, timeout: Duration) -> (Option<i32>, String, String) {
+        let child =
+            std::mem::replace(&mut self.child, tokio::process::Command::new("true").spawn().expect("true runs"));
+        let output = tokio::time::timeout(timeout, child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("kferry still running after {timeout:?}"))
+            .expect("kferry output");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (output.status.code(), text(&output.stdout), text(&output.stderr))
+    }
+}
+
+impl Drop for Kferry {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// A two-cluster config with one flow from `source` to `target` (aliases), pointing at the
+/// shared test clusters; `flow_keys` are extra YAML lines of the flow, 4-space indented.
+pub fn two_cluster_config(source: &str, target: &str, flow_keys: &str) -> String {
+    format!(
+        "clusters:\n  {source}: {{ bootstrap_servers: [\"{}\"] }}\n  {target}: {{ bootstrap_servers: [\"{}\"] }}\n\
+         flows:\n  - source: {source}\n    target: {target}\n{flow_keys}",
+        primary(),
+        secondary()
+    )
+}

@@ -79,3 +79,19 @@ async fn a_topic_created_after_a_failed_lookup_is_found() {
     assert_eq!(info.partitions.len(), 3);
     assert!(info.partitions.values().all(|p| p.leader == Some(1) && p.leader_epoch >= 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_partitions_and_incremental_alter_configs() {
+    let cluster = connect("primary", &primary()).await;
+    let topic = unique_name("grow");
+    create_topic(&primary(), &topic, 1, &["retention.ms=1000", "segment.ms=600000"]).await;
+    cluster.create_partitions(&topic, 3, Duration::from_secs(30)).await.unwrap();
+    let changes =
+        BTreeMap::from([("retention.ms".to_string(), Some("2000".to_string())), ("segment.ms".to_string(), None)]);
+    cluster.alter_topic_configs(&topic, &changes).await.unwrap();
+    let seen = protocol_tests::describe_topic(&primary(), &topic).await;
+    assert_eq!(seen.partitions, 3);
+    assert_eq!(seen.configs, BTreeMap::from([("retention.ms".to_string(), "2000".to_string())]), "segment.ms removed");
+    let shrink = cluster.create_partitions(&topic, 2, Duration::from_secs(30)).await.unwrap_err().to_string();
+    assert!(shrink.contains(&topic) && shrink.contains("INVALID_PARTITIONS"), "{shrink}");
+}

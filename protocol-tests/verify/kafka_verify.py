@@ -51,6 +51,7 @@ Errors print {"error", "code", "command"} on stderr and exit 1.
 
 import argparse
 import base64
+import concurrent.futures
 import json
 import socket
 import struct
@@ -648,6 +649,10 @@ def main(argv=None):
         err = exc.args[0] if exc.args else None
         code = err.name() if isinstance(err, KafkaError) else None
         emit({"error": str(exc), "code": code, "command": args.command}, sys.stderr)
+        return 1
+    except concurrent.futures.TimeoutError:  # an admin future not done within --timeout
+        emit({"error": f"no answer within {args.timeout}s", "code": "_TIMED_OUT", "command": args.command},
+             sys.stderr)
         return 1
 
 

@@ -176,7 +176,9 @@ impl Cluster {
             .with_timeout_ms(i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX))
             .with_topics(vec![CreatePartitionsTopic::default()
                 .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_count(total)]);
+                .with_count(total)
+                // Null, not empty: an empty list means "these 0 assignments" and is refused.
+                .with_assignments(None)]);
         let (_, response) = self.request_any(&request).await?;
         self.invalidate_metadata();
         let result = response

@@ -204,17 +204,19 @@ impl TopicSync {
         changes: &BTreeMap<String, Option<String>>,
     ) -> Result<(), ClientError> {
         let first = self.target.alter_topic_configs(topic, changes).await;
-        if !is_invalid_config(&first) || changes.len() < 2 {
+        if !is_invalid_config(&first) {
             return first;
         }
         for (name, value) in changes {
             let single = BTreeMap::from([(name.clone(), value.clone())]);
-            if let Err(e) = self.target.alter_topic_configs(topic, &single).await {
-                if !is_invalid_config(&Err(e.clone())) {
-                    return Err(e);
-                }
+            let outcome =
+                if changes.len() == 1 { first.clone() } else { self.target.alter_topic_configs(topic, &single).await };
+            if is_invalid_config(&outcome) {
+                let e = outcome.expect_err("an invalid config is an error");
                 tracing::warn!(flow = %self.flow_name(), topic, "target refuses config {name}, left out: {e}");
                 self.refused_configs.insert(name.clone());
+            } else {
+                outcome?;
             }
         }
         Ok(())

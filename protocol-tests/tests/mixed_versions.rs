@@ -1,0 +1,50 @@
+//! A Kafka 4.x source replicated into an older (3.9) target: topic configs the target does
+//! not know are left out and reported, and the rest is copied. Needs the extra 3.9 cluster
+//! that `scripts/test` starts beside the 4.x pair (`KFERRY_TEST_OLD_TARGET`).
+
+use std::time::Duration;
+
+use protocol_tests::{create_topic, describe_topic, eventually, primary, unique_name, Kferry};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configs_an_older_target_refuses_are_dropped_and_reported() {
+    let old_target = std::env::var("KFERRY_TEST_OLD_TARGET")
+        .expect("KFERRY_TEST_OLD_TARGET is not set: ./scripts/test starts a Kafka 3.9 cluster for this test");
+    let topic = unique_name("newer-configs");
+    // max.decompressed.message.bytes is a Kafka 4.x topic config; 3.9 answers INVALID_CONFIG.
+    create_topic(&primary(), &topic, 2, &["max.decompressed.message.bytes=1000000", "retention.ms=1234567"]).await;
+    let config = format!(
+        "clusters:\n  new: {{ bootstrap_servers: [\"{}\"] }}\n  old: {{ bootstrap_servers: [\"{old_target}\"] }}\n\
+         flows:\n  - {{ source: new, target: old, topics: [\"{topic}\"], refresh_topics_interval_seconds: 1 }}\n",
+        primary()
+    );
+    let kferry = Kferry::start("run", &config);
+    let created = eventually("topic on the 3.9 target", Duration::from_secs(60), || async {
+        Some(describe_topic(&old_target, &topic).await).filter(|d| d.exists)
+    })
+    .await;
+    // One more round: the refused key must not be tried again and fail every round.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(created.partitions, 2);
+    assert_eq!(created.configs.get("retention.ms").map(String::as_str), Some("1234567"), "{:?}", created.configs);
+    assert!(!created.configs.contains_key("max.decompressed.message.bytes"));
+    assert_eq!(
+        stderr.matches("target refuses config max.decompressed.message.bytes=1000000").count(),
+        1,
+        "reported once:\n{stderr}"
+    );
+    assert!(!stderr.contains("ERROR"), "no failed change:\n{stderr}");
+
+    // A restarted kferry no longer knows the key was refused: it finds out again, once,
+    // without an error, and leaves the topic as it is.
+    let (code, _, stderr) = {
+        let kferry = Kferry::start("run", &config);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        kferry.stop().await
+    };
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stderr.matches("target refuses config max.decompressed.message.bytes").count(), 1, "{stderr}");
+    assert!(!stderr.contains("ERROR"), "no failed change after a restart:\n{stderr}");
+}

@@ -130,8 +130,12 @@ impl fmt::Display for TopicAcl {
 impl Cluster {
     /// Every ACL on topic resources whose pattern is `pattern`.
     pub async fn describe_topic_acls(&self, pattern: AclPattern) -> Result<Vec<TopicAcl>, ClientError> {
+        // Null filters match everything; the defaults ("") would match only empty names.
         let request = DescribeAclsRequest::default()
             .with_resource_type_filter(RESOURCE_TOPIC)
+            .with_resource_name_filter(None)
+            .with_principal_filter(None)
+            .with_host_filter(None)
             .with_pattern_type_filter(pattern.code())
             .with_operation(ANY)
             .with_permission_type(ANY);

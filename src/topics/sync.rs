@@ -49,6 +49,8 @@ pub struct TopicSync {
     missing_apis: BTreeSet<&'static str>,
     /// Notices already logged, so a standing conflict is not logged every round.
     reported: BTreeSet<String>,
+    /// Whether "ACL sync is off" was logged (a cluster without authorizer or ACL API).
+    acls_unavailable_reported: std::sync::atomic::AtomicBool,
 }
 
 impl TopicSync {
@@ -61,6 +63,7 @@ impl TopicSync {
             refused_configs: BTreeSet::new(),
             missing_apis: BTreeSet::new(),
             reported: BTreeSet::new(),
+            acls_unavailable_reported: Default::default(),
         })
     }
 
@@ -127,9 +130,24 @@ impl TopicSync {
             }
         }
         if self.rules.flow.sync_topic_acls {
-            view.acls = self.source.describe_topic_acls(AclPattern::Literal).await?;
+            view.acls = self.read_acls(&self.source).await?;
         }
         Ok(view)
+    }
+
+    /// The cluster's LITERAL topic ACLs; none, with one warning, where the cluster has no
+    /// authorizer or no ACL API: ACL sync is then off and the rest of the sync goes on.
+    async fn read_acls(&self, cluster: &Cluster) -> Result<Vec<crate::client::TopicAcl>, ClientError> {
+        match cluster.describe_topic_acls(AclPattern::Literal).await {
+            Ok(acls) => Ok(acls),
+            Err(e) if acls_unavailable(&e) => {
+                if !self.acls_unavailable_reported.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(flow = %self.flow_name(), error = %e, "topic ACL sync is off for this flow");
+                }
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn read_target(&self, source: &ClusterView) -> Result<ClusterView, ClientError> {
@@ -141,8 +159,8 @@ impl TopicSync {
             .filter(|t| metadata.topics.contains_key(t))
             .collect();
         let mut view = read_view(&self.target, &metadata, &names).await?;
-        if self.rules.flow.sync_topic_acls && !self.missing_apis.contains("DescribeAcls") {
-            view.acls = self.target.describe_topic_acls(AclPattern::Literal).await?;
+        if self.rules.flow.sync_topic_acls {
+            view.acls = self.read_acls(&self.target).await?;
         }
         Ok(view)
     }
@@ -226,6 +244,15 @@ impl TopicSync {
 async fn create_one(cluster: &Cluster, topic: &NewTopic, validate_only: bool) -> Result<(), ClientError> {
     let mut outcomes = cluster.create_topics(std::slice::from_ref(topic), validate_only, ADMIN_TIMEOUT).await?;
     outcomes.remove(0).1
+}
+
+/// A cluster without an authorizer (SECURITY_DISABLED) or without the ACL APIs.
+fn acls_unavailable(error: &ClientError) -> bool {
+    match error {
+        ClientError::Request { code, .. } => code.0 == ResponseError::SecurityDisabled,
+        ClientError::Connection(ConnectionError::UnsupportedApi { .. }) => true,
+        _ => false,
+    }
 }
 
 fn is_invalid_config(outcome: &Result<(), ClientError>) -> bool {

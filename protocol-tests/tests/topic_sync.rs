@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use protocol_tests::{
-    create_topic, describe_topic, eventually, list_topics, primary, secondary, two_cluster_config, unique_name,
-    verify_json, Kferry,
+    consume, create_topic, describe_topic, eventually, list_topics, primary, secondary, two_cluster_config,
+    unique_name, verify_json, Kferry,
 };
 
 /// An alias unique to this test run, usable as a cluster name and in topic names.
@@ -30,10 +30,13 @@ async fn prefix_flow_copies_topics_with_partitions_and_configs_but_no_internal_t
     if !list_topics(&primary()).await.contains(&"_schemas".to_string()) {
         create_topic(&primary(), "_schemas", 1, &["cleanup.policy=compact"]).await;
     }
-    assert!(
-        list_topics(&primary()).await.iter().any(|t| t == "__consumer_offsets"),
-        "the source holds __consumer_offsets"
-    );
+    // Kafka creates __consumer_offsets when a client first looks for a group coordinator,
+    // which confluent-kafka's consumer does.
+    consume(&primary(), &orders, "read_uncommitted", 0).await;
+    eventually("__consumer_offsets on the source", Duration::from_secs(30), || async {
+        list_topics(&primary()).await.iter().any(|t| t == "__consumer_offsets").then_some(())
+    })
+    .await;
 
     let config = two_cluster_config(
         &src,

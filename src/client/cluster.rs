@@ -16,6 +16,7 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{MetadataRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use super::coordinator::CoordinatorKind;
 use super::error::{BrokerRef, ClientError, ConnectionError};
 use super::messenger::{ConnectionConfig, Messenger};
 use super::metadata::{MetadataSnapshot, TopicInfo};
@@ -92,6 +93,8 @@ pub struct Cluster {
     metadata: RwLock<Option<CachedMetadata>>,
     /// Serialises refreshes so a burst of stale-metadata errors sends one request.
     refreshing: tokio::sync::Mutex<()>,
+    /// Coordinator node ids by (kind, key), until a call says one moved.
+    coordinators: Mutex<HashMap<(CoordinatorKind, String), i32>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -110,6 +113,7 @@ impl Cluster {
             connections: Mutex::default(),
             metadata: RwLock::default(),
             refreshing: tokio::sync::Mutex::default(),
+            coordinators: Mutex::default(),
         });
         cluster.retrying(|| cluster.refresh(Some(&[]))).await?;
         Ok(cluster)
@@ -353,6 +357,18 @@ impl Cluster {
             tokio::time::sleep(pause).await;
             attempt += 1;
         }
+    }
+
+    pub(super) fn cached_coordinator(&self, kind: CoordinatorKind, key: &str) -> Option<i32> {
+        self.coordinators.lock().unwrap_or_else(|p| p.into_inner()).get(&(kind, key.to_string())).copied()
+    }
+
+    pub(super) fn cache_coordinator(&self, kind: CoordinatorKind, key: &str, node: i32) {
+        self.coordinators.lock().unwrap_or_else(|p| p.into_inner()).insert((kind, key.to_string()), node);
+    }
+
+    pub(super) fn forget_coordinator(&self, kind: CoordinatorKind, key: &str) {
+        self.coordinators.lock().unwrap_or_else(|p| p.into_inner()).remove(&(kind, key.to_string()));
     }
 
     /// Closes every pooled connection; requests in flight fail with a shutdown error.

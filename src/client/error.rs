@@ -87,6 +87,10 @@ pub enum ClientError {
     Topic { cluster: Arc<str>, api: &'static str, topic: String, code: ErrorCode, message: Option<String> },
     #[error("{broker}: {api} failed: {code}{}", detail(.message))]
     Request { broker: BrokerRef, api: &'static str, code: ErrorCode, message: Option<String> },
+    #[error("{broker}: {api} for group {group} failed: {code}")]
+    Group { broker: BrokerRef, api: &'static str, group: String, code: ErrorCode },
+    #[error("{broker}: {api} for transactional id {transactional_id} failed: {code}")]
+    Transaction { broker: BrokerRef, api: &'static str, transactional_id: String, code: ErrorCode },
     #[error("cluster {cluster}: topic {topic} does not exist")]
     UnknownTopic { cluster: Arc<str>, topic: String },
     #[error("cluster {cluster}: topic {topic} has no partition {partition}")]
@@ -117,7 +121,11 @@ impl ClientError {
         match self {
             Self::Connection(e) => e.is_retriable(),
             Self::NoBootstrap { .. } | Self::NoLeader { .. } | Self::UnknownBroker { .. } => true,
-            Self::Partition { code, .. } | Self::Topic { code, .. } | Self::Request { code, .. } => code.is_retriable(),
+            Self::Partition { code, .. }
+            | Self::Topic { code, .. }
+            | Self::Request { code, .. }
+            | Self::Group { code, .. }
+            | Self::Transaction { code, .. } => code.is_retriable(),
             _ => false,
         }
     }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
-use kafka_protocol::protocol::{Message, StrBytes};
+use kafka_protocol::protocol::{Message, StrBytes, VersionRange};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -228,13 +228,31 @@ impl Messenger {
 
     /// The version kferry uses for `R` with this broker: the highest both support.
     pub fn version_for<R: ApiRequest>(&self) -> Result<i16, ConnectionError> {
+        self.version_at_most::<R>(R::VERSIONS.max)
+    }
+
+    /// As [`Messenger::version_for`], but no higher than `cap` (a protocol kferry speaks
+    /// only up to some version, like the transaction protocol before KIP-890).
+    fn version_at_most<R: ApiRequest>(&self, cap: i16) -> Result<i16, ConnectionError> {
+        let ours = VersionRange { min: R::VERSIONS.min, max: R::VERSIONS.max.min(cap) };
         let theirs = self.versions.range(R::KEY);
-        theirs.and_then(|theirs| api::negotiate(R::VERSIONS, theirs)).ok_or_else(|| ConnectionError::UnsupportedApi {
+        theirs.and_then(|theirs| api::negotiate(ours, theirs)).ok_or_else(|| ConnectionError::UnsupportedApi {
             broker: self.broker().clone(),
             api: R::NAME,
-            ours: R::VERSIONS,
+            ours,
             theirs,
         })
+    }
+
+    /// Sends `request` at the highest common version not above `cap`.
+    pub async fn request_capped<R: ApiRequest>(
+        &self,
+        request: &R,
+        cap: i16,
+        timeout: Duration,
+    ) -> Result<(i16, R::Response), ConnectionError> {
+        let version = self.version_at_most::<R>(cap)?;
+        self.request_at(request, version, timeout).await
     }
 
     /// Sends `request` at the negotiated version and waits for its decoded response.
@@ -250,10 +268,24 @@ impl Messenger {
         timeout: Duration,
     ) -> Result<(i16, R::Response), ConnectionError> {
         let version = self.version_for::<R>()?;
+        self.request_at(request, version, timeout).await
+    }
+
+    async fn request_at<R: ApiRequest>(
+        &self,
+        request: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<(i16, R::Response), ConnectionError> {
         let frame = self.send(request, version, timeout).await?;
         let response = api::decode_response::<R>(frame, version)
             .map_err(|source| self.fail(ConnectionError::Protocol { broker: self.broker().clone(), source }))?;
         Ok((version, response))
+    }
+
+    /// The configured request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
     }
 
     /// Poisons the connection with `error` and returns it, for `map_err`.

@@ -13,15 +13,19 @@
 mod acls;
 mod admin;
 mod cluster;
+mod coordinator;
 mod error;
 mod messenger;
 mod metadata;
 mod records;
+mod transactions;
 
 pub use acls::{AclOperation, AclPattern, AclPermission, TopicAcl};
 pub use admin::{ClusterDescription, ConfigEntry, ConfigSource, NewTopic, TopicConfigs};
 pub use cluster::{ClientConfig, Cluster, RetryPolicy};
+pub use coordinator::{CommittedOffset, CoordinatorKind, GroupOffsets};
 pub use error::{BrokerRef, ClientError, ConnectionError};
 pub use messenger::{ConnectionConfig, Messenger};
 pub use metadata::{BrokerInfo, MetadataSnapshot, PartitionInfo, TopicInfo};
 pub use records::{FetchSpec, FetchedPartition, Isolation, OffsetSpec, Produced};
+pub use transactions::{ProduceBatch, ProduceOutcome, ProducerIdentity};

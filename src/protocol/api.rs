@@ -48,6 +48,14 @@ api_requests! {
     IncrementalAlterConfigs: IncrementalAlterConfigsRequest => IncrementalAlterConfigsResponse;
     DescribeAcls: DescribeAclsRequest => DescribeAclsResponse;
     CreateAcls: CreateAclsRequest => CreateAclsResponse;
+    FindCoordinator: FindCoordinatorRequest => FindCoordinatorResponse;
+    OffsetFetch: OffsetFetchRequest => OffsetFetchResponse;
+    OffsetCommit: OffsetCommitRequest => OffsetCommitResponse;
+    InitProducerId: InitProducerIdRequest => InitProducerIdResponse;
+    AddPartitionsToTxn: AddPartitionsToTxnRequest => AddPartitionsToTxnResponse;
+    AddOffsetsToTxn: AddOffsetsToTxnRequest => AddOffsetsToTxnResponse;
+    TxnOffsetCommit: TxnOffsetCommitRequest => TxnOffsetCommitResponse;
+    EndTxn: EndTxnRequest => EndTxnResponse;
 }
 
 /// The version both sides speak: the highest version in both ranges.

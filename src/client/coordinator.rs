@@ -1,0 +1,178 @@
+//! Coordinators and group offsets: FindCoordinator (for consumer groups and transactional
+//! ids), OffsetFetch and OffsetCommit. kferry commits its own progress as a group's
+//! offsets, and the group-sync loop reads and writes other groups' offsets.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+use kafka_protocol::messages::{FindCoordinatorRequest, GroupId, OffsetCommitRequest, OffsetFetchRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::cluster::Cluster;
+use super::error::{BrokerRef, ClientError};
+use super::messenger::Messenger;
+use crate::protocol::error_code::{ErrorCode, ResponseError};
+
+/// What a coordinator coordinates (Kafka's `CoordinatorType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CoordinatorKind {
+    Group,
+    Transaction,
+}
+
+impl CoordinatorKind {
+    fn code(self) -> i8 {
+        match self {
+            Self::Group => 0,
+            Self::Transaction => 1,
+        }
+    }
+}
+
+/// A partition's committed offset and the metadata string committed with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub metadata: Option<String>,
+}
+
+/// Committed offsets by (topic, partition).
+pub type GroupOffsets = BTreeMap<(String, i32), CommittedOffset>;
+
+/// Whether `code` means the coordinator moved or is not ready: find it again and retry.
+pub(super) fn coordinator_moved(code: ErrorCode) -> bool {
+    matches!(code.0, ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable)
+}
+
+impl Cluster {
+    /// The coordinator of `key` (a group id or a transactional id), found once and cached
+    /// until a call reports it moved.
+    pub async fn coordinator(&self, kind: CoordinatorKind, key: &str) -> Result<Arc<Messenger>, ClientError> {
+        if let Some(node) = self.cached_coordinator(kind, key) {
+            return self.broker(node).await;
+        }
+        let request = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(key.to_string()))
+            .with_key_type(kind.code())
+            .with_coordinator_keys(vec![StrBytes::from_string(key.to_string())]);
+        let (broker, response) = self.request_any(&request).await?;
+        // v4+ answers in `coordinators`, older versions in the top-level fields.
+        let (code, message, node) = match response.coordinators.first() {
+            Some(c) => (c.error_code, c.error_message.clone(), c.node_id.0),
+            None => (response.error_code, response.error_message.clone(), response.node_id.0),
+        };
+        if let Some(code) = ErrorCode::from_code(code) {
+            let message = message.map(|m| m.to_string());
+            return Err(ClientError::Request { broker, api: "FindCoordinator", code, message });
+        }
+        self.cache_coordinator(kind, key, node);
+        self.broker(node).await
+    }
+
+    /// The committed offsets of `group`, all topics.
+    pub async fn fetch_group_offsets(&self, group: &str) -> Result<GroupOffsets, ClientError> {
+        self.retrying(|| async {
+            let coordinator = self.coordinator(CoordinatorKind::Group, group).await?;
+            let request = OffsetFetchRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+                .with_topics(None)
+                .with_groups(vec![OffsetFetchRequestGroup::default()
+                    .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+                    .with_topics(None)])
+                // Wait for offsets of transactions still being committed (KIP-447).
+                .with_require_stable(true);
+            let (_, response) = coordinator.request(&request).await?;
+            let broker = coordinator.broker().clone();
+            let mut offsets = GroupOffsets::new();
+            let group_error = match response.groups.first() {
+                Some(g) => g.error_code,
+                None => response.error_code,
+            };
+            self.check_group_code(group, &broker, "OffsetFetch", group_error)?;
+            let partitions: Vec<(String, i32, i64, Option<StrBytes>, i16)> = match response.groups.into_iter().next() {
+                Some(g) => g
+                    .topics
+                    .into_iter()
+                    .flat_map(|t| {
+                        let name = t.name.0.to_string();
+                        t.partitions.into_iter().map(move |p| {
+                            (name.clone(), p.partition_index, p.committed_offset, p.metadata, p.error_code)
+                        })
+                    })
+                    .collect(),
+                None => response
+                    .topics
+                    .into_iter()
+                    .flat_map(|t| {
+                        let name = t.name.0.to_string();
+                        t.partitions.into_iter().map(move |p| {
+                            (name.clone(), p.partition_index, p.committed_offset, p.metadata, p.error_code)
+                        })
+                    })
+                    .collect(),
+            };
+            for (topic, partition, offset, metadata, code) in partitions {
+                self.check_group_code(group, &broker, "OffsetFetch", code)?;
+                if offset >= 0 {
+                    let metadata = metadata.map(|m| m.to_string());
+                    offsets.insert((topic, partition), CommittedOffset { offset, metadata });
+                }
+            }
+            Ok(offsets)
+        })
+        .await
+    }
+
+    /// Commits `offsets` for `group` as a simple (memberless) consumer would.
+    pub async fn commit_group_offsets(&self, group: &str, offsets: &GroupOffsets) -> Result<(), ClientError> {
+        let mut by_topic: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
+        for ((topic, partition), committed) in offsets {
+            by_topic.entry(topic).or_default().push(
+                OffsetCommitRequestPartition::default()
+                    .with_partition_index(*partition)
+                    .with_committed_offset(committed.offset)
+                    .with_committed_metadata(committed.metadata.clone().map(StrBytes::from_string)),
+            );
+        }
+        let mut topics = Vec::new();
+        for (topic, partitions) in by_topic {
+            let id = self.topic(topic).await?.id;
+            topics.push(
+                OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_topic_id(id)
+                    .with_partitions(partitions),
+            );
+        }
+        let request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_topics(topics);
+        self.retrying(|| async {
+            let coordinator = self.coordinator(CoordinatorKind::Group, group).await?;
+            let (_, response) = coordinator.request(&request).await?;
+            let broker = coordinator.broker().clone();
+            for partition in response.topics.iter().flat_map(|t| &t.partitions) {
+                self.check_group_code(group, &broker, "OffsetCommit", partition.error_code)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Turns a group-level error code into an error; forgets a coordinator that moved.
+    pub(super) fn check_group_code(
+        &self,
+        group: &str,
+        broker: &BrokerRef,
+        api: &'static str,
+        code: i16,
+    ) -> Result<(), ClientError> {
+        let Some(code) = ErrorCode::from_code(code) else { return Ok(()) };
+        if coordinator_moved(code) {
+            self.forget_coordinator(CoordinatorKind::Group, group);
+        }
+        Err(ClientError::Group { broker: broker.clone(), api, group: group.to_string(), code })
+    }
+}

@@ -16,4 +16,5 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod protocol;
+pub mod replicate;
 pub mod topics;

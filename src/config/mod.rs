@@ -88,6 +88,93 @@ pub struct FlowConfig {
     /// `refresh.topics.interval.seconds`, 600 there).
     #[serde(default = "ten")]
     pub refresh_topics_interval_seconds: u64,
+    /// How records reach the target.
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// Where a partition without recorded progress starts.
+    #[serde(default)]
+    pub start: StartPosition,
+}
+
+/// How a flow writes records to its target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Every record exactly once for read_committed consumers of the target: records and
+    /// progress are committed in one transaction.
+    #[default]
+    ExactlyOnce,
+    /// Every record at least once (an idempotent producer; a restart may repeat the last
+    /// records), for targets that cannot do transactions.
+    AtLeastOnce,
+}
+
+impl fmt::Display for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::ExactlyOnce => "exactly_once",
+            Self::AtLeastOnce => "at_least_once",
+        })
+    }
+}
+
+/// Where a partition starts when kferry has no progress recorded for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StartPosition {
+    /// The log start (MM2's only choice).
+    #[default]
+    Earliest,
+    /// The end: only records written from now on.
+    Latest,
+    /// The first record at or after this time (milliseconds since the Unix epoch).
+    Timestamp(i64),
+}
+
+impl<'de> Deserialize<'de> for StartPosition {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.as_str() {
+            "earliest" => Ok(Self::Earliest),
+            "latest" => Ok(Self::Latest),
+            other => parse_rfc3339_millis(other).map(Self::Timestamp).ok_or_else(|| {
+                de::Error::custom(format!(
+                    "\"{other}\" is not a start position; allowed: earliest, latest, or an RFC 3339 time like 2026-01-31T12:00:00Z"
+                ))
+            }),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch of `YYYY-MM-DDTHH:MM:SS[.fff](Z|+HH:MM|-HH:MM)`.
+fn parse_rfc3339_millis(text: &str) -> Option<i64> {
+    let (date, rest) = text.split_once(['T', 't', ' '])?;
+    let mut ymd = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (ymd.next()??, ymd.next()??, ymd.next()??);
+    let zone_at = rest.find(['Z', 'z', '+', '-'])?;
+    let (clock, zone) = rest.split_at(zone_at);
+    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut parts = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hour, minute, second) = (parts.next()??, parts.next()??, parts.next()??);
+    let millis = format!("{fraction:0<3}").get(..3)?.parse::<i64>().ok()?;
+    let offset_minutes = match zone {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = if zone.starts_with('-') { -1 } else { 1 };
+            let (h, m) = zone[1..].split_once(':')?;
+            sign * (h.parse::<i64>().ok()? * 60 + m.parse::<i64>().ok()?)
+        }
+    };
+    let valid = (1..=12).contains(&month) && (1..=31).contains(&day) && hour < 24 && minute < 60 && second < 61;
+    valid.then_some(())?;
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_minutes * 60;
+    Some(seconds * 1_000 + millis)
 }
 
 impl FlowConfig {
@@ -106,6 +193,8 @@ impl FlowConfig {
             topic_configs_exclude: Vec::new(),
             sync_topic_acls: false,
             refresh_topics_interval_seconds: ten(),
+            delivery: Delivery::default(),
+            start: StartPosition::default(),
         }
     }
 
@@ -221,3 +310,19 @@ where
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod time_tests {
+    use super::parse_rfc3339_millis;
+
+    #[test]
+    fn parses_rfc3339_times() {
+        assert_eq!(parse_rfc3339_millis("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339_millis("2026-01-31T12:00:00.5Z"), Some(1_769_860_800_500));
+        assert_eq!(parse_rfc3339_millis("2026-01-31T14:00:00+02:00"), Some(1_769_860_800_000));
+        assert_eq!(parse_rfc3339_millis("2000-02-29T00:00:00Z"), Some(951_782_400_000));
+        for bad in ["yesterday", "2026-13-01T00:00:00Z", "2026-01-31", "2026-01-31T12:00:00"] {
+            assert_eq!(parse_rfc3339_millis(bad), None, "{bad}");
+        }
+    }
+}

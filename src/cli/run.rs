@@ -1,19 +1,26 @@
 //! `kferry run`: runs every configured flow until SIGINT or SIGTERM.
 //!
 //! Each flow is its own task with its own cluster connections, so an unreachable cluster
-//! stalls only the flows that use it; they keep retrying on their interval. Today a flow
-//! keeps the target's topics in sync with the source (discovery, creation, partitions,
-//! configs, ACLs); moving records is the hot path, not built yet.
+//! stalls only the flows that use it; they keep retrying. A flow runs two loops: topic sync
+//! (creates and updates target topics on its interval, and tells the replicator which
+//! topics to copy) and the replicator (records). On a signal the replicator finishes the
+//! cycle in progress, so a transaction is committed or never started, and `run` exits 0.
+//! It exits 1 once every flow has stopped on an error it cannot recover from.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::Failure;
-use crate::client::{ClientConfig, Cluster};
+use crate::client::{ClientConfig, ClientError, Cluster};
 use crate::config::{Config, FlowConfig};
+use crate::replicate::engine::Replicator;
 use crate::topics::sync::TopicSync;
+
+/// Pause between attempts to reach a flow's clusters.
+const CONNECT_RETRY: Duration = Duration::from_secs(5);
 
 pub(super) async fn run(config: &Config) -> Result<(), Failure> {
     let (stop, stopped) = watch::channel(false);
@@ -23,12 +30,36 @@ pub(super) async fn run(config: &Config) -> Result<(), Failure> {
         let target = config.clusters[&flow.target].bootstrap_servers.clone();
         flows.spawn(run_flow(flow.clone(), source, target, stopped.clone()));
     }
-    tracing::info!(flows = config.flows.len(), "running; records are not replicated yet by this build, topics are");
-    wait_for_signal().await;
-    tracing::info!("stopping");
+    tracing::info!(flows = config.flows.len(), "running");
+    let mut failed = false;
+    let signal = wait_for_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            joined = flows.join_next() => match joined {
+                Some(Ok(ok)) => failed |= !ok,
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "a flow task panicked");
+                    failed = true;
+                }
+                None => {
+                    tracing::error!("every flow has stopped");
+                    return if failed { Err(Failure::Cluster) } else { Ok(()) };
+                }
+            },
+        }
+    }
+    tracing::info!("stopping: finishing the cycles in progress");
     stop.send_replace(true);
-    while flows.join_next().await.is_some() {}
-    Ok(())
+    while let Some(joined) = flows.join_next().await {
+        failed |= !matches!(joined, Ok(true));
+    }
+    if failed {
+        Err(Failure::Cluster)
+    } else {
+        Ok(())
+    }
 }
 
 async fn wait_for_signal() {
@@ -49,49 +80,96 @@ async fn wait_for_signal() {
     }
 }
 
-/// One flow's loop: connect (retrying), then a topic sync round every interval.
-async fn run_flow(flow: FlowConfig, source: Vec<String>, target: Vec<String>, mut stopped: watch::Receiver<bool>) {
-    let interval = Duration::from_secs(flow.refresh_topics_interval_seconds);
-    let mut sync: Option<TopicSync> = None;
-    loop {
-        if sync.is_none() {
-            sync = connect(&flow, &source, &target).await;
+/// One flow: connect (retrying), then topic sync and replication side by side. Returns
+/// whether the flow ended without a fatal error.
+async fn run_flow(
+    flow: FlowConfig,
+    source: Vec<String>,
+    target: Vec<String>,
+    mut stopped: watch::Receiver<bool>,
+) -> bool {
+    let (source, target) = loop {
+        match connect(&flow, &source, &target).await {
+            Ok(clusters) => break clusters,
+            Err(e) => {
+                tracing::error!(flow = %flow.name(), error = %e, "cluster unreachable; retrying in {CONNECT_RETRY:?}")
+            }
         }
-        if let Some(sync) = sync.as_mut() {
-            match sync.round().await {
-                Ok((plan, applied)) => {
-                    let failed = applied.iter().filter(|a| a.outcome.is_err()).count();
-                    tracing::debug!(flow = %flow.name(), changes = applied.len(), failed, topics = plan.replicated.len(), "topic sync round done");
-                }
-                Err(e) => {
-                    tracing::error!(flow = %flow.name(), error = %e, "topic sync round failed; next try in {interval:?}")
-                }
+        tokio::select! {
+            _ = tokio::time::sleep(CONNECT_RETRY) => {}
+            _ = stopped.wait_for(|stop| *stop) => return true,
+        }
+    };
+    let sync = match TopicSync::new(&flow, Arc::clone(&source), Arc::clone(&target)) {
+        Ok(sync) => sync,
+        Err(e) => {
+            tracing::error!(flow = %flow.name(), error = %e, "flow cannot start");
+            return false;
+        }
+    };
+    let (topics, replicated) = watch::channel(BTreeMap::new());
+    let (flow_stop, flow_stopped) = watch::channel(false);
+    let mut flow_stopped_for_sync = flow_stopped.clone();
+    let replicator = Replicator::new(&flow, source, target, replicated);
+    let replication = async {
+        let outcome = replicator.run(stopped.clone()).await;
+        // A replicator that stopped for good takes topic sync down with it.
+        flow_stop.send_replace(true);
+        outcome
+    };
+    let syncing = topic_sync_loop(&flow, sync, topics, stopped.clone(), &mut flow_stopped_for_sync);
+    let (outcome, ()) = tokio::join!(replication, syncing);
+    drop(flow_stopped);
+    match outcome {
+        Ok(totals) => {
+            tracing::info!(flow = %flow.name(), records = totals.records, bytes = totals.bytes, "flow stopped");
+            true
+        }
+        Err(e) => {
+            tracing::error!(flow = %flow.name(), "{e}");
+            false
+        }
+    }
+}
+
+async fn topic_sync_loop(
+    flow: &FlowConfig,
+    mut sync: TopicSync,
+    topics: watch::Sender<BTreeMap<String, String>>,
+    mut stopped: watch::Receiver<bool>,
+    flow_stopped: &mut watch::Receiver<bool>,
+) {
+    let interval = Duration::from_secs(flow.refresh_topics_interval_seconds);
+    loop {
+        match sync.round().await {
+            Ok((plan, applied)) => {
+                let failed = applied.iter().filter(|a| a.outcome.is_err()).count();
+                tracing::debug!(flow = %flow.name(), changes = applied.len(), failed, topics = plan.replicated.len(), "topic sync round done");
+                let replicated = crate::topics::sync::replicated_after(&plan, &applied);
+                topics.send_if_modified(|current| {
+                    let changed = *current != replicated;
+                    *current = replicated;
+                    changed
+                });
+            }
+            Err(e) => {
+                tracing::error!(flow = %flow.name(), error = %e, "topic sync round failed; next try in {interval:?}")
             }
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stopped.wait_for(|stop| *stop) => return,
+            _ = flow_stopped.wait_for(|stop| *stop) => return,
         }
     }
 }
 
-async fn connect(flow: &FlowConfig, source: &[String], target: &[String]) -> Option<TopicSync> {
-    let clusters = async {
-        let source = Cluster::connect(&flow.source, source, ClientConfig::default()).await?;
-        let target = Cluster::connect(&flow.target, target, ClientConfig::default()).await?;
-        Ok::<(Arc<Cluster>, Arc<Cluster>), crate::client::ClientError>((source, target))
-    };
-    match clusters.await {
-        Ok((source, target)) => match TopicSync::new(flow, source, target) {
-            Ok(sync) => Some(sync),
-            Err(e) => {
-                tracing::error!(flow = %flow.name(), error = %e, "flow cannot start");
-                None
-            }
-        },
-        Err(e) => {
-            tracing::error!(flow = %flow.name(), error = %e, "cluster unreachable; retrying");
-            None
-        }
-    }
+async fn connect(
+    flow: &FlowConfig,
+    source: &[String],
+    target: &[String],
+) -> Result<(Arc<Cluster>, Arc<Cluster>), ClientError> {
+    let source = Cluster::connect(&flow.source, source, ClientConfig::default()).await?;
+    let target = Cluster::connect(&flow.target, target, ClientConfig::default()).await?;
+    Ok((source, target))
 }

@@ -53,11 +53,22 @@ impl Cluster {
         if let Some(node) = self.cached_coordinator(kind, key) {
             return self.broker(node).await;
         }
-        let request = FindCoordinatorRequest::default()
-            .with_key(StrBytes::from_string(key.to_string()))
-            .with_key_type(kind.code())
-            .with_coordinator_keys(vec![StrBytes::from_string(key.to_string())]);
-        let (broker, response) = self.request_any(&request).await?;
+        // v4+ asks for several keys at once, older versions for one.
+        let build = |version: i16| {
+            let request = FindCoordinatorRequest::default().with_key_type(kind.code());
+            if version >= 4 {
+                request.with_coordinator_keys(vec![StrBytes::from_string(key.to_string())])
+            } else {
+                request.with_key(StrBytes::from_string(key.to_string()))
+            }
+        };
+        let (broker, response) = self
+            .retrying(|| async {
+                let broker = self.any_broker().await?;
+                let (_, response) = broker.request_built(build).await?;
+                Ok((broker.broker().clone(), response))
+            })
+            .await?;
         // v4+ answers in `coordinators`, older versions in the top-level fields.
         let (code, message, node) = match response.coordinators.first() {
             Some(c) => (c.error_code, c.error_message.clone(), c.node_id.0),
@@ -75,15 +86,21 @@ impl Cluster {
     pub async fn fetch_group_offsets(&self, group: &str) -> Result<GroupOffsets, ClientError> {
         self.retrying(|| async {
             let coordinator = self.coordinator(CoordinatorKind::Group, group).await?;
-            let request = OffsetFetchRequest::default()
-                .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
-                .with_topics(None)
-                .with_groups(vec![OffsetFetchRequestGroup::default()
-                    .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
-                    .with_topics(None)])
-                // Wait for offsets of transactions still being committed (KIP-447).
-                .with_require_stable(true);
-            let (_, response) = coordinator.request(&request).await?;
+            let group_id = GroupId(StrBytes::from_string(group.to_string()));
+            // v8+ asks for several groups at once, older versions for one.
+            let build = |version: i16| {
+                let request = OffsetFetchRequest::default();
+                let request = if version >= 8 {
+                    request.with_groups(vec![OffsetFetchRequestGroup::default()
+                        .with_group_id(group_id.clone())
+                        .with_topics(None)])
+                } else {
+                    request.with_group_id(group_id.clone()).with_topics(None)
+                };
+                // Wait for offsets of transactions still being committed (KIP-447, v7+).
+                request.with_require_stable(version >= 7)
+            };
+            let (_, response) = coordinator.request_built(build).await?;
             let broker = coordinator.broker().clone();
             let mut offsets = GroupOffsets::new();
             let group_error = match response.groups.first() {
@@ -91,12 +108,19 @@ impl Cluster {
                 None => response.error_code,
             };
             self.check_group_code(group, &broker, "OffsetFetch", group_error)?;
+            // v10+ names topics by id only.
+            let by_id = if response.groups.iter().flat_map(|g| &g.topics).any(|t| t.name.0.is_empty()) {
+                let metadata = self.all_topics().await?;
+                metadata.topics.values().map(|t| (t.id, t.name.clone())).collect()
+            } else {
+                std::collections::HashMap::new()
+            };
             let partitions: Vec<(String, i32, i64, Option<StrBytes>, i16)> = match response.groups.into_iter().next() {
                 Some(g) => g
                     .topics
                     .into_iter()
                     .flat_map(|t| {
-                        let name = t.name.0.to_string();
+                        let name = by_id.get(&t.topic_id).cloned().unwrap_or_else(|| t.name.0.to_string());
                         t.partitions.into_iter().map(move |p| {
                             (name.clone(), p.partition_index, p.committed_offset, p.metadata, p.error_code)
                         })
@@ -139,19 +163,28 @@ impl Cluster {
         let mut topics = Vec::new();
         for (topic, partitions) in by_topic {
             let id = self.topic(topic).await?.id;
-            topics.push(
-                OffsetCommitRequestTopic::default()
-                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                    .with_topic_id(id)
-                    .with_partitions(partitions),
-            );
+            topics.push((topic.to_string(), id, partitions));
         }
-        let request = OffsetCommitRequest::default()
-            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
-            .with_topics(topics);
+        // v10+ names topics by id, older versions by name.
+        let build = |version: i16| {
+            let topics = topics
+                .iter()
+                .map(|(name, id, partitions)| {
+                    let topic = OffsetCommitRequestTopic::default().with_partitions(partitions.clone());
+                    if version >= 10 {
+                        topic.with_topic_id(*id)
+                    } else {
+                        topic.with_name(TopicName(StrBytes::from_string(name.clone())))
+                    }
+                })
+                .collect();
+            OffsetCommitRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+                .with_topics(topics)
+        };
         self.retrying(|| async {
             let coordinator = self.coordinator(CoordinatorKind::Group, group).await?;
-            let (_, response) = coordinator.request(&request).await?;
+            let (_, response) = coordinator.request_built(build).await?;
             let broker = coordinator.broker().clone();
             for partition in response.topics.iter().flat_map(|t| &t.partitions) {
                 self.check_group_code(group, &broker, "OffsetCommit", partition.error_code)?;

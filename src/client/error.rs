@@ -47,6 +47,10 @@ pub enum ConnectionError {
     RequestTimeout { broker: BrokerRef, api: &'static str, after: Duration },
     #[error("{broker}: {source}; connection dropped")]
     Protocol { broker: BrokerRef, source: ProtocolError },
+    /// A request kferry built does not fit the negotiated version: a kferry bug, nothing
+    /// was sent and the connection is fine.
+    #[error("{broker}: {source} (a kferry bug: please report it)")]
+    Encode { broker: BrokerRef, source: ProtocolError },
     #[error(
         "{broker}: response with correlation id {correlation_id} answers no request in flight; connection dropped"
     )]
@@ -62,7 +66,7 @@ pub enum ConnectionError {
 impl ConnectionError {
     /// Whether a new connection may succeed where this one failed.
     pub fn is_retriable(&self) -> bool {
-        !matches!(self, Self::UnsupportedApi { .. } | Self::Handshake { .. })
+        !matches!(self, Self::UnsupportedApi { .. } | Self::Handshake { .. } | Self::Encode { .. })
     }
 }
 

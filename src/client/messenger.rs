@@ -255,6 +255,16 @@ impl Messenger {
         self.request_at(request, version, timeout).await
     }
 
+    /// Sends the request `build` makes for the negotiated version: for messages whose
+    /// fields moved between versions (a field set outside its versions cannot be encoded).
+    pub async fn request_built<R: ApiRequest>(
+        &self,
+        build: impl FnOnce(i16) -> R,
+    ) -> Result<(i16, R::Response), ConnectionError> {
+        let version = self.version_for::<R>()?;
+        self.request_at(&build(version), version, self.request_timeout).await
+    }
+
     /// Sends `request` at the negotiated version and waits for its decoded response.
     pub async fn request<R: ApiRequest>(&self, request: &R) -> Result<(i16, R::Response), ConnectionError> {
         self.request_with_timeout(request, self.request_timeout).await
@@ -304,7 +314,7 @@ impl Messenger {
         let permit = Arc::clone(&self.shared.permits).acquire_owned().await.map_err(|_| self.poison_error())?;
         let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
         let frame = api::encode_request(request, version, correlation_id, &self.client_id)
-            .map_err(|source| ConnectionError::Protocol { broker: self.broker().clone(), source })?;
+            .map_err(|source| ConnectionError::Encode { broker: self.broker().clone(), source })?;
         let (tx, rx) = oneshot::channel();
         let mut guard = SlotGuard { shared: &self.shared, correlation_id, permit: Some(permit), queued: false };
         {

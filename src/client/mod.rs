@@ -27,5 +27,5 @@ pub use coordinator::{CommittedOffset, CoordinatorKind, GroupOffsets};
 pub use error::{BrokerRef, ClientError, ConnectionError};
 pub use messenger::{ConnectionConfig, Messenger};
 pub use metadata::{BrokerInfo, MetadataSnapshot, PartitionInfo, TopicInfo};
-pub use records::{FetchSpec, FetchedPartition, Isolation, OffsetSpec, Produced};
+pub use records::{FetchSpec, FetchedPartition, Isolation, OffsetSpec, PartitionFetch, PartitionFetched, Produced};
 pub use transactions::{ProduceBatch, ProduceOutcome, ProducerIdentity};

@@ -266,3 +266,93 @@ fn produce_error_message(answer: &PartitionProduceResponse) -> Option<String> {
     let parts: Vec<String> = answer.error_message.iter().map(|m| m.to_string()).chain(records).collect();
     (!parts.is_empty()).then(|| parts.join("; "))
 }
+
+/// One partition of a multi-partition Fetch.
+#[derive(Debug, Clone)]
+pub struct PartitionFetch {
+    pub topic: String,
+    pub topic_id: uuid::Uuid,
+    pub partition: i32,
+    pub offset: i64,
+    /// The leader epoch from metadata, so a stale leader answers FENCED_LEADER_EPOCH.
+    pub leader_epoch: i32,
+    pub max_bytes: i32,
+}
+
+/// What a multi-partition Fetch returned for one partition.
+#[derive(Debug, Clone)]
+pub struct PartitionFetched {
+    pub topic: String,
+    pub partition: i32,
+    pub result: Result<FetchedPartition, ErrorCode>,
+}
+
+impl Cluster {
+    /// Fetches several partitions led by `leader` in one request (sessionless). No
+    /// retries: per-partition errors come back for the caller to act on.
+    pub async fn fetch_from(
+        &self,
+        leader: &Messenger,
+        partitions: &[PartitionFetch],
+        max_wait: Duration,
+        max_bytes: i32,
+        isolation: Isolation,
+    ) -> Result<Vec<PartitionFetched>, ClientError> {
+        let mut topics: std::collections::BTreeMap<(&str, uuid::Uuid), Vec<FetchPartition>> = Default::default();
+        for p in partitions {
+            topics.entry((&p.topic, p.topic_id)).or_default().push(
+                FetchPartition::default()
+                    .with_partition(p.partition)
+                    .with_current_leader_epoch(p.leader_epoch)
+                    .with_fetch_offset(p.offset)
+                    .with_partition_max_bytes(p.max_bytes),
+            );
+        }
+        let request = FetchRequest::default()
+            .with_max_wait_ms(i32::try_from(max_wait.as_millis()).unwrap_or(i32::MAX))
+            .with_min_bytes(1)
+            .with_max_bytes(max_bytes)
+            .with_isolation_level(isolation.level())
+            .with_topics(
+                topics
+                    .into_iter()
+                    .map(|((name, id), partitions)| {
+                        FetchTopic::default().with_topic(topic_name(name)).with_topic_id(id).with_partitions(partitions)
+                    })
+                    .collect(),
+            );
+        let (_, response) = leader.request_with_timeout(&request, max_wait + leader.request_timeout()).await?;
+        if let Some(code) = ErrorCode::from_code(response.error_code) {
+            return Err(ClientError::Request { broker: leader.broker().clone(), api: "Fetch", code, message: None });
+        }
+        let mut fetched = Vec::new();
+        for topic in response.responses {
+            let name = partitions
+                .iter()
+                .find(|p| {
+                    (!topic.topic_id.is_nil() && p.topic_id == topic.topic_id) || p.topic == topic.topic.0.as_str()
+                })
+                .map(|p| p.topic.clone())
+                .unwrap_or_else(|| topic.topic.0.to_string());
+            for answer in topic.partitions {
+                let result = match ErrorCode::from_code(answer.error_code) {
+                    Some(code) => Err(code),
+                    None => Ok(FetchedPartition {
+                        high_watermark: answer.high_watermark,
+                        last_stable_offset: answer.last_stable_offset,
+                        log_start_offset: answer.log_start_offset,
+                        aborted_transactions: answer
+                            .aborted_transactions
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|a| (a.producer_id.0, a.first_offset))
+                            .collect(),
+                        records: answer.records.unwrap_or_default(),
+                    }),
+                };
+                fetched.push(PartitionFetched { topic: name.clone(), partition: answer.partition_index, result });
+            }
+        }
+        Ok(fetched)
+    }
+}

@@ -1,1 +1,529 @@
-//! placeholder
+//! One flow's replicator: fetch from the source leaders, forward the batches to the target
+//! leaders, commit progress; cycle after cycle until stopped.
+//!
+//! A cycle is: fetch (READ_COMMITTED) every replicated source partition from its leader,
+//! select and stamp the batches ([`super::forward`]), produce them (one batch per
+//! partition per request, partitions of a leader together), then commit progress: the next
+//! source offset of every partition, as offsets of the flow's progress group on the target.
+//! With `exactly_once` the produced batches and the progress are one transaction: a crash
+//! anywhere leaves either both or neither, and the next instance fences this one
+//! (InitProducerId) and resumes from the committed progress. With `at_least_once` progress
+//! is committed after the data is acknowledged, so a crash can only repeat records.
+//!
+//! Any error other than fencing or a refusal of transactions resets the flow to its
+//! committed state: the open transaction is aborted, the producer is initialised again and
+//! positions are read back from the progress group.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::forward::{self, Stamp};
+use super::offset_map::OffsetMap;
+use crate::client::{
+    ClientError, Cluster, CommittedOffset, ConnectionError, GroupOffsets, Isolation, OffsetSpec, PartitionFetch,
+    ProduceBatch, ProducerIdentity,
+};
+use crate::config::{Delivery, FlowConfig, StartPosition};
+use crate::protocol::batch::RecordBatch;
+use crate::protocol::error_code::{ErrorCode, ResponseError};
+
+/// How long a Fetch waits for data when the source has none.
+const FETCH_MAX_WAIT: Duration = Duration::from_millis(500);
+/// Bytes one partition may contribute to one fetch (Kafka's consumer default).
+const PARTITION_FETCH_BYTES: i32 = 1024 * 1024;
+/// Transactions left open longer are aborted by the target's coordinator.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause after a failed cycle before the flow is reset and tried again.
+const RESET_BACKOFF: Duration = Duration::from_secs(1);
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// A source partition (topic, partition).
+type SourcePartition = (String, i32);
+
+/// Why a flow's replication stopped for good.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicateError {
+    #[error(
+        "flow {flow}: delivery exactly_once needs transactions on target cluster {target}, which refuses them: {reason}. \
+         Grant kferry's principal WRITE and DESCRIBE on TransactionalId {transactional_id}, or set `delivery: at_least_once` for this flow"
+    )]
+    TransactionsUnavailable { flow: String, target: String, transactional_id: String, reason: ClientError },
+    #[error("flow {flow}: another kferry instance took over transactional id {transactional_id} on {target}; this one stops ({reason})")]
+    Fenced { flow: String, target: String, transactional_id: String, reason: ClientError },
+    #[error("flow {flow}: the target refuses kferry's producer: {reason}")]
+    ProducerRefused { flow: String, reason: ClientError },
+}
+
+/// What went wrong in one cycle; everything but `Fatal` is retried after a reset.
+enum CycleError {
+    Fatal(ReplicateError),
+    Retry(ClientError),
+}
+
+impl From<ClientError> for CycleError {
+    fn from(error: ClientError) -> Self {
+        Self::Retry(error)
+    }
+}
+
+/// Counters since start, logged every few seconds.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    pub batches: u64,
+    pub records: u64,
+    pub bytes: u64,
+    pub transactions: u64,
+}
+
+/// The progress group of a flow on its target: the committed offsets of this group are
+/// the next source offsets to replicate, keyed by target topic and partition.
+pub fn progress_group(flow: &FlowConfig) -> String {
+    format!("kferry.progress.{}.{}", flow.source, flow.target)
+}
+
+/// The flow's transactional id on its target.
+pub fn transactional_id(flow: &FlowConfig) -> String {
+    format!("kferry.{}.{}", flow.source, flow.target)
+}
+
+pub struct Replicator {
+    flow: FlowConfig,
+    source: Arc<Cluster>,
+    target: Arc<Cluster>,
+    /// Replicated source topics and their target names, as topic sync last planned them.
+    topics: watch::Receiver<BTreeMap<String, String>>,
+    transactional_id: String,
+    progress_group: String,
+    producer: Option<ProducerIdentity>,
+    /// The next source offset to replicate, per source partition.
+    positions: BTreeMap<SourcePartition, i64>,
+    /// The next sequence number per target partition, for the current producer.
+    sequences: BTreeMap<SourcePartition, i32>,
+    /// Where replicated offsets landed, since this process started.
+    offset_maps: BTreeMap<SourcePartition, OffsetMap>,
+    /// Partitions stopped by a batch this build cannot forward, with the reason.
+    stalled: BTreeMap<SourcePartition, String>,
+    totals: Totals,
+}
+
+/// One partition's batches to forward in this cycle.
+struct Outgoing {
+    source: SourcePartition,
+    target_topic: String,
+    batches: Vec<RecordBatch>,
+    next_offset: i64,
+}
+
+impl Replicator {
+    pub fn new(
+        flow: &FlowConfig,
+        source: Arc<Cluster>,
+        target: Arc<Cluster>,
+        topics: watch::Receiver<BTreeMap<String, String>>,
+    ) -> Self {
+        Self {
+            transactional_id: transactional_id(flow),
+            progress_group: progress_group(flow),
+            flow: flow.clone(),
+            source,
+            target,
+            topics,
+            producer: None,
+            positions: BTreeMap::new(),
+            sequences: BTreeMap::new(),
+            offset_maps: BTreeMap::new(),
+            stalled: BTreeMap::new(),
+            totals: Totals::default(),
+        }
+    }
+
+    fn name(&self) -> String {
+        self.flow.name()
+    }
+
+    fn transactional(&self) -> bool {
+        self.flow.delivery == Delivery::ExactlyOnce
+    }
+
+    /// Replicates until `stop` turns true (the cycle in progress is finished first) or a
+    /// fatal error.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<Totals, ReplicateError> {
+        let mut reported = Instant::now();
+        let mut reported_totals = self.totals;
+        while !*stop.borrow() {
+            match self.cycle().await {
+                Ok(()) => {}
+                Err(CycleError::Fatal(error)) => return Err(error),
+                Err(CycleError::Retry(error)) => {
+                    tracing::warn!(flow = %self.name(), %error, "replication cycle failed; resuming from the committed progress");
+                    self.reset().await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(RESET_BACKOFF) => {}
+                        _ = stop.wait_for(|stop| *stop) => {}
+                    }
+                }
+            }
+            if reported.elapsed() >= REPORT_EVERY && self.totals.records != reported_totals.records {
+                let t = self.totals;
+                tracing::info!(flow = %self.name(), records = t.records, bytes = t.bytes, batches = t.batches, transactions = t.transactions, "replicated so far");
+                reported = Instant::now();
+                reported_totals = t;
+            }
+        }
+        if self.transactional() {
+            tracing::info!(flow = %self.name(), "stopped after committing the last transaction");
+        }
+        Ok(self.totals)
+    }
+
+    /// Drops everything not committed: the next cycle starts from the progress group.
+    async fn reset(&mut self) {
+        if let (true, Some(producer)) = (self.transactional(), self.producer) {
+            // Best effort: the next InitProducerId aborts it anyway.
+            let _ = self.target.end_txn(&self.transactional_id, producer, false).await;
+        }
+        self.producer = None;
+        self.positions.clear();
+        self.sequences.clear();
+    }
+
+    async fn cycle(&mut self) -> Result<(), CycleError> {
+        if self.producer.is_none() {
+            self.start_producer().await?;
+        }
+        let topics = self.topics.borrow().clone();
+        if topics.is_empty() {
+            tokio::time::sleep(FETCH_MAX_WAIT).await;
+            return Ok(());
+        }
+        self.position_new_partitions(&topics).await?;
+        let outgoing = self.fetch(&topics).await?;
+        if outgoing.iter().all(|o| o.batches.is_empty()) {
+            // Only markers or aborted data: keep the positions, commit with the next data.
+            for o in outgoing {
+                self.positions.insert(o.source, o.next_offset);
+            }
+            return Ok(());
+        }
+        self.forward(&outgoing).await?;
+        for o in outgoing {
+            self.positions.insert(o.source, o.next_offset);
+        }
+        Ok(())
+    }
+
+    /// InitProducerId (fencing an earlier instance with the same transactional id) and
+    /// positions from the committed progress.
+    async fn start_producer(&mut self) -> Result<(), CycleError> {
+        let transactional_id = self.transactional().then_some(self.transactional_id.as_str());
+        let producer = match self.target.init_producer_id(transactional_id, TRANSACTION_TIMEOUT).await {
+            Ok(producer) => producer,
+            Err(error) => return Err(self.classify_init_error(error)),
+        };
+        tracing::info!(flow = %self.name(), producer_id = producer.id, epoch = producer.epoch, delivery = %self.flow.delivery, "producer ready on the target");
+        self.producer = Some(producer);
+        self.sequences.clear();
+        let committed = self.target.fetch_group_offsets(&self.progress_group).await?;
+        self.positions = committed
+            .into_iter()
+            .filter_map(|((target_topic, partition), c)| {
+                let source_topic = c.metadata.filter(|m| !m.is_empty()).unwrap_or(target_topic);
+                Some(((source_topic, partition), c.offset))
+            })
+            .collect();
+        Ok(())
+    }
+
+    fn classify_init_error(&self, error: ClientError) -> CycleError {
+        let refused = match &error {
+            ClientError::Connection(ConnectionError::UnsupportedApi { .. }) => true,
+            ClientError::Transaction { code, .. } | ClientError::Request { code, .. } => matches!(
+                code.0,
+                ResponseError::TransactionalIdAuthorizationFailed
+                    | ResponseError::ClusterAuthorizationFailed
+                    | ResponseError::UnsupportedVersion
+            ),
+            _ => false,
+        };
+        if !refused {
+            return CycleError::Retry(error);
+        }
+        CycleError::Fatal(if self.transactional() {
+            ReplicateError::TransactionsUnavailable {
+                flow: self.name(),
+                target: self.flow.target.clone(),
+                transactional_id: self.transactional_id.clone(),
+                reason: error,
+            }
+        } else {
+            ReplicateError::ProducerRefused { flow: self.name(), reason: error }
+        })
+    }
+
+    /// Gives every replicated partition without a position its start position.
+    async fn position_new_partitions(&mut self, topics: &BTreeMap<String, String>) -> Result<(), ClientError> {
+        for source_topic in topics.keys() {
+            let info = self.source.topic(source_topic).await?;
+            for &partition in info.partitions.keys() {
+                let key = (source_topic.clone(), partition);
+                if self.positions.contains_key(&key) {
+                    continue;
+                }
+                let spec = match self.flow.start {
+                    StartPosition::Earliest => OffsetSpec::Earliest,
+                    StartPosition::Latest => OffsetSpec::Latest,
+                    StartPosition::Timestamp(ms) => OffsetSpec::Timestamp(ms),
+                };
+                let mut offset =
+                    self.source.list_offset(source_topic, partition, spec, Isolation::ReadCommitted).await?;
+                if offset < 0 {
+                    // No record at or after the timestamp yet: start at the end.
+                    offset = self
+                        .source
+                        .list_offset(source_topic, partition, OffsetSpec::Latest, Isolation::ReadCommitted)
+                        .await?;
+                }
+                tracing::info!(flow = %self.name(), topic = %source_topic, partition, offset, start = ?self.flow.start, "new partition starts");
+                self.positions.insert(key, offset);
+            }
+        }
+        Ok(())
+    }
+
+    /// One Fetch per source leader; returns the batches to forward per partition.
+    async fn fetch(&mut self, topics: &BTreeMap<String, String>) -> Result<Vec<Outgoing>, ClientError> {
+        let mut by_leader: BTreeMap<i32, Vec<PartitionFetch>> = BTreeMap::new();
+        for ((topic, partition), &offset) in &self.positions {
+            if !topics.contains_key(topic) || self.stalled.contains_key(&(topic.clone(), *partition)) {
+                continue;
+            }
+            let info = self.source.topic(topic).await?;
+            let Some(meta) = info.partitions.get(partition) else { continue };
+            let Some(leader) = meta.leader else { continue };
+            by_leader.entry(leader).or_default().push(PartitionFetch {
+                topic: topic.clone(),
+                topic_id: info.id,
+                partition: *partition,
+                offset,
+                leader_epoch: meta.leader_epoch,
+                max_bytes: PARTITION_FETCH_BYTES,
+            });
+        }
+        let mut outgoing = Vec::new();
+        for (leader, partitions) in by_leader {
+            let messenger = self.source.broker(leader).await?;
+            let max_bytes = PARTITION_FETCH_BYTES.saturating_mul(partitions.len() as i32).min(50 * 1024 * 1024);
+            let fetched = self
+                .source
+                .fetch_from(&messenger, &partitions, FETCH_MAX_WAIT, max_bytes, Isolation::ReadCommitted)
+                .await?;
+            for answer in fetched {
+                let key = (answer.topic.clone(), answer.partition);
+                let Some(&position) = self.positions.get(&key) else { continue };
+                let data = match answer.result {
+                    Ok(data) => data,
+                    Err(code) => {
+                        self.partition_fetch_error(&key, position, code).await?;
+                        continue;
+                    }
+                };
+                match forward::select(data.records, position, &data.aborted_transactions) {
+                    Ok(selection) => outgoing.push(Outgoing {
+                        target_topic: topics[&key.0].clone(),
+                        source: key,
+                        batches: selection.batches,
+                        next_offset: selection.next_offset,
+                    }),
+                    Err(error) => {
+                        tracing::error!(flow = %self.name(), topic = %key.0, partition = key.1, %error, "partition stopped: its next batch cannot be forwarded");
+                        self.stalled.insert(key, error.to_string());
+                    }
+                }
+            }
+        }
+        Ok(outgoing)
+    }
+
+    async fn partition_fetch_error(
+        &mut self,
+        key: &SourcePartition,
+        position: i64,
+        code: ErrorCode,
+    ) -> Result<(), ClientError> {
+        if code.0 == ResponseError::OffsetOutOfRange {
+            // Retention deleted records before kferry copied them: say how many, go on.
+            let start = self.source.list_offset(&key.0, key.1, OffsetSpec::Earliest, Isolation::ReadCommitted).await?;
+            if start > position {
+                tracing::error!(flow = %self.name(), topic = %key.0, partition = key.1, lost = start - position, from = position, to = start, "source deleted records before they were replicated; resuming at the log start");
+                self.positions.insert(key.clone(), start);
+            }
+            return Ok(());
+        }
+        if code.needs_metadata_refresh() {
+            self.source.invalidate_metadata();
+        }
+        tracing::debug!(flow = %self.name(), topic = %key.0, partition = key.1, %code, "fetch error, retried next cycle");
+        Ok(())
+    }
+
+    /// Produces every outgoing batch and commits progress (in one transaction).
+    async fn forward(&mut self, outgoing: &[Outgoing]) -> Result<(), CycleError> {
+        let producer = self.producer.expect("started before a cycle fetches");
+        let transactional = self.transactional();
+        if transactional {
+            let mut partitions: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+            for o in outgoing.iter().filter(|o| !o.batches.is_empty()) {
+                partitions.entry(o.target_topic.clone()).or_default().push(o.source.1);
+            }
+            self.target
+                .add_partitions_to_txn(&self.transactional_id, producer, &partitions)
+                .await
+                .map_err(|e| self.fenced_or_retry(e))?;
+        }
+        let mut by_leader: BTreeMap<i32, Vec<(SourcePartition, ProduceBatch, i64, i64)>> = BTreeMap::new();
+        for o in outgoing {
+            if o.batches.is_empty() {
+                continue;
+            }
+            let info = self.target.topic(&o.target_topic).await?;
+            let (leader, _) = self.target.leader(&o.target_topic, o.source.1).await?;
+            let node = leader.broker().node_id.unwrap_or(-1);
+            let sequence_key = (o.target_topic.clone(), o.source.1);
+            for batch in &o.batches {
+                let sequence = self.sequences.get(&sequence_key).copied().unwrap_or(0);
+                let stamp = Stamp {
+                    producer_id: producer.id,
+                    producer_epoch: producer.epoch,
+                    base_sequence: sequence,
+                    transactional,
+                };
+                self.sequences.insert(sequence_key.clone(), forward::next_sequence(sequence, batch.records_count()));
+                let records = forward::stamp(batch, stamp);
+                let span = i64::from(batch.last_offset_delta()) + 1;
+                by_leader.entry(node).or_default().push((
+                    o.source.clone(),
+                    ProduceBatch { topic: o.target_topic.clone(), topic_id: info.id, partition: o.source.1, records },
+                    batch.base_offset(),
+                    span,
+                ));
+            }
+        }
+        for (node, batches) in by_leader {
+            self.produce_in_rounds(node, batches).await?;
+        }
+        let offsets: GroupOffsets = outgoing
+            .iter()
+            .map(|o| {
+                let key = (o.target_topic.clone(), o.source.1);
+                (key, CommittedOffset { offset: o.next_offset, metadata: Some(o.source.0.clone()) })
+            })
+            .collect();
+        if transactional {
+            self.target
+                .commit_offsets_in_txn(&self.transactional_id, producer, &self.progress_group, &offsets)
+                .await
+                .map_err(|e| self.fenced_or_retry(e))?;
+            self.target.end_txn(&self.transactional_id, producer, true).await.map_err(|e| self.fenced_or_retry(e))?;
+            self.totals.transactions += 1;
+        } else {
+            self.target.commit_group_offsets(&self.progress_group, &offsets).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends one leader's batches: each request carries at most one batch per partition,
+    /// so a partition's batches go in order, one round after the other.
+    async fn produce_in_rounds(
+        &mut self,
+        node: i32,
+        batches: Vec<(SourcePartition, ProduceBatch, i64, i64)>,
+    ) -> Result<(), CycleError> {
+        let leader = self.target.broker(node).await?;
+        let transactional_id = self.transactional().then(|| self.transactional_id.clone());
+        let mut queues: BTreeMap<(String, i32), std::collections::VecDeque<(SourcePartition, ProduceBatch, i64, i64)>> =
+            BTreeMap::new();
+        for entry in batches {
+            queues.entry((entry.1.topic.clone(), entry.1.partition)).or_default().push_back(entry);
+        }
+        loop {
+            let round: Vec<(SourcePartition, ProduceBatch, i64, i64)> =
+                queues.values_mut().filter_map(|q| q.pop_front()).collect();
+            if round.is_empty() {
+                return Ok(());
+            }
+            let requests: Vec<ProduceBatch> = round.iter().map(|(_, b, _, _)| b.clone()).collect();
+            let outcomes = self
+                .target
+                .produce_to(&leader, transactional_id.as_deref(), &requests, PRODUCE_TIMEOUT)
+                .await
+                .map_err(|e| self.fenced_or_retry(e))?;
+            for (source, batch, source_base, span) in round {
+                let outcome = outcomes
+                    .iter()
+                    .find(|o| o.topic == batch.topic && o.partition == batch.partition)
+                    .ok_or_else(|| ClientError::IncompleteResponse {
+                        cluster: self.target.name().clone(),
+                        what: "Produce",
+                        missing: format!("topic {} partition {}", batch.topic, batch.partition),
+                    })?;
+                match &outcome.result {
+                    Ok(target_base) => {
+                        self.offset_maps.entry(source).or_default().record(source_base, span, *target_base);
+                        self.totals.batches += 1;
+                        self.totals.records += span as u64;
+                        self.totals.bytes += batch.records.len() as u64;
+                    }
+                    Err((code, message)) => {
+                        let error = ClientError::Partition {
+                            broker: leader.broker().clone(),
+                            api: "Produce",
+                            topic: batch.topic.clone(),
+                            partition: batch.partition,
+                            code: *code,
+                            message: message.clone(),
+                        };
+                        return Err(self.fenced_or_retry(error));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fencing errors stop the flow: another instance owns the transactional id now.
+    fn fenced_or_retry(&self, error: ClientError) -> CycleError {
+        let code = match &error {
+            ClientError::Transaction { code, .. }
+            | ClientError::Partition { code, .. }
+            | ClientError::Group { code, .. }
+            | ClientError::Request { code, .. } => Some(code.0),
+            _ => None,
+        };
+        let fenced = matches!(
+            code,
+            Some(
+                ResponseError::ProducerFenced
+                    | ResponseError::InvalidProducerEpoch
+                    | ResponseError::TransactionalIdAuthorizationFailed
+            )
+        );
+        if fenced && self.transactional() {
+            return CycleError::Fatal(ReplicateError::Fenced {
+                flow: self.name(),
+                target: self.flow.target.clone(),
+                transactional_id: self.transactional_id.clone(),
+                reason: error,
+            });
+        }
+        CycleError::Retry(error)
+    }
+
+    /// Where replicated source offsets landed, per source partition (since start).
+    pub fn offset_maps(&self) -> &BTreeMap<SourcePartition, OffsetMap> {
+        &self.offset_maps
+    }
+}

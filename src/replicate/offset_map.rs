@@ -36,7 +36,11 @@ impl OffsetMap {
                 return;
             }
         }
-        self.segments.push(Segment { source_start: source_base, source_end: source_base + span, target_start: target_base });
+        self.segments.push(Segment {
+            source_start: source_base,
+            source_end: source_base + span,
+            target_start: target_base,
+        });
     }
 
     pub fn segments(&self) -> &[Segment] {
@@ -82,7 +86,11 @@ mod tests {
         let mut map = OffsetMap::default();
         for (i, gap) in [0i64, 2, 0, 1, 3].iter().enumerate() {
             let source = map.segments().last().map_or(0, |s| s.source_end) + gap;
-            map.record(source, 3 + i as i64, 1_000 + map.segments().iter().map(|s| s.source_end - s.source_start).sum::<i64>());
+            map.record(
+                source,
+                3 + i as i64,
+                1_000 + map.segments().iter().map(|s| s.source_end - s.source_start).sum::<i64>(),
+            );
         }
         let end = map.segments().last().unwrap().source_end;
         let translated: Vec<i64> = (0..=end).filter_map(|o| map.translate(o)).collect();

@@ -241,6 +241,24 @@ impl TopicSync {
     }
 }
 
+/// The topics to replicate after a round: the plan's, less those whose target topic
+/// could not be created.
+pub fn replicated_after(plan: &Plan, applied: &[Applied]) -> BTreeMap<String, String> {
+    let failed: BTreeSet<&str> = applied
+        .iter()
+        .filter(|a| a.outcome.is_err())
+        .filter_map(|a| match &a.change {
+            Change::CreateTopic { source_topic, .. } => Some(source_topic.as_str()),
+            _ => None,
+        })
+        .collect();
+    plan.replicated
+        .iter()
+        .filter(|(source, _)| !failed.contains(source.as_str()))
+        .map(|(s, t)| (s.clone(), t.clone()))
+        .collect()
+}
+
 async fn create_one(cluster: &Cluster, topic: &NewTopic, validate_only: bool) -> Result<(), ClientError> {
     let mut outcomes = cluster.create_topics(std::slice::from_ref(topic), validate_only, ADMIN_TIMEOUT).await?;
     outcomes.remove(0).1

@@ -231,6 +231,11 @@ impl Kferry {
         kferry.finish(Duration::from_secs(60)).await
     }
 
+    /// Kills the process with SIGKILL, as a crash would, and waits for it to be gone.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("kferry killed");
+    }
+
     /// Asks the process to stop (SIGTERM) and collects its output.
     pub async fn stop(self) -> (Option<i32>, String, String) {
         if let Some(pid) = self.child.id() {

@@ -111,6 +111,15 @@ pub struct Replicator {
     totals: Totals,
 }
 
+/// One stamped batch on its way to the target, with where it came from.
+struct InFlight {
+    source: SourcePartition,
+    batch: ProduceBatch,
+    source_base: i64,
+    /// Offsets the batch covers (lastOffsetDelta + 1).
+    span: i64,
+}
+
 /// One partition's batches to forward in this cycle.
 struct Outgoing {
     source: SourcePartition,
@@ -231,9 +240,9 @@ impl Replicator {
         let committed = self.target.fetch_group_offsets(&self.progress_group).await?;
         self.positions = committed
             .into_iter()
-            .filter_map(|((target_topic, partition), c)| {
+            .map(|((target_topic, partition), c)| {
                 let source_topic = c.metadata.filter(|m| !m.is_empty()).unwrap_or(target_topic);
-                Some(((source_topic, partition), c.offset))
+                ((source_topic, partition), c.offset)
             })
             .collect();
         Ok(())
@@ -385,7 +394,7 @@ impl Replicator {
                 .await
                 .map_err(|e| self.fenced_or_retry(e))?;
         }
-        let mut by_leader: BTreeMap<i32, Vec<(SourcePartition, ProduceBatch, i64, i64)>> = BTreeMap::new();
+        let mut by_leader: BTreeMap<i32, Vec<InFlight>> = BTreeMap::new();
         for o in outgoing {
             if o.batches.is_empty() {
                 continue;
@@ -405,12 +414,17 @@ impl Replicator {
                 self.sequences.insert(sequence_key.clone(), forward::next_sequence(sequence, batch.records_count()));
                 let records = forward::stamp(batch, stamp);
                 let span = i64::from(batch.last_offset_delta()) + 1;
-                by_leader.entry(node).or_default().push((
-                    o.source.clone(),
-                    ProduceBatch { topic: o.target_topic.clone(), topic_id: info.id, partition: o.source.1, records },
-                    batch.base_offset(),
+                by_leader.entry(node).or_default().push(InFlight {
+                    source: o.source.clone(),
+                    batch: ProduceBatch {
+                        topic: o.target_topic.clone(),
+                        topic_id: info.id,
+                        partition: o.source.1,
+                        records,
+                    },
+                    source_base: batch.base_offset(),
                     span,
-                ));
+                });
             }
         }
         for (node, batches) in by_leader {
@@ -438,31 +452,25 @@ impl Replicator {
 
     /// Sends one leader's batches: each request carries at most one batch per partition,
     /// so a partition's batches go in order, one round after the other.
-    async fn produce_in_rounds(
-        &mut self,
-        node: i32,
-        batches: Vec<(SourcePartition, ProduceBatch, i64, i64)>,
-    ) -> Result<(), CycleError> {
+    async fn produce_in_rounds(&mut self, node: i32, batches: Vec<InFlight>) -> Result<(), CycleError> {
         let leader = self.target.broker(node).await?;
         let transactional_id = self.transactional().then(|| self.transactional_id.clone());
-        let mut queues: BTreeMap<(String, i32), std::collections::VecDeque<(SourcePartition, ProduceBatch, i64, i64)>> =
-            BTreeMap::new();
+        let mut queues: BTreeMap<(String, i32), std::collections::VecDeque<InFlight>> = BTreeMap::new();
         for entry in batches {
-            queues.entry((entry.1.topic.clone(), entry.1.partition)).or_default().push_back(entry);
+            queues.entry((entry.batch.topic.clone(), entry.batch.partition)).or_default().push_back(entry);
         }
         loop {
-            let round: Vec<(SourcePartition, ProduceBatch, i64, i64)> =
-                queues.values_mut().filter_map(|q| q.pop_front()).collect();
+            let round: Vec<InFlight> = queues.values_mut().filter_map(|q| q.pop_front()).collect();
             if round.is_empty() {
                 return Ok(());
             }
-            let requests: Vec<ProduceBatch> = round.iter().map(|(_, b, _, _)| b.clone()).collect();
+            let requests: Vec<ProduceBatch> = round.iter().map(|f| f.batch.clone()).collect();
             let outcomes = self
                 .target
                 .produce_to(&leader, transactional_id.as_deref(), &requests, PRODUCE_TIMEOUT)
                 .await
                 .map_err(|e| self.fenced_or_retry(e))?;
-            for (source, batch, source_base, span) in round {
+            for InFlight { source, batch, source_base, span } in round {
                 let outcome = outcomes
                     .iter()
                     .find(|o| o.topic == batch.topic && o.partition == batch.partition)

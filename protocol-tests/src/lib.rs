@@ -146,7 +146,7 @@ pub async fn produce(bootstrap: &str, topic: &str, count: u32, compression: &str
     let mut args =
         vec!["produce", "--bootstrap", bootstrap, "--topic", topic, "--count", &count, "--compression", compression];
     args.extend_from_slice(extra);
-    let out = run_verifier(&args, Duration::from_secs(90)).await;
+    let out = run_verifier(&args, Duration::from_secs(300)).await;
     serde_json::from_str(out.trim()).expect("produce summary is JSON")
 }
 
@@ -203,9 +203,19 @@ where
 }
 
 /// A `kferry` process started by a test; killed when dropped, also when the test fails.
+/// Its output is drained as it comes (a full pipe would block the process).
 pub struct Kferry {
     child: tokio::process::Child,
     config: PathBuf,
+    output: tokio::task::JoinHandle<(String, String)>,
+}
+
+async fn drain(stream: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
+    let mut text = Vec::new();
+    if let Some(mut stream) = stream {
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut text).await;
+    }
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 impl Kferry {
@@ -213,7 +223,7 @@ impl Kferry {
     pub fn start(command: &str, config_text: &str) -> Self {
         let config = std::env::temp_dir().join(format!("{}.yaml", unique_name("kferry-config")));
         std::fs::write(&config, config_text).expect("config written");
-        let child = tokio::process::Command::new(kferry_binary())
+        let mut child = tokio::process::Command::new(kferry_binary())
             .args([command, "--config"])
             .arg(&config)
             .env("KFERRY_LOG", "info")
@@ -222,13 +232,20 @@ impl Kferry {
             .kill_on_drop(true)
             .spawn()
             .expect("kferry starts");
-        Self { child, config }
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let output = tokio::spawn(async move { tokio::join!(drain(stdout), drain(stderr)) });
+        Self { child, config, output }
     }
 
     /// Runs `kferry <command>` to completion (bounded); returns exit code, stdout, stderr.
     pub async fn run_to_end(command: &str, config_text: &str) -> (Option<i32>, String, String) {
         let kferry = Self::start(command, config_text);
         kferry.finish(Duration::from_secs(60)).await
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Kills the process with SIGKILL, as a crash would, and waits for it to be gone.
@@ -245,14 +262,12 @@ impl Kferry {
     }
 
     async fn finish(mut self, timeout: Duration) -> (Option<i32>, String, String) {
-        let child =
-            std::mem::replace(&mut self.child, tokio::process::Command::new("true").spawn().expect("true runs"));
-        let output = tokio::time::timeout(timeout, child.wait_with_output())
+        let status = tokio::time::timeout(timeout, self.child.wait())
             .await
             .unwrap_or_else(|_| panic!("kferry still running after {timeout:?}"))
-            .expect("kferry output");
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        (output.status.code(), text(&output.stdout), text(&output.stderr))
+            .expect("kferry exit status");
+        let (stdout, stderr) = (&mut self.output).await.expect("output drained");
+        (status.code(), stdout, stderr)
     }
 }
 

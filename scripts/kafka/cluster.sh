@@ -4,6 +4,8 @@
 #   scripts/kafka/cluster.sh start NAME PORT [VERSION]   PLAINTEXT on PORT, CONTROLLER on PORT+1
 #       (KFERRY_KAFKA_AUTHORIZER=1 in the environment: with an authorizer, so ACLs work)
 #   scripts/kafka/cluster.sh stop NAME                   TERM, then KILL; removes the data dir
+#   scripts/kafka/cluster.sh restart NAME                TERM, then KILL, and start again with
+#       the data kept (same port, version and authorizer setting as the first start)
 #   scripts/kafka/cluster.sh stop-all                    every cluster under the run dir
 #   scripts/kafka/cluster.sh status                      one line per known cluster
 #
@@ -28,7 +30,7 @@ log() { printf 'cluster.sh: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
 usage() {
-  sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -175,8 +177,8 @@ EOF
   fi
 }
 
-# Sends TERM, waits up to the stop timeout, then KILLs. Leaves logs and config for post-mortem.
-stop_cluster() {
+# Sends TERM, waits up to the stop timeout, then KILLs. Leaves data, logs and config.
+stop_broker() {
   local name="$1" dir="$run_dir/$1" pid waited=0
   if pid="$(running_pid "$dir")"; then
     kill -TERM "$pid" 2>/dev/null || true
@@ -191,16 +193,21 @@ stop_cluster() {
     fi
     log "stopped $name (pid $pid)"
   fi
-  rm -rf "$dir/data" "$dir/pid"
+  rm -f "$dir/pid"
+}
+
+# Stops the broker and removes its data. Leaves logs and config for post-mortem.
+stop_cluster() {
+  stop_broker "$1"
+  rm -rf "${run_dir:?}/$1/data"
 }
 
 start_cluster() {
-  local name="$1" port="$2" version="$3" dir="$run_dir/$1" pid libs log_flag cport
+  local name="$1" port="$2" version="$3" dir="$run_dir/$1" pid libs
   [[ "$name" =~ ^[A-Za-z0-9_.-]+$ ]] || die "bad cluster name: $name"
   if ! [[ "$port" =~ ^[1-9][0-9]{0,4}$ ]] || ((port >= 65535)); then die "bad port: $port"; fi
   [[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "bad Kafka version: $version"
   [[ "$authorizer" == [01] ]] || die "KFERRY_KAFKA_AUTHORIZER must be 0 or 1, not: $authorizer"
-  cport=$((port + 1))
   command -v java >/dev/null || die "java is required"
   command -v kcat >/dev/null || die "kcat is required (scripts/setup installs it)"
 
@@ -216,19 +223,30 @@ start_cluster() {
       "/ authorizer $(cat "$dir/authorizer" 2>/dev/null || echo 0); stop it first"
   fi
 
-  # Fail fast instead of letting the broker die on bind, or worse, kcat finding another
-  # broker on that port and taking it for ours.
-  local p
-  for p in "$port" "$cport"; do
-    port_busy "$p" && die "port 127.0.0.1:$p is already in use; cannot start $name"
-  done
-
+  ports_free "$name" "$port"
   libs="$("$here/fetch.sh" "$version")"
   rm -rf "$dir"
   mkdir -p "$dir/data"
   echo "$port" >"$dir/port"
   echo "$version" >"$dir/version"
   echo "$authorizer" >"$dir/authorizer"
+  launch "$name" "$port" "$version" "$libs" fresh
+}
+
+# Fail fast instead of letting the broker die on bind, or worse, kcat finding another
+# broker on that port and taking it for ours.
+ports_free() {
+  local name="$1" port="$2" p
+  for p in "$port" "$((port + 1))"; do
+    port_busy "$p" && die "port 127.0.0.1:$p is already in use; cannot start $name"
+  done
+  return 0
+}
+
+# Writes the config files, formats the storage when MODE is fresh (restart: the data dir
+# is kept as it is), starts the JVM and waits until it answers. Prints the bootstrap address.
+launch() {
+  local name="$1" port="$2" version="$3" libs="$4" mode="$5" dir="$run_dir/$1" log_flag
   write_server_properties "$dir" "$port" "$version" "$authorizer"
   log_flag="$(write_log_config "$dir" "$libs")"
 
@@ -242,7 +260,7 @@ start_cluster() {
 
   # The storage tool (kafka.tools.StorageTool on both 3.9 and 4.x) writes meta.properties
   # and the bootstrap metadata; a static quorum needs no --standalone/--initial-controllers.
-  if ! java "${jvm[@]}" -cp "$libs/*" kafka.tools.StorageTool format \
+  if [[ "$mode" == fresh ]] && ! java "${jvm[@]}" -cp "$libs/*" kafka.tools.StorageTool format \
     -t "$(random_cluster_id)" -c "$dir/server.properties" >"$dir/format.log" 2>&1; then
     tail -n 40 "$dir/format.log" >&2
     rm -rf "$dir/data"
@@ -252,35 +270,57 @@ start_cluster() {
   local started="$SECONDS"
   # setsid: own session, so a Ctrl-C aimed at the test run reaches the trap that stops the
   # broker cleanly rather than the JVM directly. This script has no job control, so setsid
-  # execs java in place and $! is the JVM's pid.
+  # execs java in place and $! is the JVM's pid. stdout.log is appended to: after a restart
+  # it still holds what the earlier runs printed.
   setsid java "${jvm[@]}" "-Dkferry.cluster=$dir" -cp "$libs/*" kafka.Kafka \
-    "$dir/server.properties" >"$dir/stdout.log" 2>&1 </dev/null &
+    "$dir/server.properties" >>"$dir/stdout.log" 2>&1 </dev/null &
   echo "$!" >"$dir/pid"
 
-  wait_ready "$name" "$port" "$!" "$started"
-  local with=""
+  wait_ready "$name" "$port" "$!" "$started" "$mode"
+  local with="" verb=started
   [[ "$authorizer" == 1 ]] && with=", StandardAuthorizer"
-  log "started $name (Kafka $version$with, pid $(cat "$dir/pid")) on 127.0.0.1:$port" \
+  [[ "$mode" == fresh ]] || verb="restarted"
+  log "$verb $name (Kafka $version$with, pid $(cat "$dir/pid")) on 127.0.0.1:$port" \
     "in $((SECONDS - started))s; logs in $dir"
   echo "127.0.0.1:$port"
 }
 
-# Bounded wait for metadata; on timeout or early death, show the logs and clean up.
+# Bounded wait for metadata; on timeout or early death, show the logs and clean up (after a
+# restart the data stays, for post-mortem).
 wait_ready() {
-  local name="$1" port="$2" pid="$3" started="$4" dir="$run_dir/$1"
+  local name="$1" port="$2" pid="$3" started="$4" mode="${5:-fresh}" dir="$run_dir/$1" why
   while ! answers_metadata "$port"; do
+    why=""
     if ! proc_alive "$pid"; then
-      show_logs "$dir"
-      stop_cluster "$name"
-      die "$name (Kafka on 127.0.0.1:$port) exited during start-up"
+      why="$name (Kafka on 127.0.0.1:$port) exited during start-up"
+    elif ((SECONDS - started >= start_timeout)); then
+      why="$name did not answer a metadata request on 127.0.0.1:$port within ${start_timeout}s"
     fi
-    if ((SECONDS - started >= start_timeout)); then
+    if [[ -n "$why" ]]; then
       show_logs "$dir"
-      stop_cluster "$name"
-      die "$name did not answer a metadata request on 127.0.0.1:$port within ${start_timeout}s"
+      if [[ "$mode" == fresh ]]; then stop_cluster "$name"; else stop_broker "$name"; fi
+      die "$why"
     fi
     sleep 0.25
   done
+}
+
+# Stops the broker (TERM, bounded, then KILL) and starts it again on its data: same port,
+# Kafka version and authorizer setting as recorded by `start`, whatever the environment says.
+# Also starts a broker that died on its own, as long as its data is there.
+restart_cluster() {
+  local name="$1" dir="$run_dir/$1" port version libs
+  [[ -f "$dir/data/meta.properties" ]] ||
+    die "$name has no formatted data in $dir/data (never started, or stopped): use start"
+  port="$(cat "$dir/port")"
+  version="$(cat "$dir/version")"
+  authorizer="$(cat "$dir/authorizer" 2>/dev/null || echo 0)"
+  command -v java >/dev/null || die "java is required"
+  command -v kcat >/dev/null || die "kcat is required (scripts/setup installs it)"
+  stop_broker "$name"
+  ports_free "$name" "$port"
+  libs="$("$here/fetch.sh" "$version")"
+  launch "$name" "$port" "$version" "$libs" restart
 }
 
 stop_all() {
@@ -317,6 +357,11 @@ case "${1:-}" in
     (($# == 2)) || usage
     [[ "$2" =~ ^[A-Za-z0-9_.-]+$ ]] || die "bad cluster name: $2"
     stop_cluster "$2"
+    ;;
+  restart)
+    (($# == 2)) || usage
+    [[ "$2" =~ ^[A-Za-z0-9_.-]+$ ]] || die "bad cluster name: $2"
+    restart_cluster "$2"
     ;;
   stop-all)
     (($# == 1)) || usage

@@ -142,7 +142,7 @@ impl Cluster {
     }
 
     /// Metadata of one topic: from the cache when fresh, else from a new Metadata request.
-    pub async fn topic(&self, topic: &str) -> Result<TopicInfo, ClientError> {
+    pub async fn topic(&self, topic: &str) -> Result<Arc<TopicInfo>, ClientError> {
         self.retrying(|| self.topic_once(topic)).await
     }
 
@@ -153,7 +153,7 @@ impl Cluster {
 
     /// As [`Cluster::topic`] without retries, for use inside a call that retries as a whole
     /// (nested retries would multiply the attempts).
-    pub(super) async fn topic_once(&self, topic: &str) -> Result<TopicInfo, ClientError> {
+    pub(super) async fn topic_once(&self, topic: &str) -> Result<Arc<TopicInfo>, ClientError> {
         // A topic the last answer had an error for is asked again: it may exist by now.
         let covers = |s: &MetadataSnapshot| s.topics.contains_key(topic);
         let snapshot = match self.cached(covers) {

@@ -3,6 +3,7 @@
 //! shared read-only (`Arc`) by every caller until the next refresh.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kafka_protocol::messages::MetadataResponse;
 use uuid::Uuid;
@@ -52,7 +53,9 @@ pub struct MetadataSnapshot {
     pub cluster_id: Option<String>,
     pub controller_id: Option<i32>,
     pub brokers: BTreeMap<i32, BrokerInfo>,
-    pub topics: BTreeMap<String, TopicInfo>,
+    /// Shared, so handing a topic's metadata out costs a reference count, not a copy of
+    /// its partitions.
+    pub topics: BTreeMap<String, Arc<TopicInfo>>,
     /// Topics the broker answered with an error for (UNKNOWN_TOPIC_OR_PARTITION, ...).
     pub topic_errors: BTreeMap<String, ErrorCode>,
 }
@@ -99,7 +102,7 @@ impl MetadataSnapshot {
                 })
                 .collect();
             let info = TopicInfo { name: name.clone(), id: topic.topic_id, is_internal: topic.is_internal, partitions };
-            snapshot.topics.insert(name, info);
+            snapshot.topics.insert(name, Arc::new(info));
         }
         snapshot
     }

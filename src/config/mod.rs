@@ -94,6 +94,15 @@ pub struct FlowConfig {
     /// Where a partition without recorded progress starts.
     #[serde(default)]
     pub start: StartPosition,
+    /// Bytes of records the flow holds in memory at once (fetched and being produced),
+    /// whatever the number of partitions.
+    #[serde(default = "buffer_bytes")]
+    pub buffer_bytes: u64,
+}
+
+/// 256 MiB.
+fn buffer_bytes() -> u64 {
+    256 * 1024 * 1024
 }
 
 /// How a flow writes records to its target.
@@ -195,6 +204,7 @@ impl FlowConfig {
             refresh_topics_interval_seconds: ten(),
             delivery: Delivery::default(),
             start: StartPosition::default(),
+            buffer_bytes: buffer_bytes(),
         }
     }
 

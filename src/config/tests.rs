@@ -92,7 +92,8 @@ fn parse_errors_name_key_line_and_what_is_allowed() {
             format!("{CLUSTERS}\nflows:\n  - source: primary\n    target: secondary\n    polcy: identity\n"),
             "config.yaml line 8: flows[0]: unknown key \"polcy\"; \
              allowed: source, target, topics, topics_exclude, policy, separator, replication_factor, \
-             sync_topic_configs, topic_configs_exclude, sync_topic_acls, refresh_topics_interval_seconds, delivery, start",
+             sync_topic_configs, topic_configs_exclude, sync_topic_acls, refresh_topics_interval_seconds, delivery, start, \
+             buffer_bytes",
         ),
         (
             "clusters:\n  primary:\n    bootstrap_server: [a]\n".to_owned(),

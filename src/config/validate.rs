@@ -123,6 +123,12 @@ fn check_flows(config: &Config, report: &mut Report<'_>) {
                 "must be 1 or more; leave it out to use the target cluster's default.replication.factor".to_owned(),
             );
         }
+        if flow.buffer_bytes < 1024 * 1024 {
+            report.add(
+                &path.key("buffer_bytes"),
+                "must be at least 1048576 (1 MiB): a batch can be that large".to_owned(),
+            );
+        }
         if flow.refresh_topics_interval_seconds == 0 {
             report.add(&path.key("refresh_topics_interval_seconds"), "must be 1 or more".to_owned());
         }

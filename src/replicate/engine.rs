@@ -32,8 +32,12 @@ use crate::protocol::error_code::{ErrorCode, ResponseError};
 
 /// How long a Fetch waits for data when the source has none.
 const FETCH_MAX_WAIT: Duration = Duration::from_millis(500);
-/// Bytes one partition may contribute to one fetch (Kafka's consumer default).
-const PARTITION_FETCH_BYTES: i32 = 1024 * 1024;
+/// Most bytes one partition contributes to one fetch (Kafka's consumer default); less
+/// when the buffer budget is shared by many partitions.
+const PARTITION_FETCH_BYTES: i64 = 1024 * 1024;
+/// Least bytes asked per partition: KIP-74 returns a first batch larger than the limit
+/// anyway, so smaller only means more round trips.
+const MIN_PARTITION_FETCH_BYTES: i64 = 16 * 1024;
 /// Transactions left open longer are aborted by the target's coordinator.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -199,6 +203,9 @@ impl Replicator {
         self.producer = None;
         self.positions.clear();
         self.sequences.clear();
+        // Leaders may have moved (or a new topic's leader not be ready yet).
+        self.source.invalidate_metadata();
+        self.target.invalidate_metadata();
     }
 
     async fn cycle(&mut self) -> Result<(), CycleError> {
@@ -278,6 +285,7 @@ impl Replicator {
     async fn position_new_partitions(&mut self, topics: &BTreeMap<String, String>) -> Result<(), ClientError> {
         for source_topic in topics.keys() {
             let info = self.source.topic(source_topic).await?;
+            let mut started = 0;
             for &partition in info.partitions.keys() {
                 let key = (source_topic.clone(), partition);
                 if self.positions.contains_key(&key) {
@@ -297,8 +305,12 @@ impl Replicator {
                         .list_offset(source_topic, partition, OffsetSpec::Latest, Isolation::ReadCommitted)
                         .await?;
                 }
-                tracing::info!(flow = %self.name(), topic = %source_topic, partition, offset, start = ?self.flow.start, "new partition starts");
+                tracing::debug!(flow = %self.name(), topic = %source_topic, partition, offset, "partition starts");
                 self.positions.insert(key, offset);
+                started += 1;
+            }
+            if started > 0 {
+                tracing::info!(flow = %self.name(), topic = %source_topic, partitions = started, start = ?self.flow.start, "replication of new partitions starts");
             }
         }
         Ok(())
@@ -306,6 +318,11 @@ impl Replicator {
 
     /// One Fetch per source leader; returns the batches to forward per partition.
     async fn fetch(&mut self, topics: &BTreeMap<String, String>) -> Result<Vec<Outgoing>, ClientError> {
+        // Half the budget for fetched records, half for their stamped copies on the way
+        // out; shared by every partition, so memory does not grow with their number.
+        let fetch_budget = i64::try_from(self.flow.buffer_bytes / 2).unwrap_or(i64::MAX);
+        let partition_bytes =
+            (fetch_budget / self.positions.len().max(1) as i64).clamp(MIN_PARTITION_FETCH_BYTES, PARTITION_FETCH_BYTES);
         let mut by_leader: BTreeMap<i32, Vec<PartitionFetch>> = BTreeMap::new();
         for ((topic, partition), &offset) in &self.positions {
             if !topics.contains_key(topic) || self.stalled.contains_key(&(topic.clone(), *partition)) {
@@ -320,13 +337,15 @@ impl Replicator {
                 partition: *partition,
                 offset,
                 leader_epoch: meta.leader_epoch,
-                max_bytes: PARTITION_FETCH_BYTES,
+                max_bytes: partition_bytes as i32,
             });
         }
         let mut outgoing = Vec::new();
+        let leaders = by_leader.len().max(1) as i64;
         for (leader, partitions) in by_leader {
             let messenger = self.source.broker(leader).await?;
-            let max_bytes = PARTITION_FETCH_BYTES.saturating_mul(partitions.len() as i32).min(50 * 1024 * 1024);
+            let max_bytes = i32::try_from((fetch_budget / leaders).min(partition_bytes * partitions.len() as i64))
+                .unwrap_or(i32::MAX);
             let fetched = self
                 .source
                 .fetch_from(&messenger, &partitions, FETCH_MAX_WAIT, max_bytes, Isolation::ReadCommitted)

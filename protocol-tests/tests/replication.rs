@@ -126,3 +126,74 @@ async fn killed_and_restarted_kferry_leaves_no_duplicates() {
     let (code, _, stderr) = kferry.stop().await;
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+/// Records of a topic as (partition, key, value, headers, timestamp), timestamp type aside.
+fn records_without_type(
+    records: &[ConsumedRecord],
+) -> Vec<(i32, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Option<Vec<u8>>)>, i64)> {
+    records.iter().map(|r| (r.partition, r.key.clone(), r.value.clone(), r.headers.clone(), r.timestamp)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_source_batches_take_the_slow_path() {
+    let topic = unique_name("compacted");
+    let cleaner = [
+        "cleanup.policy=compact",
+        "segment.ms=100",
+        "min.cleanable.dirty.ratio=0.01",
+        "min.compaction.lag.ms=0",
+        "delete.retention.ms=100",
+    ];
+    create_topic(&primary(), &topic, 2, &cleaner).await;
+    let mut produced = 0;
+    // Several rounds so segments roll and the cleaner leaves gaps inside batches; every
+    // codec, so the slow path recompresses each of them.
+    let remaining = eventually("the log cleaner compacting the source", Duration::from_secs(120), || {
+        let topic = topic.clone();
+        produced += 600;
+        let codec = CODECS[(produced / 600) % CODECS.len()];
+        async move {
+            produce(&primary(), &topic, 600, codec, &["--key-space", "40"]).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let remaining = consume(&primary(), &topic, "read_committed", 0).await.len();
+            (remaining < produced / 2).then_some(remaining)
+        }
+    })
+    .await;
+    let kferry = Kferry::start("run", &flow_config(&topic, "exactly_once"));
+    let target = wait_until_replicated(&topic, remaining).await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    // The cleaner may have compacted more by now; compare with what the target got.
+    let source = consume(&primary(), &topic, "read_committed", 0).await;
+    let on_target = records_without_type(&target);
+    let keys_on_source: std::collections::BTreeSet<_> = source.iter().map(|r| (r.partition, r.key.clone())).collect();
+    assert!(on_target.iter().all(|r| keys_on_source.contains(&(r.0, r.1.clone()))));
+    assert!(stderr.contains("slow path"), "the slow path is reported:\n{stderr}");
+    assert!(!stderr.contains("ERROR"), "{stderr}");
+    let rewritten: u64 = stderr
+        .lines()
+        .filter(|l| l.contains("flow stopped"))
+        .find_map(|l| l.split("rewritten=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .expect("rewritten count in the final log line");
+    assert!(rewritten > 0, "{stderr}");
+    println!(
+        "{produced} produced, {remaining} left by the cleaner, {} replicated, {rewritten} batches rewritten",
+        target.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_append_time_source_keeps_the_timestamps_consumers_saw() {
+    let topic = unique_name("log-append");
+    create_topic(&primary(), &topic, 2, &["message.timestamp.type=LogAppendTime"]).await;
+    produce(&primary(), &topic, 2_000, "zstd", &[]).await;
+    let source = consume(&primary(), &topic, "read_committed", 2_000).await;
+    assert!(source.iter().all(|r| r.timestamp_type == "log_append_time"));
+    let kferry = Kferry::start("run", &flow_config(&topic, "exactly_once"));
+    let target = wait_until_replicated(&topic, 2_000).await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(target.iter().all(|r| r.timestamp_type == "create_time"), "the target topic uses CreateTime");
+    assert_eq!(records_without_type(&target), records_without_type(&source), "same records and timestamps");
+}

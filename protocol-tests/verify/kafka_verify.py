@@ -104,10 +104,14 @@ def emit(obj, stream=sys.stdout):
 # ---------------------------------------------------------------- deterministic records
 
 
-def record(i, base_timestamp):
+def record(i, base_timestamp, key_space=None):
     """Record i: a mix of null/empty keys and values, headers (repeated names, null and
-    empty values) and compressible payloads, with an explicit create timestamp."""
-    if i % 7 == 3:
+    empty values) and compressible payloads, with an explicit create timestamp. With a
+    key_space, keys repeat (key-{i % key_space}) and are never null, as a compacted topic
+    needs."""
+    if key_space:
+        key = f"key-{i % key_space}".encode()
+    elif i % 7 == 3:
         key = None
     elif i % 29 == 4:
         key = b""
@@ -227,9 +231,10 @@ def transaction_plan(count, txn_size, abort_every):
 class Sender:
     """Produces record i to its partition and keeps the delivery reports by index."""
 
-    def __init__(self, producer, topic, partitions, base_timestamp):
+    def __init__(self, producer, topic, partitions, base_timestamp, key_space=None):
         self.producer, self.topic = producer, topic
         self.partitions, self.base = partitions, base_timestamp
+        self.key_space = key_space
         self.delivered, self.errors = {}, []
 
     def on_delivery(self, err, msg, index):
@@ -239,7 +244,7 @@ class Sender:
             self.delivered[index] = (msg.partition(), msg.offset())
 
     def send(self, i):
-        rec = record(i, self.base)
+        rec = record(i, self.base, self.key_space)
         kwargs = {"partition": self.partitions[i % len(self.partitions)], "timestamp": rec["timestamp"],
                   "on_delivery": lambda err, msg: self.on_delivery(err, msg, i)}
         if rec["headers"] is not None:
@@ -290,7 +295,7 @@ def cmd_produce(args):
         partitions = [args.partition]
     else:
         partitions = partition_ids(producer, args.topic, args.timeout)
-    sender = Sender(producer, args.topic, partitions, base)
+    sender = Sender(producer, args.topic, partitions, base, args.key_space)
 
     start = time.monotonic()
     if args.transactional_id:
@@ -595,6 +600,7 @@ def parse_args(argv):
     p.add_argument("--abort-every", type=int, default=0, help="abort transactions K, 2K, ... (0: none)")
     p.add_argument("--base-timestamp", type=int, help="timestamp of record 0 in ms (default: now - count)")
     p.add_argument("--linger-ms", type=int, default=20)
+    p.add_argument("--key-space", type=int, help="keys repeat over N values and are never null (compacted topics)")
     p.set_defaults(func=cmd_produce)
 
     p = sub.add_parser("consume")

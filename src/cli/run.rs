@@ -122,7 +122,7 @@ async fn run_flow(
     drop(flow_stopped);
     match outcome {
         Ok(totals) => {
-            tracing::info!(flow = %flow.name(), records = totals.records, bytes = totals.bytes, "flow stopped");
+            tracing::info!(flow = %flow.name(), records = totals.records, bytes = totals.bytes, rewritten = totals.rewritten, "flow stopped");
             true
         }
         Err(e) => {

@@ -19,8 +19,12 @@ impl ErrorCode {
     }
 
     /// Whether the same request may succeed if sent again (as Kafka's `RetriableException`).
+    ///
+    /// CONCURRENT_TRANSACTIONS is not in Kafka's retriable class, but its producer retries
+    /// it after a short backoff: the coordinator is still completing the previous
+    /// transaction. Treating it as fatal would abort and re-initialise for nothing.
     pub fn is_retriable(self) -> bool {
-        self.0.is_retriable()
+        self.0.is_retriable() || self.0 == ResponseError::ConcurrentTransactions
     }
 
     /// Whether the error means our view of leaders or topics is stale, so metadata must be

@@ -20,14 +20,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::forward::{self, Stamp};
+use super::forward::{self, Forwarded, Stamp};
 use super::offset_map::OffsetMap;
 use crate::client::{
     ClientError, Cluster, CommittedOffset, ConnectionError, GroupOffsets, Isolation, OffsetSpec, PartitionFetch,
     ProduceBatch, ProducerIdentity,
 };
 use crate::config::{Delivery, FlowConfig, StartPosition};
-use crate::protocol::batch::RecordBatch;
 use crate::protocol::error_code::{ErrorCode, ResponseError};
 
 /// How long a Fetch waits for data when the source has none.
@@ -79,6 +78,8 @@ impl From<ClientError> for CycleError {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Totals {
     pub batches: u64,
+    /// Batches that took the slow path (compacted or LogAppendTime, rewritten).
+    pub rewritten: u64,
     pub records: u64,
     pub bytes: u64,
     pub transactions: u64,
@@ -110,8 +111,10 @@ pub struct Replicator {
     sequences: BTreeMap<SourcePartition, i32>,
     /// Where replicated offsets landed, since this process started.
     offset_maps: BTreeMap<SourcePartition, OffsetMap>,
-    /// Partitions stopped by a batch this build cannot forward, with the reason.
+    /// Partitions stopped by a batch that cannot be forwarded, with the reason.
     stalled: BTreeMap<SourcePartition, String>,
+    /// Partitions whose first slow-path batch was logged.
+    slow_path_reported: std::collections::BTreeSet<SourcePartition>,
     totals: Totals,
 }
 
@@ -122,13 +125,15 @@ struct InFlight {
     source_base: i64,
     /// Offsets the batch covers (lastOffsetDelta + 1).
     span: i64,
+    /// Source offset of each record, for a batch the slow path rewrote.
+    source_offsets: Option<Vec<i64>>,
 }
 
 /// One partition's batches to forward in this cycle.
 struct Outgoing {
     source: SourcePartition,
     target_topic: String,
-    batches: Vec<RecordBatch>,
+    batches: Vec<Forwarded>,
     next_offset: i64,
 }
 
@@ -151,6 +156,7 @@ impl Replicator {
             sequences: BTreeMap::new(),
             offset_maps: BTreeMap::new(),
             stalled: BTreeMap::new(),
+            slow_path_reported: Default::default(),
             totals: Totals::default(),
         }
     }
@@ -183,7 +189,7 @@ impl Replicator {
             }
             if reported.elapsed() >= REPORT_EVERY && self.totals.records != reported_totals.records {
                 let t = self.totals;
-                tracing::info!(flow = %self.name(), records = t.records, bytes = t.bytes, batches = t.batches, transactions = t.transactions, "replicated so far");
+                tracing::info!(flow = %self.name(), records = t.records, bytes = t.bytes, batches = t.batches, rewritten = t.rewritten, transactions = t.transactions, "replicated so far");
                 reported = Instant::now();
                 reported_totals = t;
             }
@@ -361,12 +367,20 @@ impl Replicator {
                     }
                 };
                 match forward::select(data.records, position, &data.aborted_transactions) {
-                    Ok(selection) => outgoing.push(Outgoing {
-                        target_topic: topics[&key.0].clone(),
-                        source: key,
-                        batches: selection.batches,
-                        next_offset: selection.next_offset,
-                    }),
+                    Ok(selection) => {
+                        if selection.rewritten > 0 {
+                            self.totals.rewritten += selection.rewritten as u64;
+                            if self.slow_path_reported.insert(key.clone()) {
+                                tracing::info!(flow = %self.name(), topic = %key.0, partition = key.1, "slow path: compacted or LogAppendTime batches are rewritten (records renumbered or restamped); counted in `rewritten`");
+                            }
+                        }
+                        outgoing.push(Outgoing {
+                            target_topic: topics[&key.0].clone(),
+                            source: key,
+                            batches: selection.batches,
+                            next_offset: selection.next_offset,
+                        });
+                    }
                     Err(error) => {
                         tracing::error!(flow = %self.name(), topic = %key.0, partition = key.1, %error, "partition stopped: its next batch cannot be forwarded");
                         self.stalled.insert(key, error.to_string());
@@ -422,7 +436,7 @@ impl Replicator {
             let (leader, _) = self.target.leader(&o.target_topic, o.source.1).await?;
             let node = leader.broker().node_id.unwrap_or(-1);
             let sequence_key = (o.target_topic.clone(), o.source.1);
-            for batch in &o.batches {
+            for Forwarded { batch, source_offsets } in &o.batches {
                 let sequence = self.sequences.get(&sequence_key).copied().unwrap_or(0);
                 let stamp = Stamp {
                     producer_id: producer.id,
@@ -443,6 +457,7 @@ impl Replicator {
                     },
                     source_base: batch.base_offset(),
                     span,
+                    source_offsets: source_offsets.clone(),
                 });
             }
         }
@@ -489,7 +504,7 @@ impl Replicator {
                 .produce_to(&leader, transactional_id.as_deref(), &requests, PRODUCE_TIMEOUT)
                 .await
                 .map_err(|e| self.fenced_or_retry(e))?;
-            for InFlight { source, batch, source_base, span } in round {
+            for InFlight { source, batch, source_base, span, source_offsets } in round {
                 let outcome = outcomes
                     .iter()
                     .find(|o| o.topic == batch.topic && o.partition == batch.partition)
@@ -500,7 +515,16 @@ impl Replicator {
                     })?;
                 match &outcome.result {
                     Ok(target_base) => {
-                        self.offset_maps.entry(source).or_default().record(source_base, span, *target_base);
+                        let map = self.offset_maps.entry(source).or_default();
+                        match &source_offsets {
+                            None => map.record(source_base, span, *target_base),
+                            // A rewritten batch's records are dense on the target only.
+                            Some(offsets) => {
+                                for (i, &offset) in offsets.iter().enumerate() {
+                                    map.record(offset, 1, target_base + i as i64);
+                                }
+                            }
+                        }
                         self.totals.batches += 1;
                         self.totals.records += span as u64;
                         self.totals.bytes += batch.records.len() as u64;

@@ -6,37 +6,47 @@
 //! skipped; a partial trailing batch ends the selection (it is fetched again next time).
 //! A forwarded batch keeps its records byte for byte: only the base offset (a client
 //! must produce with 0), the producer fields (the target knows kferry's producer, not the
-//! source's), the transactional bit and the CRC change.
+//! source's), the transactional bit and the CRC change. Batches the target would refuse as
+//! they are (compacted, LogAppendTime) take the slow path in [`super::rewrite`].
 
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
+use super::rewrite::{needs_rewrite, rewrite, RewriteError};
 use crate::protocol::batch::{attributes, BatchError, BatchItem, BatchIter, RecordBatch};
 
-/// Why a fetched batch cannot be forwarded as it is.
+/// Why a fetched batch cannot be forwarded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ForwardError {
     #[error(transparent)]
     Batch(#[from] BatchError),
-    /// Compaction removed records but kept the offset range; Kafka refuses such a batch
-    /// from a client ("Inconsistent batch offset range"). It must be renumbered.
-    #[error("batch at offset {base_offset} holds {records} records over {span} offsets (compacted); it needs renumbering, which this build cannot do yet")]
-    Compacted { base_offset: i64, records: i32, span: i64 },
-    /// The target refuses the LogAppendTime attribute from a client.
-    #[error("batch at offset {base_offset} carries LogAppendTime timestamps; rewriting them is not supported by this build yet")]
-    LogAppendTime { base_offset: i64 },
+    /// The slow path could not rewrite a batch the target would refuse as it is.
+    #[error(transparent)]
+    Rewrite(#[from] RewriteError),
+}
+
+/// A batch to forward and the source offsets of its records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarded {
+    pub batch: RecordBatch,
+    /// `None`: the records are the batch's dense source offsets (the fast path). `Some`:
+    /// the batch was rewritten (compacted, LogAppendTime) and record `i` came from
+    /// source offset `source_offsets[i]`.
+    pub source_offsets: Option<Vec<i64>>,
 }
 
 /// The batches of one fetch that are to be forwarded, and where the next fetch starts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selection {
-    pub batches: Vec<RecordBatch>,
+    pub batches: Vec<Forwarded>,
     /// The offset after the last batch looked at (forwarded or dropped).
     pub next_offset: i64,
-    /// Batches dropped: transaction markers and aborted data.
+    /// Batches dropped: transaction markers, aborted data, batches compaction emptied.
     pub dropped: usize,
+    /// Batches that took the slow path (rewritten records).
+    pub rewritten: usize,
 }
 
 /// Selects what to forward from `records` fetched at `resume` (READ_COMMITTED), given
@@ -71,21 +81,23 @@ pub fn select(records: Bytes, resume: i64, aborted: &[(i64, i64)]) -> Result<Sel
             selection.dropped += 1;
             continue;
         }
-        check_forwardable(&batch)?;
-        selection.batches.push(batch);
+        if !needs_rewrite(&batch) {
+            selection.batches.push(Forwarded { batch, source_offsets: None });
+            continue;
+        }
+        // The slow path: the target refuses this batch as it is (compaction left gaps in
+        // its offsets, or its timestamps are LogAppendTime).
+        match rewrite(&batch)? {
+            Some(rewritten) => {
+                selection.rewritten += 1;
+                selection
+                    .batches
+                    .push(Forwarded { batch: rewritten.batch, source_offsets: Some(rewritten.source_offsets) });
+            }
+            None => selection.dropped += 1,
+        }
     }
     Ok(selection)
-}
-
-fn check_forwardable(batch: &RecordBatch) -> Result<(), ForwardError> {
-    let span = i64::from(batch.last_offset_delta()) + 1;
-    if i64::from(batch.records_count()) != span {
-        return Err(ForwardError::Compacted { base_offset: batch.base_offset(), records: batch.records_count(), span });
-    }
-    if batch.has_log_append_time() {
-        return Err(ForwardError::LogAppendTime { base_offset: batch.base_offset() });
-    }
-    Ok(())
 }
 
 /// kferry's producer fields for one forwarded batch.

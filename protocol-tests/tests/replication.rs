@@ -7,12 +7,15 @@ use std::time::Duration;
 
 use protocol_tests::{
     consume, create_topic, describe_topic, eventually, primary, produce, secondary, two_cluster_config, unique_name,
-    ConsumedRecord, Kferry, CODECS,
+    ConsumedRecord, Headers, Kferry, CODECS,
 };
+
+/// A record's key, value, headers and timestamp.
+type Payload = (Option<Vec<u8>>, Option<Vec<u8>>, Headers, i64);
 
 /// Per partition, the records in order without their offsets (the target's offsets differ:
 /// kferry's own transaction markers take offsets there).
-type Content = BTreeMap<i32, Vec<(Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Option<Vec<u8>>)>, i64)>>;
+type Content = BTreeMap<i32, Vec<Payload>>;
 
 fn content(records: &[ConsumedRecord]) -> Content {
     let mut by_partition = Content::new();
@@ -168,7 +171,7 @@ async fn compacted_source_batches_take_the_slow_path() {
     let source = consume(&primary(), &topic, "read_committed", 0).await;
     let on_target = records_without_type(&target);
     let keys_on_source: std::collections::BTreeSet<_> = source.iter().map(|r| (r.partition, r.key.clone())).collect();
-    assert!(on_target.iter().all(|r| keys_on_source.contains(&(r.0, r.1.clone()))));
+    assert!(on_target.iter().all(|(partition, payload)| keys_on_source.contains(&(*partition, payload.0.clone()))));
     assert!(stderr.contains("slow path"), "the slow path is reported:\n{stderr}");
     assert!(!stderr.contains("ERROR"), "{stderr}");
     let rewritten: u64 = stderr

@@ -131,10 +131,8 @@ async fn killed_and_restarted_kferry_leaves_no_duplicates() {
 }
 
 /// Records of a topic as (partition, key, value, headers, timestamp), timestamp type aside.
-fn records_without_type(
-    records: &[ConsumedRecord],
-) -> Vec<(i32, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Option<Vec<u8>>)>, i64)> {
-    records.iter().map(|r| (r.partition, r.key.clone(), r.value.clone(), r.headers.clone(), r.timestamp)).collect()
+fn records_without_type(records: &[ConsumedRecord]) -> Vec<(i32, Payload)> {
+    records.iter().map(|r| (r.partition, (r.key.clone(), r.value.clone(), r.headers.clone(), r.timestamp))).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,7 @@ pub mod api;
 pub mod batch;
 pub mod error_code;
 pub mod frame;
+pub mod records;
 pub mod versions;
 
 /// A byte sequence that is not what the Kafka protocol says it should be.

@@ -40,6 +40,8 @@ use std::io::{Read, Write};
 use bytes::BytesMut;
 
 use crate::protocol::batch::{attributes, Compression, PatchedBatch, RecordBatch, HEADER_BYTES};
+pub use crate::protocol::records::Corruption;
+use crate::protocol::records::{encode_record, parse_records, RawRecord, Reader};
 
 /// The most bytes the records of one batch may take once decompressed. Kafka has no such
 /// limit, but a few kilobytes of zeros compress into a batch that would inflate into
@@ -109,32 +111,6 @@ pub enum RewriteError {
     /// Recompressing failed (an encoder error; not expected with in-memory buffers).
     #[error("batch at offset {base_offset}: recompressing its records with {} failed: {detail}", codec_name(.codec))]
     Compress { base_offset: i64, codec: Compression, detail: String },
-}
-
-/// What is wrong with a record; see [`RewriteError::Corrupt`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Corruption {
-    #[error("the data ends inside a field")]
-    Truncated,
-    #[error("a varint runs past its maximum length or value")]
-    BadVarint,
-    #[error("the header declares {declared} records")]
-    NegativeCount { declared: i32 },
-    #[error("a length of {length} is invalid")]
-    BadLength { length: i64 },
-    #[error("a header count of {count} is invalid")]
-    BadHeaderCount { count: i32 },
-    #[error("the record declares {declared} bytes but its fields end after {used}")]
-    RecordLength { declared: usize, used: usize },
-    #[error("offset delta {delta} is not above the previous record's ({previous}) or beyond the batch's lastOffsetDelta {last}")]
-    OffsetDelta { delta: i32, previous: i32, last: i32 },
-    #[error("its offset (base offset + offset delta) does not fit in 64 bits")]
-    OffsetOverflow,
-    #[error("its timestamp does not fit in 64 bits")]
-    TimestampOverflow,
-    #[error("bytes remain after the {declared} records the header declares")]
-    TrailingBytes { declared: i32 },
 }
 
 /// Rewrites a batch the target would refuse (compacted, or with LogAppendTime timestamps)
@@ -248,161 +224,6 @@ fn codec_name(codec: &Compression) -> &'static str {
         Compression::Zstd => "zstd",
         Compression::Unknown(_) => "unknown-codec",
     }
-}
-
-// ------------------------------------------------------------------------------- records
-
-/// One v2 record, decoded only as far as the rewrite needs: the fields after the offset
-/// delta (key, value, headers) are validated and then copied as they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct RawRecord<'a> {
-    /// Where the record (its length varint) starts in the decompressed records.
-    position: usize,
-    attributes: u8,
-    timestamp_delta: i64,
-    offset_delta: i32,
-    /// keyLength, key, valueLength, value, headerCount, headers: untouched.
-    rest: &'a [u8],
-}
-
-/// (record index, byte position, problem).
-type ParseError = (usize, usize, Corruption);
-
-/// A cursor over the decompressed records that never reads past their end.
-struct Reader<'a> {
-    data: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Corruption> {
-        let end = self.at.checked_add(n).filter(|&end| end <= self.data.len()).ok_or(Corruption::Truncated)?;
-        let bytes = &self.data[self.at..end];
-        self.at = end;
-        Ok(bytes)
-    }
-
-    /// An unsigned LEB128 of at most `max_bytes` bytes whose value fits in `bits`.
-    fn unsigned(&mut self, max_bytes: u32, bits: u32) -> Result<u64, Corruption> {
-        let mut value = 0u64;
-        for i in 0..max_bytes {
-            let byte = self.take(1)?[0];
-            let bits_here = u64::from(byte & 0x7f);
-            if (bits_here << (7 * i)) >> (7 * i) != bits_here {
-                return Err(Corruption::BadVarint); // bits beyond 64
-            }
-            value |= bits_here << (7 * i);
-            if byte & 0x80 == 0 {
-                return if bits < 64 && value >> bits != 0 { Err(Corruption::BadVarint) } else { Ok(value) };
-            }
-        }
-        Err(Corruption::BadVarint)
-    }
-
-    /// A zigzag varint (Kafka's `ByteUtils.readVarint`).
-    fn varint(&mut self) -> Result<i32, Corruption> {
-        let n = u32::try_from(self.unsigned(5, 32)?).map_err(|_| Corruption::BadVarint)?;
-        Ok((n >> 1) as i32 ^ -((n & 1) as i32))
-    }
-
-    /// A zigzag varlong (Kafka's `ByteUtils.readVarlong`).
-    fn varlong(&mut self) -> Result<i64, Corruption> {
-        let n = self.unsigned(10, 64)?;
-        Ok((n >> 1) as i64 ^ -((n & 1) as i64))
-    }
-
-    /// A length-prefixed byte string; `nullable` allows -1 (null).
-    fn bytes(&mut self, nullable: bool) -> Result<(), Corruption> {
-        match self.varint()? {
-            -1 if nullable => Ok(()),
-            length if length < 0 => Err(Corruption::BadLength { length: i64::from(length) }),
-            length => self.take(length as usize).map(drop),
-        }
-    }
-}
-
-/// Parses exactly `declared` records, which must fill `data`; offset deltas must rise and
-/// stay within `last_offset_delta`.
-fn parse_records(data: &[u8], declared: i32, last_offset_delta: i32) -> Result<Vec<RawRecord<'_>>, ParseError> {
-    let count = usize::try_from(declared).map_err(|_| (0, 0, Corruption::NegativeCount { declared }))?;
-    // Every record takes at least 7 bytes: never reserve more than the data could hold.
-    let mut records = Vec::with_capacity(count.min(data.len() / 7));
-    let mut reader = Reader { data, at: 0 };
-    let mut previous = -1;
-    for index in 0..count {
-        let position = reader.at;
-        let record = parse_record(&mut reader).map_err(|problem| (index, position, problem))?;
-        if record.offset_delta <= previous || record.offset_delta > last_offset_delta {
-            let problem = Corruption::OffsetDelta { delta: record.offset_delta, previous, last: last_offset_delta };
-            return Err((index, position, problem));
-        }
-        previous = record.offset_delta;
-        records.push(record);
-    }
-    if reader.at != data.len() {
-        return Err((count, reader.at, Corruption::TrailingBytes { declared }));
-    }
-    Ok(records)
-}
-
-/// One record: `length varint | attributes int8 | timestampDelta varlong | offsetDelta varint
-/// | keyLength varint | key | valueLength varint | value | headerCount varint | headers`,
-/// each header `keyLength varint | key | valueLength varint | value` (Kafka's
-/// `DefaultRecord`; null key or value: length -1; a header key is never null).
-fn parse_record<'a>(reader: &mut Reader<'a>) -> Result<RawRecord<'a>, Corruption> {
-    let position = reader.at;
-    let length = reader.varint()?;
-    let declared = usize::try_from(length).map_err(|_| Corruption::BadLength { length: i64::from(length) })?;
-    let body = reader.take(declared)?;
-    let mut fields = Reader { data: body, at: 0 };
-    let attributes = fields.take(1)?[0];
-    let timestamp_delta = fields.varlong()?;
-    let offset_delta = fields.varint()?;
-    let rest_start = fields.at;
-    fields.bytes(true)?; // key
-    fields.bytes(true)?; // value
-    let headers = fields.varint()?;
-    if headers < 0 {
-        return Err(Corruption::BadHeaderCount { count: headers });
-    }
-    for _ in 0..headers {
-        fields.bytes(false)?;
-        fields.bytes(true)?;
-    }
-    if fields.at != body.len() {
-        return Err(Corruption::RecordLength { declared, used: fields.at });
-    }
-    Ok(RawRecord { position, attributes, timestamp_delta, offset_delta, rest: &body[rest_start..] })
-}
-
-fn put_unsigned(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8 & 0x7f) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-fn put_varint(out: &mut Vec<u8>, value: i32) {
-    put_unsigned(out, u64::from(((value << 1) ^ (value >> 31)) as u32));
-}
-
-fn put_varlong(out: &mut Vec<u8>, value: i64) {
-    put_unsigned(out, ((value << 1) ^ (value >> 63)) as u64);
-}
-
-/// Appends `record` with new timestamp and offset deltas; the rest is copied. `None`: the
-/// record, grown by longer deltas, no longer fits a record's i32 length.
-fn encode_record(out: &mut Vec<u8>, record: &RawRecord<'_>, timestamp_delta: i64, offset_delta: i32) -> Option<()> {
-    let mut head = Vec::with_capacity(16);
-    head.push(record.attributes);
-    put_varlong(&mut head, timestamp_delta);
-    put_varint(&mut head, offset_delta);
-    let length = i32::try_from(head.len() + record.rest.len()).ok()?;
-    put_varint(out, length);
-    out.extend_from_slice(&head);
-    out.extend_from_slice(record.rest);
-    Some(())
 }
 
 // -------------------------------------------------------------------------------- codecs

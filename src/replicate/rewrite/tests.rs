@@ -4,6 +4,7 @@
 use bytes::BytesMut;
 
 use super::*;
+use crate::protocol::records::{put_varint, put_varlong};
 
 const CODECS: [Compression; 5] =
     [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd];

@@ -196,9 +196,20 @@ pub(crate) fn encode_record(
     Some(())
 }
 
+/// A record's key and value, `None` for null.
+pub type KeyValueRef<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// A record of one of kferry's own state batches: its offset, key and value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateRecord {
+    pub offset: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+}
+
 impl<'a> RawRecord<'a> {
     /// The record's key and value (`None` for null), the headers left out.
-    pub(crate) fn key_value(&self) -> Result<(Option<&'a [u8]>, Option<&'a [u8]>), Corruption> {
+    pub(crate) fn key_value(&self) -> Result<KeyValueRef<'a>, Corruption> {
         let mut fields = Reader { data: self.rest, at: 0 };
         let key = fields.nullable_bytes()?;
         let value = fields.nullable_bytes()?;
@@ -217,7 +228,7 @@ impl<'a> Reader<'a> {
 }
 
 /// The key and value of every record of an uncompressed batch, in order, with its offset.
-pub fn uncompressed_key_values(batch: &RecordBatch) -> Result<Vec<(i64, Option<Bytes>, Option<Bytes>)>, Corruption> {
+pub fn uncompressed_key_values(batch: &RecordBatch) -> Result<Vec<StateRecord>, Corruption> {
     let data = batch.as_bytes().slice(HEADER_BYTES..);
     let records = parse_records(&data, batch.records_count(), batch.last_offset_delta()).map_err(|(_, _, c)| c)?;
     records
@@ -225,14 +236,18 @@ pub fn uncompressed_key_values(batch: &RecordBatch) -> Result<Vec<(i64, Option<B
         .map(|r| {
             let (key, value) = r.key_value()?;
             let slice = |part: &[u8]| data.slice_ref(part);
-            Ok((batch.base_offset() + i64::from(r.offset_delta), key.map(slice), value.map(slice)))
+            Ok(StateRecord {
+                offset: batch.base_offset() + i64::from(r.offset_delta),
+                key: key.map(slice),
+                value: value.map(slice),
+            })
         })
         .collect()
 }
 
 /// An uncompressed batch (base offset 0, no producer) of records with keys and values and
 /// no headers, all stamped `timestamp`: what kferry writes to its own state topics.
-pub fn build_batch(records: &[(Option<&[u8]>, Option<&[u8]>)], timestamp: i64) -> RecordBatch {
+pub fn build_batch(records: &[KeyValueRef<'_>], timestamp: i64) -> RecordBatch {
     let mut body = Vec::new();
     for (index, (key, value)) in records.iter().enumerate() {
         let mut rest = Vec::new();

@@ -294,11 +294,10 @@ mod tests {
         assert!(batch.crc_is_valid());
         assert_eq!((batch.records_count(), batch.last_offset_delta(), batch.max_timestamp()), (3, 2, 1_000));
         let records = uncompressed_key_values(&batch).unwrap();
-        let plain: Vec<(i64, Option<&[u8]>, Option<&[u8]>)> =
-            records.iter().map(|(o, k, v)| (*o, k.as_deref(), v.as_deref())).collect();
-        assert_eq!(
-            plain,
-            [(0, Some(&b"k1"[..]), Some(&b"v1"[..])), (1, None, Some(&b""[..])), (2, Some(&b"k3"[..]), None)]
-        );
+        let plain: Vec<(i64, KeyValueRef<'_>)> =
+            records.iter().map(|r| (r.offset, (r.key.as_deref(), r.value.as_deref()))).collect();
+        let expected: [(i64, KeyValueRef<'_>); 3] =
+            [(0, (Some(b"k1"), Some(b"v1"))), (1, (None, Some(b""))), (2, (Some(b"k3"), None))];
+        assert_eq!(plain, expected);
     }
 }

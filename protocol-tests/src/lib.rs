@@ -277,6 +277,18 @@ impl Drop for Kferry {
     }
 }
 
+/// A cluster alias unique to this test run (letters and digits).
+pub fn alias(prefix: &str) -> String {
+    unique_name(prefix).replace('-', "")
+}
+
+/// A config with one flow from the primary to the secondary test cluster, under aliases
+/// unique to the test: the flow's transactional id, progress group and state topic are
+/// then its own, so tests running side by side never fence each other.
+pub fn unique_flow_config(flow_keys: &str) -> String {
+    two_cluster_config(&alias("p"), &alias("s"), flow_keys)
+}
+
 /// A two-cluster config with one flow from `source` to `target` (aliases), pointing at the
 /// shared test clusters; `flow_keys` are extra YAML lines of the flow, 4-space indented.
 pub fn two_cluster_config(source: &str, target: &str, flow_keys: &str) -> String {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use protocol_tests::{
-    create_topic, eventually, primary, secondary, two_cluster_config, unique_name, verify_json, Kferry,
+    create_topic, eventually, primary, secondary, unique_flow_config, unique_name, verify_json, Kferry,
 };
 
 async fn create_acl(bootstrap: &str, topic: &str, principal: &str, operation: &str) {
@@ -46,11 +46,9 @@ async fn literal_topic_acls_are_copied_without_write() {
     create_acl(&primary(), &topic, "User:alice", "READ").await;
     create_acl(&primary(), &topic, "User:bob", "WRITE").await;
     create_acl(&primary(), &topic, "User:carol", "ALL").await;
-    let config = two_cluster_config(
-        "primary",
-        "secondary",
-        &format!("    topics: [\"{topic}\"]\n    sync_topic_acls: true\n    refresh_topics_interval_seconds: 1\n"),
-    );
+    let config = unique_flow_config(&format!(
+        "    topics: [\"{topic}\"]\n    sync_topic_acls: true\n    refresh_topics_interval_seconds: 1\n"
+    ));
     let kferry = Kferry::start("run", &config);
     let copied = eventually("ACLs on the target", Duration::from_secs(60), || async {
         let acls = allowed(&secondary(), &topic).await;

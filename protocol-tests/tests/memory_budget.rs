@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use protocol_tests::{
-    create_topic, describe_topic, eventually, primary, produce, secondary, two_cluster_config, unique_name, Kferry,
+    create_topic, describe_topic, eventually, primary, produce, secondary, unique_flow_config, unique_name, Kferry,
 };
 
 const BUDGET: u64 = 4 * 1024 * 1024;
@@ -36,11 +36,9 @@ async fn a_thousand_partitions_stay_within_the_buffer_budget() {
     // to fill on a small machine.
     let summary = produce(&primary(), &topic, RECORDS as u32, "none", &["--linger-ms", "50", "--timeout", "240"]).await;
     assert_eq!(summary["delivered"], RECORDS);
-    let config = two_cluster_config(
-        "primary",
-        "secondary",
-        &format!("    topics: [\"{topic}\"]\n    delivery: at_least_once\n    buffer_bytes: {BUDGET}\n"),
-    );
+    let config = unique_flow_config(&format!(
+        "    topics: [\"{topic}\"]\n    delivery: at_least_once\n    buffer_bytes: {BUDGET}\n"
+    ));
     let kferry = Kferry::start("run", &config);
     let pid = kferry.pid().expect("kferry runs");
     eventually("target topic", Duration::from_secs(60), || async {

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use protocol_tests::{create_topic, describe_topic, eventually, primary, unique_name, Kferry};
+use protocol_tests::{alias, create_topic, describe_topic, eventually, primary, unique_name, Kferry};
 
 fn old_target() -> String {
     std::env::var("KFERRY_TEST_OLD_TARGET")
@@ -20,9 +20,11 @@ async fn older_target_refused_configs_are_dropped_and_reported() {
     // max.decompressed.message.bytes is a Kafka 4.x topic config; 3.9 answers INVALID_CONFIG.
     create_topic(&primary(), &topic, 2, &["max.decompressed.message.bytes=1000000", "retention.ms=1234567"]).await;
     let config = format!(
-        "clusters:\n  new: {{ bootstrap_servers: [\"{}\"] }}\n  old: {{ bootstrap_servers: [\"{old_target}\"] }}\n\
-         flows:\n  - {{ source: new, target: old, topics: [\"{topic}\"], refresh_topics_interval_seconds: 1 }}\n",
-        primary()
+        "clusters:\n  {new}: {{ bootstrap_servers: [\"{}\"] }}\n  {old}: {{ bootstrap_servers: [\"{old_target}\"] }}\n\
+         flows:\n  - {{ source: {new}, target: {old}, topics: [\"{topic}\"], refresh_topics_interval_seconds: 1 }}\n",
+        primary(),
+        new = alias("new"),
+        old = alias("old"),
     );
     let kferry = Kferry::start("run", &config);
     let created = eventually("topic on the 3.9 target", Duration::from_secs(60), || async {
@@ -60,10 +62,12 @@ async fn older_target_without_authorizer_turns_acl_sync_off_and_syncs_topics() {
     let topic = unique_name("no-authorizer");
     create_topic(&primary(), &topic, 1, &[]).await;
     let config = format!(
-        "clusters:\n  new: {{ bootstrap_servers: [\"{}\"] }}\n  old: {{ bootstrap_servers: [\"{}\"] }}\n\
-         flows:\n  - {{ source: new, target: old, topics: [\"{topic}\"], sync_topic_acls: true }}\n",
+        "clusters:\n  {new}: {{ bootstrap_servers: [\"{}\"] }}\n  {old}: {{ bootstrap_servers: [\"{}\"] }}\n\
+         flows:\n  - {{ source: {new}, target: {old}, topics: [\"{topic}\"], sync_topic_acls: true }}\n",
         primary(),
-        old_target()
+        old_target(),
+        new = alias("new"),
+        old = alias("old"),
     );
     let (code, plan, stderr) = Kferry::run_to_end("plan", &config).await;
     assert_eq!(code, Some(0), "{stderr}");

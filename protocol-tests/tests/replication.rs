@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use protocol_tests::{
-    consume, create_topic, describe_topic, eventually, primary, produce, secondary, two_cluster_config, unique_name,
+    consume, create_topic, describe_topic, eventually, primary, produce, secondary, unique_flow_config, unique_name,
     ConsumedRecord, Headers, Kferry, CODECS,
 };
 
@@ -48,11 +48,9 @@ async fn wait_until_replicated(topic: &str, expected: usize) -> Vec<ConsumedReco
 }
 
 fn flow_config(topics: &str, delivery: &str) -> String {
-    two_cluster_config(
-        "primary",
-        "secondary",
-        &format!("    topics: [\"{topics}\"]\n    delivery: {delivery}\n    refresh_topics_interval_seconds: 1\n"),
-    )
+    unique_flow_config(&format!(
+        "    topics: [\"{topics}\"]\n    delivery: {delivery}\n    refresh_topics_interval_seconds: 1\n"
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,4 +195,48 @@ async fn log_append_time_source_keeps_the_timestamps_consumers_saw() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(target.iter().all(|r| r.timestamp_type == "create_time"), "the target topic uses CreateTime");
     assert_eq!(records_without_type(&target), records_without_type(&source), "same records and timestamps");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_map_on_the_target_maps_every_record_exactly() {
+    let topic = unique_name("mapped");
+    create_topic(&primary(), &topic, 2, &[]).await;
+    let txn = unique_name("mapped-txn");
+    // Aborted transactions and markers leave gaps in the source offsets.
+    let args = ["--transactional-id", txn.as_str(), "--txn-size", "7", "--abort-every", "2"];
+    let summary = produce(&primary(), &topic, 400, "lz4", &args).await;
+    let committed = summary["committed"].as_u64().unwrap() as usize;
+    let (source_alias, target_alias) = (protocol_tests::alias("mp"), protocol_tests::alias("ms"));
+    let config = protocol_tests::two_cluster_config(
+        &source_alias,
+        &target_alias,
+        &format!("    topics: [\"{topic}\"]\n    refresh_topics_interval_seconds: 1\n"),
+    );
+    let kferry = Kferry::start("run", &config);
+    let target = wait_until_replicated(&topic, committed).await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let source = consume(&primary(), &topic, "read_committed", committed).await;
+
+    let cluster = protocol_tests::connect("secondary", &secondary()).await;
+    let state_topic = format!("__kferry.offset-map.{source_alias}");
+    let maps = kferry::replicate::state::load(&cluster, &state_topic).await.expect("state topic readable");
+    for partition in 0..2 {
+        let (target_topic, map) = &maps[&(topic.clone(), partition)];
+        assert_eq!(target_topic, &topic);
+        let on_source: Vec<&ConsumedRecord> = source.iter().filter(|r| r.partition == partition).collect();
+        let on_target: Vec<&ConsumedRecord> = target.iter().filter(|r| r.partition == partition).collect();
+        assert_eq!(on_source.len(), on_target.len());
+        for (s, t) in on_source.iter().zip(&on_target) {
+            assert_eq!(map.translate(s.offset), Some(t.offset), "partition {partition}: source offset {}", s.offset);
+        }
+        // A consumer positioned inside an aborted range or at a marker continues at the
+        // next committed record, on the target as on the source.
+        for pair in on_source.windows(2).zip(on_target.windows(2)) {
+            let ((s0, s1), (_, t1)) = ((pair.0[0], pair.0[1]), (pair.1[0], pair.1[1]));
+            for gap in s0.offset + 1..s1.offset {
+                assert_eq!(map.translate(gap), Some(t1.offset), "partition {partition}: offset {gap} in a gap");
+            }
+        }
+    }
 }

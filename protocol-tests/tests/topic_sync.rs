@@ -7,14 +7,9 @@
 use std::time::{Duration, Instant};
 
 use protocol_tests::{
-    consume, create_topic, describe_topic, eventually, list_topics, primary, secondary, two_cluster_config,
-    unique_name, verify_json, Kferry,
+    alias, consume, create_topic, describe_topic, eventually, list_topics, primary, secondary, two_cluster_config,
+    unique_flow_config, unique_name, verify_json, Kferry,
 };
-
-/// An alias unique to this test run, usable as a cluster name and in topic names.
-fn alias(prefix: &str) -> String {
-    unique_name(prefix).replace('-', "")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefix_flow_copies_topics_with_partitions_and_configs_but_no_internal_topic() {
@@ -71,13 +66,9 @@ async fn new_topics_partitions_and_config_changes_reach_the_target_while_running
     let first = format!("{prefix}-first");
     create_topic(&primary(), &first, 2, &[]).await;
     let interval = 2;
-    let config = two_cluster_config(
-        "primary",
-        "secondary",
-        &format!(
-            "    topics: [\"{prefix}-.*\"]\n    policy: identity\n    refresh_topics_interval_seconds: {interval}\n"
-        ),
-    );
+    let config = unique_flow_config(&format!(
+        "    topics: [\"{prefix}-.*\"]\n    policy: identity\n    refresh_topics_interval_seconds: {interval}\n"
+    ));
     let kferry = Kferry::start("run", &config);
     eventually("first topic", Duration::from_secs(30), || async {
         describe_topic(&secondary(), &first).await.exists.then_some(())
@@ -160,7 +151,7 @@ async fn conflicts_are_reported_and_other_topics_still_replicated() {
     create_topic(&primary(), &fine, 1, &[]).await;
     create_topic(&secondary(), &wide, 5, &[]).await;
     create_topic(&secondary(), &compacted, 1, &[]).await;
-    let config = two_cluster_config("primary", "secondary", &format!("    topics: [\"{prefix}-.*\"]\n"));
+    let config = unique_flow_config(&format!("    topics: [\"{prefix}-.*\"]\n"));
     let (code, plan, stderr) = Kferry::run_to_end("plan", &config).await;
     assert_eq!(code, Some(0), "{stderr}");
     assert!(

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use super::forward::{self, Forwarded, Stamp};
 use super::offset_map::OffsetMap;
+use super::state;
 use crate::client::{
     ClientError, Cluster, CommittedOffset, ConnectionError, GroupOffsets, Isolation, OffsetSpec, PartitionFetch,
     ProduceBatch, ProducerIdentity,
@@ -104,12 +105,14 @@ pub struct Replicator {
     topics: watch::Receiver<BTreeMap<String, String>>,
     transactional_id: String,
     progress_group: String,
+    /// Where the flow's offset map is persisted on the target.
+    state_topic: String,
     producer: Option<ProducerIdentity>,
     /// The next source offset to replicate, per source partition.
     positions: BTreeMap<SourcePartition, i64>,
     /// The next sequence number per target partition, for the current producer.
     sequences: BTreeMap<SourcePartition, i32>,
-    /// Where replicated offsets landed, since this process started.
+    /// Where replicated offsets landed (loaded from the state topic at start).
     offset_maps: BTreeMap<SourcePartition, OffsetMap>,
     /// Partitions stopped by a batch that cannot be forwarded, with the reason.
     stalled: BTreeMap<SourcePartition, String>,
@@ -147,6 +150,7 @@ impl Replicator {
         Self {
             transactional_id: transactional_id(flow),
             progress_group: progress_group(flow),
+            state_topic: state::offset_map_topic(flow),
             flow: flow.clone(),
             source,
             target,
@@ -248,6 +252,10 @@ impl Replicator {
             Err(error) => return Err(self.classify_init_error(error)),
         };
         tracing::info!(flow = %self.name(), producer_id = producer.id, epoch = producer.epoch, delivery = %self.flow.delivery, "producer ready on the target");
+        state::ensure_topic(&self.target, &self.state_topic).await?;
+        // Continue the persisted map, so segments go on growing across restarts.
+        self.offset_maps =
+            state::load(&self.target, &self.state_topic).await?.into_iter().map(|(k, (_, m))| (k, m)).collect();
         self.producer = Some(producer);
         self.sequences.clear();
         let committed = self.target.fetch_group_offsets(&self.progress_group).await?;
@@ -422,6 +430,7 @@ impl Replicator {
             for o in outgoing.iter().filter(|o| !o.batches.is_empty()) {
                 partitions.entry(o.target_topic.clone()).or_default().push(o.source.1);
             }
+            partitions.entry(self.state_topic.clone()).or_default().push(0);
             self.target
                 .add_partitions_to_txn(&self.transactional_id, producer, &partitions)
                 .await
@@ -461,9 +470,15 @@ impl Replicator {
                 });
             }
         }
+        let segments_before: BTreeMap<SourcePartition, usize> = outgoing
+            .iter()
+            .filter(|o| !o.batches.is_empty())
+            .map(|o| (o.source.clone(), self.offset_maps.get(&o.source).map_or(0, |m| m.segments().len())))
+            .collect();
         for (node, batches) in by_leader {
             self.produce_in_rounds(node, batches).await?;
         }
+        self.write_offset_map(outgoing, &segments_before).await?;
         let offsets: GroupOffsets = outgoing
             .iter()
             .map(|o| {
@@ -482,6 +497,68 @@ impl Replicator {
             self.target.commit_group_offsets(&self.progress_group, &offsets).await?;
         }
         Ok(())
+    }
+
+    /// Writes the offset-map segments this cycle created or extended to the state topic,
+    /// in the cycle's transaction.
+    async fn write_offset_map(
+        &mut self,
+        outgoing: &[Outgoing],
+        segments_before: &BTreeMap<SourcePartition, usize>,
+    ) -> Result<(), CycleError> {
+        let mut touched = Vec::new();
+        for o in outgoing {
+            let (Some(&before), Some(map)) = (segments_before.get(&o.source), self.offset_maps.get(&o.source)) else {
+                continue;
+            };
+            // The last segment before the cycle may have grown; later ones are new.
+            for segment in &map.segments()[before.saturating_sub(1)..] {
+                touched.push((o.source.clone(), o.target_topic.clone(), *segment));
+            }
+        }
+        if touched.is_empty() {
+            return Ok(());
+        }
+        let producer = self.producer.expect("started before a cycle fetches");
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let batch = state::state_batch(&touched, now);
+        let key = (self.state_topic.clone(), 0);
+        let sequence = self.sequences.get(&key).copied().unwrap_or(0);
+        let transactional = self.transactional();
+        let stamp =
+            Stamp { producer_id: producer.id, producer_epoch: producer.epoch, base_sequence: sequence, transactional };
+        self.sequences.insert(key, forward::next_sequence(sequence, batch.records_count()));
+        let info = self.target.topic(&self.state_topic).await?;
+        let (leader, _) = self.target.leader(&self.state_topic, 0).await?;
+        let request = ProduceBatch {
+            topic: self.state_topic.clone(),
+            topic_id: info.id,
+            partition: 0,
+            records: forward::stamp(&batch, stamp),
+        };
+        let transactional_id = transactional.then_some(self.transactional_id.as_str());
+        let outcomes = self
+            .target
+            .produce_to(&leader, transactional_id, std::slice::from_ref(&request), PRODUCE_TIMEOUT)
+            .await
+            .map_err(|e| self.fenced_or_retry(e))?;
+        match outcomes.into_iter().next().map(|o| o.result) {
+            Some(Ok(_)) => Ok(()),
+            Some(Err((code, message))) => Err(self.fenced_or_retry(ClientError::Partition {
+                broker: leader.broker().clone(),
+                api: "Produce",
+                topic: self.state_topic.clone(),
+                partition: 0,
+                code,
+                message,
+            })),
+            None => Err(CycleError::Retry(ClientError::IncompleteResponse {
+                cluster: self.target.name().clone(),
+                what: "Produce",
+                missing: format!("topic {} partition 0", self.state_topic),
+            })),
+        }
     }
 
     /// Sends one leader's batches: each request carries at most one batch per partition,

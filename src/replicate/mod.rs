@@ -5,6 +5,7 @@
 //! - [`offset_map`]: source-to-target offsets as segments of constant delta (pure).
 //! - [`rewrite`]: the slow path: batches the target refuses as they are (compacted,
 //!   LogAppendTime) decoded, renumbered/retimed and recompressed with their codec (pure).
+//! - [`state`]: the offset map persisted on the target, in the data's transaction.
 //! - [`engine`]: one flow's replicator: fetch from the source leaders, produce to the
 //!   target leaders, and commit progress (in one transaction with `exactly_once`).
 
@@ -12,3 +13,4 @@ pub mod engine;
 pub mod forward;
 pub mod offset_map;
 pub mod rewrite;
+pub mod state;

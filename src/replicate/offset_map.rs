@@ -29,7 +29,20 @@ pub struct OffsetMap {
 impl OffsetMap {
     /// Records that source offsets `source_base..source_base + span` were written at
     /// `target_base..`. Batches are recorded in source order.
-    pub fn record(&mut self, source_base: i64, span: i64, target_base: i64) {
+    pub fn record(&mut self, mut source_base: i64, mut span: i64, mut target_base: i64) {
+        // A repeat delivery (at_least_once after a restart) of offsets already mapped: the
+        // first copy stays the mapped one, only offsets beyond it are new.
+        if let Some(last) = self.segments.last() {
+            if source_base < last.source_end {
+                let repeated = last.source_end - source_base;
+                if repeated >= span {
+                    return;
+                }
+                source_base += repeated;
+                target_base += repeated;
+                span -= repeated;
+            }
+        }
         if let Some(last) = self.segments.last_mut() {
             if last.source_end == source_base && last.target_end() == target_base {
                 last.source_end += span;
@@ -45,6 +58,15 @@ impl OffsetMap {
 
     pub fn segments(&self) -> &[Segment] {
         &self.segments
+    }
+
+    /// Puts a segment read back from the state topic in place: one with the same source
+    /// start is replaced (a segment is rewritten as it grows).
+    pub fn upsert(&mut self, segment: Segment) {
+        match self.segments.binary_search_by_key(&segment.source_start, |s| s.source_start) {
+            Ok(index) => self.segments[index] = segment,
+            Err(index) => self.segments.insert(index, segment),
+        }
     }
 
     /// The target offset a consumer positioned at source offset `source` (the next record
@@ -79,6 +101,18 @@ mod tests {
         assert_eq!(map.translate(16), Some(115));
         assert_eq!(map.translate(20), Some(119), "caught up");
         assert_eq!(map.translate(21), None, "not replicated yet");
+    }
+
+    #[test]
+    fn repeated_deliveries_keep_the_first_copy() {
+        let mut map = OffsetMap::default();
+        map.record(0, 10, 0);
+        map.record(5, 10, 10); // 5..10 again, then 10..15 new
+        assert_eq!(map.translate(7), Some(7), "first copy");
+        assert_eq!(map.translate(10), Some(15));
+        assert_eq!(map.translate(15), Some(20), "caught up");
+        map.record(0, 3, 40);
+        assert_eq!(map.segments().len(), 2);
     }
 
     #[test]

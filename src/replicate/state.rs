@@ -16,7 +16,7 @@ use crate::client::{ClientError, Cluster, FetchSpec, Isolation, NewTopic, Offset
 use crate::config::FlowConfig;
 use crate::protocol::batch::RecordBatch;
 use crate::protocol::error_code::ResponseError;
-use crate::protocol::records::{build_batch, uncompressed_key_values};
+use crate::protocol::records::{build_batch, uncompressed_key_values, KeyValueRef};
 
 /// A source partition (topic, partition).
 pub type SourcePartition = (String, i32);
@@ -55,8 +55,7 @@ pub fn decode_segment(key: &[u8], value: &[u8]) -> Option<(SourcePartition, Stri
 /// A batch of state records for `segments`.
 pub fn state_batch(segments: &[(SourcePartition, String, Segment)], timestamp: i64) -> RecordBatch {
     let records: Vec<(String, String)> = segments.iter().map(|(s, t, seg)| encode_segment(s, t, seg)).collect();
-    let refs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
-        records.iter().map(|(k, v)| (Some(k.as_bytes()), Some(v.as_bytes()))).collect();
+    let refs: Vec<KeyValueRef<'_>> = records.iter().map(|(k, v)| (Some(k.as_bytes()), Some(v.as_bytes()))).collect();
     build_batch(&refs, timestamp)
 }
 

@@ -311,6 +311,18 @@ impl Messenger {
         version: i16,
         timeout: Duration,
     ) -> Result<Bytes, ConnectionError> {
+        self.enqueue(request, version, timeout).await?.frame().await
+    }
+
+    /// Puts the request's frame in the writer's queue and returns at once: requests
+    /// enqueued one after the other reach the broker in that order (which idempotent
+    /// produce needs), while their responses are awaited later.
+    async fn enqueue<R: ApiRequest>(
+        &self,
+        request: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<Queued<'_, R>, ConnectionError> {
         let permit = Arc::clone(&self.shared.permits).acquire_owned().await.map_err(|_| self.poison_error())?;
         let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
         let frame = api::encode_request(request, version, correlation_id, &self.client_id)
@@ -327,17 +339,20 @@ impl Messenger {
         // Cancel-safe: if this await is dropped, the frame was not queued.
         self.frames.send(frame).await.map_err(|_| self.poison_error())?;
         guard.queued = true;
-        let outcome = tokio::time::timeout(timeout, rx).await;
-        guard.answered();
-        match outcome {
-            Ok(Ok(result)) => result,
-            Ok(Err(_sender_dropped)) => Err(self.poison_error()),
-            Err(_elapsed) => Err(self.fail(ConnectionError::RequestTimeout {
-                broker: self.broker().clone(),
-                api: R::NAME,
-                after: timeout,
-            })),
-        }
+        Ok(Queued { messenger: self, guard, rx, version, timeout, request: std::marker::PhantomData })
+    }
+
+    /// Sends `request` (at the highest common version not above `cap`) and returns once it
+    /// is queued; its response is read with [`Queued::response`]. Use it to have several
+    /// requests on the wire in a given order.
+    pub async fn submit<R: ApiRequest>(
+        &self,
+        request: &R,
+        cap: i16,
+        timeout: Duration,
+    ) -> Result<Queued<'_, R>, ConnectionError> {
+        let version = self.version_at_most::<R>(cap)?;
+        self.enqueue(request, version, timeout).await
     }
 
     fn poison_error(&self) -> ConnectionError {
@@ -347,6 +362,45 @@ impl Messenger {
     /// Closes the connection: requests in flight fail with [`ConnectionError::Shutdown`].
     pub fn close(&self) {
         self.shared.poison(ConnectionError::Shutdown { broker: self.broker().clone() });
+    }
+}
+
+/// A request whose frame is queued for the broker and whose response is still to come.
+/// Dropping it is safe: the response is discarded when it arrives.
+pub struct Queued<'a, R: ApiRequest> {
+    messenger: &'a Messenger,
+    guard: SlotGuard<'a>,
+    rx: oneshot::Receiver<Result<Bytes, ConnectionError>>,
+    version: i16,
+    timeout: Duration,
+    request: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: ApiRequest> Queued<'_, R> {
+    /// Waits for the response frame.
+    async fn frame(mut self) -> Result<Bytes, ConnectionError> {
+        let outcome = tokio::time::timeout(self.timeout, &mut self.rx).await;
+        self.guard.answered();
+        let messenger = self.messenger;
+        match outcome {
+            Ok(Ok(result)) => result,
+            Ok(Err(_sender_dropped)) => Err(messenger.poison_error()),
+            Err(_elapsed) => Err(messenger.fail(ConnectionError::RequestTimeout {
+                broker: messenger.broker().clone(),
+                api: R::NAME,
+                after: self.timeout,
+            })),
+        }
+    }
+
+    /// Waits for the response and decodes it.
+    pub async fn response(self) -> Result<(i16, R::Response), ConnectionError> {
+        let (messenger, version) = (self.messenger, self.version);
+        let frame = self.frame().await?;
+        let response = api::decode_response::<R>(frame, version).map_err(|source| {
+            messenger.fail(ConnectionError::Protocol { broker: messenger.broker().clone(), source })
+        })?;
+        Ok((version, response))
     }
 }
 

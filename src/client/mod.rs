@@ -25,7 +25,7 @@ pub use admin::{ClusterDescription, ConfigEntry, ConfigSource, NewTopic, TopicCo
 pub use cluster::{ClientConfig, Cluster, RetryPolicy};
 pub use coordinator::{CommittedOffset, CoordinatorKind, GroupOffsets};
 pub use error::{BrokerRef, ClientError, ConnectionError};
-pub use messenger::{ConnectionConfig, Messenger};
+pub use messenger::{ConnectionConfig, Messenger, Queued};
 pub use metadata::{BrokerInfo, MetadataSnapshot, PartitionInfo, TopicInfo};
 pub use records::{FetchSpec, FetchedPartition, Isolation, OffsetSpec, PartitionFetch, PartitionFetched, Produced};
-pub use transactions::{ProduceBatch, ProduceOutcome, ProducerIdentity};
+pub use transactions::{produce_outcomes, submit_produce, ProduceBatch, ProduceOutcome, ProducerIdentity};

@@ -19,14 +19,14 @@ use kafka_protocol::messages::txn_offset_commit_request::{
 };
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, GroupId, InitProducerIdRequest, ProduceRequest,
-    ProducerId, TopicName, TransactionalId, TxnOffsetCommitRequest,
+    ProduceResponse, ProducerId, TopicName, TransactionalId, TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
 use super::cluster::Cluster;
 use super::coordinator::{coordinator_moved, CoordinatorKind, GroupOffsets};
 use super::error::ClientError;
-use super::messenger::Messenger;
+use super::messenger::{Messenger, Queued};
 use crate::protocol::error_code::ErrorCode;
 
 /// Highest versions of the pre-KIP-890 transaction protocol (what Kafka 3.9 speaks).
@@ -242,46 +242,61 @@ impl Cluster {
         batches: &[ProduceBatch],
         timeout: Duration,
     ) -> Result<Vec<ProduceOutcome>, ClientError> {
-        let mut topics: BTreeMap<(&str, uuid::Uuid), Vec<PartitionProduceData>> = BTreeMap::new();
-        for batch in batches {
-            topics.entry((&batch.topic, batch.topic_id)).or_default().push(
-                PartitionProduceData::default().with_index(batch.partition).with_records(Some(batch.records.clone())),
-            );
-        }
-        let request = ProduceRequest::default()
-            .with_transactional_id(transactional_id.map(txn_id))
-            .with_acks(-1)
-            .with_timeout_ms(timeout_ms(timeout))
-            .with_topic_data(
-                topics
-                    .into_iter()
-                    .map(|((name, id), partitions)| {
-                        TopicProduceData::default()
-                            .with_name(TopicName(StrBytes::from_string(name.to_string())))
-                            .with_topic_id(id)
-                            .with_partition_data(partitions)
-                    })
-                    .collect(),
-            );
-        let cap = if transactional_id.is_some() { PRODUCE_MAX } else { i16::MAX };
-        let (_, response) = leader.request_capped(&request, cap, timeout + leader.request_timeout()).await?;
-        let mut outcomes = Vec::with_capacity(batches.len());
-        for topic in response.responses {
-            let name = batches
-                .iter()
-                .find(|b| {
-                    b.topic == topic.name.0.as_str() || (!topic.topic_id.is_nil() && b.topic_id == topic.topic_id)
-                })
-                .map(|b| b.topic.clone())
-                .unwrap_or_else(|| topic.name.0.to_string());
-            for p in topic.partition_responses {
-                let result = match ErrorCode::from_code(p.error_code) {
-                    None => Ok(p.base_offset),
-                    Some(code) => Err((code, p.error_message.map(|m| m.to_string()))),
-                };
-                outcomes.push(ProduceOutcome { topic: name.clone(), partition: p.index, result });
-            }
-        }
-        Ok(outcomes)
+        let (_, response) = submit_produce(leader, transactional_id, batches, timeout).await?.response().await?;
+        Ok(produce_outcomes(response, batches))
     }
+}
+
+/// Queues a Produce of `batches` (at most one per partition) on `leader` and returns
+/// without waiting: Produce requests queued one after the other keep their order on the
+/// wire, so several rounds of a partition's batches can be in flight at once.
+pub async fn submit_produce<'m>(
+    leader: &'m Messenger,
+    transactional_id: Option<&str>,
+    batches: &[ProduceBatch],
+    timeout: Duration,
+) -> Result<Queued<'m, ProduceRequest>, ClientError> {
+    let mut topics: BTreeMap<(&str, uuid::Uuid), Vec<PartitionProduceData>> = BTreeMap::new();
+    for batch in batches {
+        topics.entry((&batch.topic, batch.topic_id)).or_default().push(
+            PartitionProduceData::default().with_index(batch.partition).with_records(Some(batch.records.clone())),
+        );
+    }
+    let request = ProduceRequest::default()
+        .with_transactional_id(transactional_id.map(txn_id))
+        .with_acks(-1)
+        .with_timeout_ms(timeout_ms(timeout))
+        .with_topic_data(
+            topics
+                .into_iter()
+                .map(|((name, id), partitions)| {
+                    TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_string(name.to_string())))
+                        .with_topic_id(id)
+                        .with_partition_data(partitions)
+                })
+                .collect(),
+        );
+    let cap = if transactional_id.is_some() { PRODUCE_MAX } else { i16::MAX };
+    Ok(leader.submit(&request, cap, timeout + leader.request_timeout()).await?)
+}
+
+/// One outcome per partition of a Produce response, named as the request named them.
+pub fn produce_outcomes(response: ProduceResponse, batches: &[ProduceBatch]) -> Vec<ProduceOutcome> {
+    let mut outcomes = Vec::with_capacity(batches.len());
+    for topic in response.responses {
+        let name = batches
+            .iter()
+            .find(|b| b.topic == topic.name.0.as_str() || (!topic.topic_id.is_nil() && b.topic_id == topic.topic_id))
+            .map(|b| b.topic.clone())
+            .unwrap_or_else(|| topic.name.0.to_string());
+        for p in topic.partition_responses {
+            let result = match ErrorCode::from_code(p.error_code) {
+                None => Ok(p.base_offset),
+                Some(code) => Err((code, p.error_message.map(|m| m.to_string()))),
+            };
+            outcomes.push(ProduceOutcome { topic: name.clone(), partition: p.index, result });
+        }
+    }
+    outcomes
 }

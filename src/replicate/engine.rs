@@ -14,7 +14,7 @@
 //! committed state: the open transaction is aborted, the producer is initialised again and
 //! positions are read back from the progress group.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,8 +24,8 @@ use super::forward::{self, Forwarded, Stamp};
 use super::offset_map::OffsetMap;
 use super::state;
 use crate::client::{
-    ClientError, Cluster, CommittedOffset, ConnectionError, GroupOffsets, Isolation, OffsetSpec, PartitionFetch,
-    ProduceBatch, ProducerIdentity,
+    produce_outcomes, submit_produce, ClientError, Cluster, CommittedOffset, ConnectionError, GroupOffsets, Isolation,
+    Messenger, OffsetSpec, PartitionFetch, ProduceBatch, ProduceOutcome, ProducerIdentity,
 };
 use crate::config::{Delivery, FlowConfig, StartPosition};
 use crate::protocol::error_code::{ErrorCode, ResponseError};
@@ -41,6 +41,9 @@ const MIN_PARTITION_FETCH_BYTES: i64 = 16 * 1024;
 /// Transactions left open longer are aborted by the target's coordinator.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Produce requests on the wire at once per target leader (Kafka's broker deduplicates
+/// the last 5 batches per producer and partition).
+const PRODUCE_ROUNDS_IN_FLIGHT: usize = 5;
 /// Pause after a failed cycle before the flow is reset and tried again.
 const RESET_BACKOFF: Duration = Duration::from_secs(1);
 const REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -65,7 +68,7 @@ pub enum ReplicateError {
 
 /// What went wrong in one cycle; everything but `Fatal` is retried after a reset.
 enum CycleError {
-    Fatal(ReplicateError),
+    Fatal(Box<ReplicateError>),
     Retry(ClientError),
 }
 
@@ -181,7 +184,7 @@ impl Replicator {
         while !*stop.borrow() {
             match self.cycle().await {
                 Ok(()) => {}
-                Err(CycleError::Fatal(error)) => return Err(error),
+                Err(CycleError::Fatal(error)) => return Err(*error),
                 Err(CycleError::Retry(error)) => {
                     tracing::warn!(flow = %self.name(), %error, "replication cycle failed; resuming from the committed progress");
                     self.reset().await;
@@ -283,7 +286,7 @@ impl Replicator {
         if !refused {
             return CycleError::Retry(error);
         }
-        CycleError::Fatal(if self.transactional() {
+        CycleError::Fatal(Box::new(if self.transactional() {
             ReplicateError::TransactionsUnavailable {
                 flow: self.name(),
                 target: self.flow.target.clone(),
@@ -292,7 +295,7 @@ impl Replicator {
             }
         } else {
             ReplicateError::ProducerRefused { flow: self.name(), reason: error }
-        })
+        }))
     }
 
     /// Gives every replicated partition without a position its start position.
@@ -566,59 +569,77 @@ impl Replicator {
     async fn produce_in_rounds(&mut self, node: i32, batches: Vec<InFlight>) -> Result<(), CycleError> {
         let leader = self.target.broker(node).await?;
         let transactional_id = self.transactional().then(|| self.transactional_id.clone());
-        let mut queues: BTreeMap<(String, i32), std::collections::VecDeque<InFlight>> = BTreeMap::new();
+        let mut queues: BTreeMap<(String, i32), VecDeque<InFlight>> = BTreeMap::new();
         for entry in batches {
             queues.entry((entry.batch.topic.clone(), entry.batch.partition)).or_default().push_back(entry);
         }
-        loop {
+        let mut rounds = std::iter::from_fn(|| {
             let round: Vec<InFlight> = queues.values_mut().filter_map(|q| q.pop_front()).collect();
-            if round.is_empty() {
-                return Ok(());
+            (!round.is_empty()).then_some(round)
+        });
+        // Several rounds on the wire at once, queued in order so each partition's
+        // sequence numbers reach the broker in order; no more than the broker tracks per
+        // producer and partition (5), so a retried batch would still be deduplicated.
+        let mut waiting = VecDeque::new();
+        loop {
+            while waiting.len() < PRODUCE_ROUNDS_IN_FLIGHT {
+                let Some(round) = rounds.next() else { break };
+                let requests: Vec<ProduceBatch> = round.iter().map(|f: &InFlight| f.batch.clone()).collect();
+                let queued = submit_produce(&leader, transactional_id.as_deref(), &requests, PRODUCE_TIMEOUT)
+                    .await
+                    .map_err(|e| self.fenced_or_retry(e))?;
+                waiting.push_back((round, requests, queued));
             }
-            let requests: Vec<ProduceBatch> = round.iter().map(|f| f.batch.clone()).collect();
-            let outcomes = self
-                .target
-                .produce_to(&leader, transactional_id.as_deref(), &requests, PRODUCE_TIMEOUT)
-                .await
-                .map_err(|e| self.fenced_or_retry(e))?;
-            for InFlight { source, batch, source_base, span, source_offsets } in round {
-                let outcome = outcomes
-                    .iter()
-                    .find(|o| o.topic == batch.topic && o.partition == batch.partition)
-                    .ok_or_else(|| ClientError::IncompleteResponse {
-                        cluster: self.target.name().clone(),
-                        what: "Produce",
-                        missing: format!("topic {} partition {}", batch.topic, batch.partition),
-                    })?;
-                match &outcome.result {
-                    Ok(target_base) => {
-                        let map = self.offset_maps.entry(source).or_default();
-                        match &source_offsets {
-                            None => map.record(source_base, span, *target_base),
-                            // A rewritten batch's records are dense on the target only.
-                            Some(offsets) => {
-                                for (i, &offset) in offsets.iter().enumerate() {
-                                    map.record(offset, 1, target_base + i as i64);
-                                }
-                            }
+            let Some((round, requests, queued)) = waiting.pop_front() else { return Ok(()) };
+            let (_, response) = queued.response().await.map_err(|e| self.fenced_or_retry(e.into()))?;
+            let outcomes = produce_outcomes(response, &requests);
+            for in_flight in round {
+                self.record_produced(&leader, in_flight, &outcomes)?;
+            }
+        }
+    }
+
+    /// Books one produced batch: its offsets into the offset map, its size into the totals.
+    fn record_produced(
+        &mut self,
+        leader: &Messenger,
+        in_flight: InFlight,
+        outcomes: &[ProduceOutcome],
+    ) -> Result<(), CycleError> {
+        let InFlight { source, batch, source_base, span, source_offsets } = in_flight;
+        let outcome =
+            outcomes.iter().find(|o| o.topic == batch.topic && o.partition == batch.partition).ok_or_else(|| {
+                ClientError::IncompleteResponse {
+                    cluster: self.target.name().clone(),
+                    what: "Produce",
+                    missing: format!("topic {} partition {}", batch.topic, batch.partition),
+                }
+            })?;
+        match &outcome.result {
+            Ok(target_base) => {
+                let map = self.offset_maps.entry(source).or_default();
+                match &source_offsets {
+                    None => map.record(source_base, span, *target_base),
+                    // A rewritten batch's records are dense on the target only.
+                    Some(offsets) => {
+                        for (i, &offset) in offsets.iter().enumerate() {
+                            map.record(offset, 1, target_base + i as i64);
                         }
-                        self.totals.batches += 1;
-                        self.totals.records += span as u64;
-                        self.totals.bytes += batch.records.len() as u64;
-                    }
-                    Err((code, message)) => {
-                        let error = ClientError::Partition {
-                            broker: leader.broker().clone(),
-                            api: "Produce",
-                            topic: batch.topic.clone(),
-                            partition: batch.partition,
-                            code: *code,
-                            message: message.clone(),
-                        };
-                        return Err(self.fenced_or_retry(error));
                     }
                 }
+                self.totals.batches += 1;
+                self.totals.records += span as u64;
+                self.totals.bytes += batch.records.len() as u64;
+                Ok(())
             }
+            Err((code, message)) => Err(self.fenced_or_retry(ClientError::Partition {
+                broker: leader.broker().clone(),
+                api: "Produce",
+                topic: batch.topic.clone(),
+                partition: batch.partition,
+                code: *code,
+                message: message.clone(),
+            })),
         }
     }
 
@@ -640,12 +661,12 @@ impl Replicator {
             )
         );
         if fenced && self.transactional() {
-            return CycleError::Fatal(ReplicateError::Fenced {
+            return CycleError::Fatal(Box::new(ReplicateError::Fenced {
                 flow: self.name(),
                 target: self.flow.target.clone(),
                 transactional_id: self.transactional_id.clone(),
                 reason: error,
-            });
+            }));
         }
         CycleError::Retry(error)
     }

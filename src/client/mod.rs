@@ -27,5 +27,7 @@ pub use coordinator::{CommittedOffset, CoordinatorKind, GroupOffsets};
 pub use error::{BrokerRef, ClientError, ConnectionError};
 pub use messenger::{ConnectionConfig, Messenger, Queued};
 pub use metadata::{BrokerInfo, MetadataSnapshot, PartitionInfo, TopicInfo};
-pub use records::{FetchSpec, FetchedPartition, Isolation, OffsetSpec, PartitionFetch, PartitionFetched, Produced};
+pub use records::{
+    FetchSession, FetchSpec, FetchedPartition, Isolation, OffsetSpec, PartitionFetch, PartitionFetched, Produced,
+};
 pub use transactions::{produce_outcomes, submit_produce, ProduceBatch, ProduceOutcome, ProducerIdentity};

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
@@ -288,18 +288,22 @@ pub struct PartitionFetched {
 }
 
 impl Cluster {
-    /// Fetches several partitions led by `leader` in one request (sessionless). No
-    /// retries: per-partition errors come back for the caller to act on.
+    /// Fetches `partitions` from `leader` in one request, within `session` (KIP-227): after
+    /// the first full request, only partitions whose fetch position changed are sent, and
+    /// the broker answers only for partitions with something new. No retries: per-partition
+    /// errors come back for the caller to act on.
     pub async fn fetch_from(
         &self,
         leader: &Messenger,
+        session: &mut FetchSession,
         partitions: &[PartitionFetch],
         max_wait: Duration,
         max_bytes: i32,
         isolation: Isolation,
     ) -> Result<Vec<PartitionFetched>, ClientError> {
+        let (changed, forgotten) = session.plan(partitions);
         let mut topics: std::collections::BTreeMap<(&str, uuid::Uuid), Vec<FetchPartition>> = Default::default();
-        for p in partitions {
+        for p in changed {
             topics.entry((&p.topic, p.topic_id)).or_default().push(
                 FetchPartition::default()
                     .with_partition(p.partition)
@@ -308,11 +312,17 @@ impl Cluster {
                     .with_partition_max_bytes(p.max_bytes),
             );
         }
+        let mut gone: std::collections::BTreeMap<(&str, uuid::Uuid), Vec<i32>> = Default::default();
+        for (topic, id, partition) in &forgotten {
+            gone.entry((topic, *id)).or_default().push(*partition);
+        }
         let request = FetchRequest::default()
             .with_max_wait_ms(i32::try_from(max_wait.as_millis()).unwrap_or(i32::MAX))
             .with_min_bytes(1)
             .with_max_bytes(max_bytes)
             .with_isolation_level(isolation.level())
+            .with_session_id(session.id)
+            .with_session_epoch(session.epoch)
             .with_topics(
                 topics
                     .into_iter()
@@ -320,11 +330,30 @@ impl Cluster {
                         FetchTopic::default().with_topic(topic_name(name)).with_topic_id(id).with_partitions(partitions)
                     })
                     .collect(),
+            )
+            .with_forgotten_topics_data(
+                gone.into_iter()
+                    .map(|((name, id), partitions)| {
+                        ForgottenTopic::default()
+                            .with_topic(topic_name(name))
+                            .with_topic_id(id)
+                            .with_partitions(partitions)
+                    })
+                    .collect(),
             );
-        let (_, response) = leader.request_with_timeout(&request, max_wait + leader.request_timeout()).await?;
+        let (_, response) = match leader.request_with_timeout(&request, max_wait + leader.request_timeout()).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                session.reset();
+                return Err(e.into());
+            }
+        };
         if let Some(code) = ErrorCode::from_code(response.error_code) {
+            // FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH, ...: start over.
+            session.reset();
             return Err(ClientError::Request { broker: leader.broker().clone(), api: "Fetch", code, message: None });
         }
+        session.established(response.session_id);
         let mut fetched = Vec::new();
         for topic in response.responses {
             let name = partitions
@@ -354,5 +383,98 @@ impl Cluster {
             }
         }
         Ok(fetched)
+    }
+}
+
+/// An incremental fetch session with one broker (KIP-227): what the broker already knows
+/// of each partition, so requests carry only what changed.
+#[derive(Debug, Default)]
+pub struct FetchSession {
+    /// 0 until the broker assigns one.
+    id: i32,
+    /// 0 for the full request that opens a session, then 1, 2, ...
+    epoch: i32,
+    /// Partitions in the session, as last sent: (offset, leader epoch, max bytes).
+    sent: std::collections::BTreeMap<(String, uuid::Uuid, i32), (i64, i32, i32)>,
+}
+
+impl FetchSession {
+    /// Forgets the session: the next request is a full one.
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    /// The partitions to send (all of them for a full request, else those that changed)
+    /// and those to drop from the session.
+    fn plan<'p>(&mut self, wanted: &'p [PartitionFetch]) -> (Vec<&'p PartitionFetch>, Vec<(String, uuid::Uuid, i32)>) {
+        let full = self.id == 0;
+        let mut changed = Vec::new();
+        let mut still: std::collections::BTreeSet<(String, uuid::Uuid, i32)> = Default::default();
+        for p in wanted {
+            let key = (p.topic.clone(), p.topic_id, p.partition);
+            let state = (p.offset, p.leader_epoch, p.max_bytes);
+            if full || self.sent.get(&key) != Some(&state) {
+                changed.push(p);
+                self.sent.insert(key.clone(), state);
+            }
+            still.insert(key);
+        }
+        let forgotten: Vec<_> =
+            if full { Vec::new() } else { self.sent.keys().filter(|k| !still.contains(*k)).cloned().collect() };
+        self.sent.retain(|k, _| still.contains(k));
+        (changed, forgotten)
+    }
+
+    /// Records the broker's answer: a session id (0: the broker keeps no session, so every
+    /// request stays a full one).
+    fn established(&mut self, id: i32) {
+        if id == 0 {
+            self.reset();
+        } else if self.id == id {
+            self.epoch = self.epoch.checked_add(1).unwrap_or(1);
+        } else {
+            self.id = id;
+            self.epoch = 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wanted(offsets: &[(i32, i64)]) -> Vec<PartitionFetch> {
+        offsets
+            .iter()
+            .map(|&(partition, offset)| PartitionFetch {
+                topic: "t".into(),
+                topic_id: uuid::Uuid::nil(),
+                partition,
+                offset,
+                leader_epoch: 0,
+                max_bytes: 100,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sessions_send_everything_first_then_only_changes() {
+        let mut session = FetchSession::default();
+        let first = wanted(&[(0, 10), (1, 20)]);
+        assert_eq!(session.plan(&first).0.len(), 2, "full request");
+        session.established(42);
+        assert_eq!((session.id, session.epoch), (42, 1));
+        let next = wanted(&[(0, 15), (1, 20)]);
+        let (changed, forgotten) = session.plan(&next);
+        assert_eq!(changed.iter().map(|p| p.partition).collect::<Vec<_>>(), [0], "only the moved partition");
+        assert!(forgotten.is_empty());
+        session.established(42);
+        assert_eq!(session.epoch, 2);
+        let only_zero = wanted(&[(0, 15)]);
+        let (changed, forgotten) = session.plan(&only_zero);
+        assert!(changed.is_empty());
+        assert_eq!(forgotten, [("t".to_string(), uuid::Uuid::nil(), 1)], "partition 1 leaves the session");
+        session.reset();
+        assert_eq!(session.plan(&wanted(&[(0, 15)])).0.len(), 1, "full again after a reset");
     }
 }

@@ -24,8 +24,8 @@ use super::forward::{self, Forwarded, Stamp};
 use super::offset_map::OffsetMap;
 use super::state;
 use crate::client::{
-    produce_outcomes, submit_produce, ClientError, Cluster, CommittedOffset, ConnectionError, GroupOffsets, Isolation,
-    Messenger, OffsetSpec, PartitionFetch, ProduceBatch, ProduceOutcome, ProducerIdentity,
+    produce_outcomes, submit_produce, ClientError, Cluster, CommittedOffset, ConnectionError, FetchSession,
+    GroupOffsets, Isolation, Messenger, OffsetSpec, PartitionFetch, ProduceBatch, ProduceOutcome, ProducerIdentity,
 };
 use crate::config::{Delivery, FlowConfig, StartPosition};
 use crate::protocol::error_code::{ErrorCode, ResponseError};
@@ -119,6 +119,8 @@ pub struct Replicator {
     offset_maps: BTreeMap<SourcePartition, OffsetMap>,
     /// Partitions stopped by a batch that cannot be forwarded, with the reason.
     stalled: BTreeMap<SourcePartition, String>,
+    /// Incremental fetch sessions (KIP-227), per source leader.
+    fetch_sessions: BTreeMap<i32, FetchSession>,
     /// Partitions whose first slow-path batch was logged.
     slow_path_reported: std::collections::BTreeSet<SourcePartition>,
     totals: Totals,
@@ -164,6 +166,7 @@ impl Replicator {
             offset_maps: BTreeMap::new(),
             stalled: BTreeMap::new(),
             slow_path_reported: Default::default(),
+            fetch_sessions: BTreeMap::new(),
             totals: Totals::default(),
         }
     }
@@ -216,6 +219,7 @@ impl Replicator {
         self.producer = None;
         self.positions.clear();
         self.sequences.clear();
+        self.fetch_sessions.clear();
         // Leaders may have moved (or a new topic's leader not be ready yet).
         self.source.invalidate_metadata();
         self.target.invalidate_metadata();
@@ -363,9 +367,10 @@ impl Replicator {
             let messenger = self.source.broker(leader).await?;
             let max_bytes = i32::try_from((fetch_budget / leaders).min(partition_bytes * partitions.len() as i64))
                 .unwrap_or(i32::MAX);
+            let session = self.fetch_sessions.entry(leader).or_default();
             let fetched = self
                 .source
-                .fetch_from(&messenger, &partitions, FETCH_MAX_WAIT, max_bytes, Isolation::ReadCommitted)
+                .fetch_from(&messenger, session, &partitions, FETCH_MAX_WAIT, max_bytes, Isolation::ReadCommitted)
                 .await?;
             for answer in fetched {
                 let key = (answer.topic.clone(), answer.partition);

@@ -675,9 +675,4 @@ impl Replicator {
         }
         CycleError::Retry(error)
     }
-
-    /// Where replicated source offsets landed, per source partition (since start).
-    pub fn offset_maps(&self) -> &BTreeMap<SourcePartition, OffsetMap> {
-        &self.offset_maps
-    }
 }

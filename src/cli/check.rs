@@ -27,6 +27,14 @@ pub(super) async fn check(config: &Config) -> Result<(), Failure> {
     for flow in &config.flows {
         healthy &= print_flow(flow, &clusters).await;
     }
+    close_all(&clusters, healthy)
+}
+
+/// Closes every connection; the command's outcome from whether all went well.
+pub(super) fn close_all(
+    clusters: &BTreeMap<String, Result<Arc<Cluster>, ClientError>>,
+    healthy: bool,
+) -> Result<(), Failure> {
     for cluster in clusters.values().flatten() {
         cluster.close();
     }

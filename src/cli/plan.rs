@@ -2,7 +2,7 @@
 //! target (topics, partitions, configs, ACLs) and the conflicts it would report. It reads
 //! both clusters and changes nothing; the plan comes from the same planner `run` applies.
 
-use super::check::connect_all;
+use super::check::{close_all, connect_all};
 use super::Failure;
 use crate::config::Config;
 use crate::topics::sync::TopicSync;
@@ -40,12 +40,5 @@ pub(super) async fn plan(config: &Config) -> Result<(), Failure> {
             }
         }
     }
-    for cluster in clusters.values().flatten() {
-        cluster.close();
-    }
-    if healthy {
-        Ok(())
-    } else {
-        Err(Failure::Cluster)
-    }
+    close_all(&clusters, healthy)
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
+use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
@@ -230,20 +231,26 @@ impl Cluster {
             if let Some(code) = ErrorCode::from_code(answer.error_code) {
                 return Err(Self::partition_error(&leader, "Fetch", topic, partition, code, None));
             }
-            Ok(FetchedPartition {
-                high_watermark: answer.high_watermark,
-                last_stable_offset: answer.last_stable_offset,
-                log_start_offset: answer.log_start_offset,
-                aborted_transactions: answer
-                    .aborted_transactions
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|a| (a.producer_id.0, a.first_offset))
-                    .collect(),
-                records: answer.records.unwrap_or_default(),
-            })
+            Ok(FetchedPartition::from(answer))
         })
         .await
+    }
+}
+
+impl From<PartitionData> for FetchedPartition {
+    fn from(answer: PartitionData) -> Self {
+        FetchedPartition {
+            high_watermark: answer.high_watermark,
+            last_stable_offset: answer.last_stable_offset,
+            log_start_offset: answer.log_start_offset,
+            aborted_transactions: answer
+                .aborted_transactions
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| (a.producer_id.0, a.first_offset))
+                .collect(),
+            records: answer.records.unwrap_or_default(),
+        }
     }
 }
 
@@ -364,22 +371,12 @@ impl Cluster {
                 .map(|p| p.topic.clone())
                 .unwrap_or_else(|| topic.topic.0.to_string());
             for answer in topic.partitions {
+                let partition = answer.partition_index;
                 let result = match ErrorCode::from_code(answer.error_code) {
                     Some(code) => Err(code),
-                    None => Ok(FetchedPartition {
-                        high_watermark: answer.high_watermark,
-                        last_stable_offset: answer.last_stable_offset,
-                        log_start_offset: answer.log_start_offset,
-                        aborted_transactions: answer
-                            .aborted_transactions
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|a| (a.producer_id.0, a.first_offset))
-                            .collect(),
-                        records: answer.records.unwrap_or_default(),
-                    }),
+                    None => Ok(FetchedPartition::from(answer)),
                 };
-                fetched.push(PartitionFetched { topic: name.clone(), partition: answer.partition_index, result });
+                fetched.push(PartitionFetched { topic: name.clone(), partition, result });
             }
         }
         Ok(fetched)

@@ -32,9 +32,11 @@ use crate::protocol::error_code::{ErrorCode, ResponseError};
 
 /// How long a Fetch waits for data when the source has none.
 const FETCH_MAX_WAIT: Duration = Duration::from_millis(500);
-/// Most bytes one partition contributes to one fetch (Kafka's consumer default); less
-/// when the buffer budget is shared by many partitions.
-const PARTITION_FETCH_BYTES: i64 = 1024 * 1024;
+/// Most bytes one partition contributes to one cycle; less when the buffer budget is
+/// shared by many partitions. Larger than Kafka's consumer default (1 MiB): with few
+/// partitions a cycle (and with exactly_once a transaction) must carry enough data to
+/// amortise its fixed cost (measured: 1 MiB cycles held one partition to ~25 MiB/s).
+const PARTITION_FETCH_BYTES: i64 = 8 * 1024 * 1024;
 /// Least bytes asked per partition: KIP-74 returns a first batch larger than the limit
 /// anyway, so smaller only means more round trips.
 const MIN_PARTITION_FETCH_BYTES: i64 = 16 * 1024;
@@ -339,9 +341,10 @@ impl Replicator {
 
     /// One Fetch per source leader; returns the batches to forward per partition.
     async fn fetch(&mut self, topics: &BTreeMap<String, String>) -> Result<Vec<Outgoing>, ClientError> {
-        // Half the budget for fetched records, half for their stamped copies on the way
-        // out; shared by every partition, so memory does not grow with their number.
-        let fetch_budget = i64::try_from(self.flow.buffer_bytes / 2).unwrap_or(i64::MAX);
+        // A third of the budget for fetched records: they exist three times at the peak
+        // (the fetch response, the stamped copies, the Produce frames being written).
+        // Shared by every partition, so memory does not grow with their number.
+        let fetch_budget = i64::try_from(self.flow.buffer_bytes / 3).unwrap_or(i64::MAX);
         let partition_bytes =
             (fetch_budget / self.positions.len().max(1) as i64).clamp(MIN_PARTITION_FETCH_BYTES, PARTITION_FETCH_BYTES);
         let mut by_leader: BTreeMap<i32, Vec<PartitionFetch>> = BTreeMap::new();

@@ -22,6 +22,11 @@ use super::messenger::{ConnectionConfig, Messenger};
 use super::metadata::{MetadataSnapshot, TopicInfo};
 use crate::protocol::api::ApiRequest;
 
+/// Pause before asking again after CONCURRENT_TRANSACTIONS.
+const CONCURRENT_TRANSACTIONS_BACKOFF: Duration = Duration::from_millis(20);
+/// How long CONCURRENT_TRANSACTIONS is retried before the ordinary policy takes over.
+const CONCURRENT_TRANSACTIONS_PATIENCE: Duration = Duration::from_secs(10);
+
 /// How a [`Cluster`] connects, caches and retries.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -341,6 +346,12 @@ impl Cluster {
             };
             if !error.is_retriable() {
                 return Err(error);
+            }
+            // The coordinator is still writing the previous transaction's markers: ask
+            // again shortly (Kafka's producer waits 20 ms), without using up an attempt.
+            if error.is_concurrent_transactions() && started.elapsed() < CONCURRENT_TRANSACTIONS_PATIENCE {
+                tokio::time::sleep(CONCURRENT_TRANSACTIONS_BACKOFF).await;
+                continue;
             }
             if attempt >= policy.max_attempts {
                 return Err(ClientError::RetriesExhausted {

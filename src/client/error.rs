@@ -134,6 +134,12 @@ impl ClientError {
         }
     }
 
+    /// Whether a transaction coordinator answered CONCURRENT_TRANSACTIONS (it is still
+    /// completing the previous transaction).
+    pub fn is_concurrent_transactions(&self) -> bool {
+        matches!(self, Self::Transaction { code, .. } if code.0 == crate::protocol::error_code::ResponseError::ConcurrentTransactions)
+    }
+
     /// Whether cached metadata is likely stale and must be refreshed before a retry.
     pub fn needs_metadata_refresh(&self) -> bool {
         match self {

@@ -29,6 +29,10 @@ use crate::client::{
 };
 use crate::config::{Delivery, FlowConfig, StartPosition};
 use crate::protocol::error_code::{ErrorCode, ResponseError};
+use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, FindCoordinatorRequest, InitProducerIdRequest,
+    TxnOffsetCommitRequest,
+};
 
 /// How long a Fetch waits for data when the source has none.
 const FETCH_MAX_WAIT: Duration = Duration::from_millis(500);
@@ -207,7 +211,7 @@ impl Replicator {
             }
         }
         if self.transactional() {
-            tracing::info!(flow = %self.name(), "stopped after committing the last transaction");
+            tracing::info!(flow = %self.name(), "stopped between cycles: no transaction left open");
         }
         Ok(self.totals)
     }
@@ -255,6 +259,9 @@ impl Replicator {
     /// InitProducerId (fencing an earlier instance with the same transactional id) and
     /// positions from the committed progress.
     async fn start_producer(&mut self) -> Result<(), CycleError> {
+        if self.transactional() {
+            self.check_transaction_apis().await?;
+        }
         let transactional_id = self.transactional().then_some(self.transactional_id.as_str());
         let producer = match self.target.init_producer_id(transactional_id, TRANSACTION_TIMEOUT).await {
             Ok(producer) => producer,
@@ -278,6 +285,39 @@ impl Replicator {
         Ok(())
     }
 
+    /// Refuses, before anything is produced, a target that lacks one of the transaction
+    /// APIs: a transaction that can be begun but never ended is worse than none (a broker
+    /// without EndTxn may expose the open transaction's records).
+    async fn check_transaction_apis(&self) -> Result<(), CycleError> {
+        let broker = self.target.any_broker().await?;
+        let checks = [
+            broker.version_for::<FindCoordinatorRequest>().err(),
+            broker.version_for::<InitProducerIdRequest>().err(),
+            broker.version_for::<AddPartitionsToTxnRequest>().err(),
+            broker.version_for::<AddOffsetsToTxnRequest>().err(),
+            broker.version_for::<TxnOffsetCommitRequest>().err(),
+            broker.version_for::<EndTxnRequest>().err(),
+        ];
+        match checks.into_iter().flatten().next() {
+            Some(missing) => Err(self.refused(ClientError::Connection(missing))),
+            None => Ok(()),
+        }
+    }
+
+    /// The fatal error for a target that refuses kferry's producer.
+    fn refused(&self, error: ClientError) -> CycleError {
+        CycleError::Fatal(Box::new(if self.transactional() {
+            ReplicateError::TransactionsUnavailable {
+                flow: self.name(),
+                target: self.flow.target.clone(),
+                transactional_id: self.transactional_id.clone(),
+                reason: error,
+            }
+        } else {
+            ReplicateError::ProducerRefused { flow: self.name(), reason: error }
+        }))
+    }
+
     fn classify_init_error(&self, error: ClientError) -> CycleError {
         let refused = match &error {
             ClientError::Connection(ConnectionError::UnsupportedApi { .. }) => true,
@@ -292,16 +332,7 @@ impl Replicator {
         if !refused {
             return CycleError::Retry(error);
         }
-        CycleError::Fatal(Box::new(if self.transactional() {
-            ReplicateError::TransactionsUnavailable {
-                flow: self.name(),
-                target: self.flow.target.clone(),
-                transactional_id: self.transactional_id.clone(),
-                reason: error,
-            }
-        } else {
-            ReplicateError::ProducerRefused { flow: self.name(), reason: error }
-        }))
+        self.refused(error)
     }
 
     /// Gives every replicated partition without a position its start position.
@@ -651,8 +682,12 @@ impl Replicator {
         }
     }
 
-    /// Fencing errors stop the flow: another instance owns the transactional id now.
+    /// Fencing errors stop the flow: another instance owns the transactional id now. So
+    /// does an API the target lacks: retrying cannot help.
     fn fenced_or_retry(&self, error: ClientError) -> CycleError {
+        if matches!(error, ClientError::Connection(ConnectionError::UnsupportedApi { .. })) {
+            return self.refused(error);
+        }
         let code = match &error {
             ClientError::Transaction { code, .. }
             | ClientError::Partition { code, .. }

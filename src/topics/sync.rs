@@ -49,6 +49,8 @@ pub struct TopicSync {
     missing_apis: BTreeSet<&'static str>,
     /// Notices already logged, so a standing conflict is not logged every round.
     reported: BTreeSet<String>,
+    /// Changes applied so far, to tell a change the target keeps reporting as not made.
+    applied: BTreeSet<String>,
     /// Whether "ACL sync is off" was logged (a cluster without authorizer or ACL API).
     acls_unavailable_reported: std::sync::atomic::AtomicBool,
 }
@@ -63,6 +65,7 @@ impl TopicSync {
             refused_configs: BTreeSet::new(),
             missing_apis: BTreeSet::new(),
             reported: BTreeSet::new(),
+            applied: BTreeSet::new(),
             acls_unavailable_reported: Default::default(),
         })
     }
@@ -87,6 +90,11 @@ impl TopicSync {
         for change in &plan.changes {
             let outcome = self.apply(change).await;
             match &outcome {
+                // A broker that applies a config but reports it as a default (tansu 0.6)
+                // gets the same change every round: say it once.
+                Ok(()) if !self.applied.insert(change.to_string()) => {
+                    tracing::debug!(flow = %self.flow_name(), "{change} (again: the target reports it unchanged)")
+                }
                 Ok(()) => tracing::info!(flow = %self.flow_name(), "{change}"),
                 Err(e) => tracing::error!(flow = %self.flow_name(), error = %e, "failed: {change}"),
             }

@@ -671,14 +671,25 @@ impl Replicator {
                 self.totals.bytes += batch.records.len() as u64;
                 Ok(())
             }
-            Err((code, message)) => Err(self.fenced_or_retry(ClientError::Partition {
-                broker: leader.broker().clone(),
-                api: "Produce",
-                topic: batch.topic.clone(),
-                partition: batch.partition,
-                code: *code,
-                message: message.clone(),
-            })),
+            Err((code, message)) => {
+                let error = ClientError::Partition {
+                    broker: leader.broker().clone(),
+                    api: "Produce",
+                    topic: batch.topic.clone(),
+                    partition: batch.partition,
+                    code: *code,
+                    message: message.clone(),
+                };
+                let outcome = self.fenced_or_retry(error.clone());
+                // A batch the target will never take (MESSAGE_TOO_LARGE, INVALID_TIMESTAMP,
+                // ...) stops its partition, with the reason, and only that partition: the
+                // cycle is retried without it. Never skipped silently.
+                if !code.is_retriable() && matches!(outcome, CycleError::Retry(_)) {
+                    tracing::error!(flow = %self.name(), topic = %source.0, partition = source.1, offset = source_base, %error, "partition stopped: the target refuses its batch at this source offset");
+                    self.stalled.insert(source, error.to_string());
+                }
+                Err(outcome)
+            }
         }
     }
 

@@ -63,7 +63,8 @@ type SourcePartition = (String, i32);
 pub enum ReplicateError {
     #[error(
         "flow {flow}: delivery exactly_once needs transactions on target cluster {target}, which refuses them: {reason}. \
-         Grant kferry's principal WRITE and DESCRIBE on TransactionalId {transactional_id}, or set `delivery: at_least_once` for this flow"
+         Set `delivery: at_least_once` for this flow, or, where authorization is the cause, grant kferry's principal \
+         WRITE and DESCRIBE on TransactionalId {transactional_id}"
     )]
     TransactionsUnavailable { flow: String, target: String, transactional_id: String, reason: ClientError },
     #[error("flow {flow}: another kferry instance took over transactional id {transactional_id} on {target}; this one stops ({reason})")]

@@ -57,6 +57,18 @@ pub async fn connect(name: &str, bootstrap: &str) -> Arc<Cluster> {
 /// The compression codecs Kafka defines, by their names in producer configs.
 pub const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
 
+/// Each codec's name with the codec kferry's batch view reads from a batch's attributes.
+pub const BATCH_CODECS: [(&str, kferry::protocol::batch::Compression); 5] = {
+    use kferry::protocol::batch::Compression;
+    [
+        ("none", Compression::None),
+        ("gzip", Compression::Gzip),
+        ("snappy", Compression::Snappy),
+        ("lz4", Compression::Lz4),
+        ("zstd", Compression::Zstd),
+    ]
+};
+
 /// The root of the protocol-tests crate (vectors live under it).
 pub fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

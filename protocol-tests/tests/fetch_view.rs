@@ -44,13 +44,7 @@ async fn fetch_all(cluster: &Cluster, topic: &str, isolation: Isolation) -> (Vec
 }
 
 fn compression(name: &str) -> Compression {
-    match name {
-        "none" => Compression::None,
-        "gzip" => Compression::Gzip,
-        "snappy" => Compression::Snappy,
-        "lz4" => Compression::Lz4,
-        _ => Compression::Zstd,
-    }
+    protocol_tests::BATCH_CODECS.iter().find(|(n, _)| *n == name).map(|(_, c)| *c).expect("known codec")
 }
 
 fn save_vector(name: &str, blob: &Bytes, summary: &serde_json::Value) {

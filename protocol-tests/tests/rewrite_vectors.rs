@@ -32,15 +32,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 use kferry::protocol::batch::{attributes, BatchItem, BatchIter, Compression, RecordBatch};
 use kferry::replicate::forward::{stamp, Stamp};
 use kferry::replicate::rewrite::{needs_rewrite, rewrite, Rewritten};
-use protocol_tests::{crate_dir, ConsumedRecord};
-
-const CODECS: [(&str, Compression); 5] = [
-    ("none", Compression::None),
-    ("gzip", Compression::Gzip),
-    ("snappy", Compression::Snappy),
-    ("lz4", Compression::Lz4),
-    ("zstd", Compression::Zstd),
-];
+use protocol_tests::{crate_dir, ConsumedRecord, BATCH_CODECS};
 
 struct Vector {
     name: String,
@@ -188,7 +180,7 @@ fn check_records(v: &Vector, rewritten: &[(RecordBatch, Rewritten)]) {
 
 #[test]
 fn compacted_batches_are_renumbered_with_their_source_offsets() {
-    for (codec, compression) in CODECS {
+    for (codec, compression) in BATCH_CODECS {
         let v = vector(&format!("compacted-{codec}"));
         // What the cleaner left, as described above.
         let shapes: Vec<(i32, i32)> =
@@ -213,7 +205,7 @@ fn compacted_batches_are_renumbered_with_their_source_offsets() {
 
 #[test]
 fn log_append_time_batches_get_create_time_equal_to_what_consumers_saw() {
-    for (codec, compression) in CODECS {
+    for (codec, compression) in BATCH_CODECS {
         let v = vector(&format!("log-append-time-{codec}"));
         assert_eq!(v.batches.len(), 3, "{codec}");
         assert!(v.expected.iter().all(|r| r.timestamp_type == "log_append_time"), "{codec}");
@@ -257,7 +249,7 @@ fn the_vectors_show_both_snappy_framings_and_kafkas_lz4_frame() {
 
 #[test]
 fn garbage_inside_real_batches_gives_errors_not_panics() {
-    for (codec, _) in CODECS {
+    for (codec, _) in BATCH_CODECS {
         for name in [format!("compacted-{codec}"), format!("log-append-time-{codec}")] {
             let v = vector(&name);
             let source = v.batches.iter().find(|b| b.records_count() > 1).unwrap();

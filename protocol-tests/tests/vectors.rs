@@ -5,8 +5,8 @@
 //! independent client, not from kferry. No broker is needed.
 
 use bytes::Bytes;
-use kferry::protocol::batch::{attributes, BatchItem, BatchIter, Compression, RecordBatch};
-use protocol_tests::crate_dir;
+use kferry::protocol::batch::{attributes, BatchItem, BatchIter, RecordBatch};
+use protocol_tests::{crate_dir, BATCH_CODECS};
 
 fn vector(name: &str) -> (Bytes, serde_json::Value) {
     let dir = crate_dir().join("vectors");
@@ -24,17 +24,9 @@ fn batches(blob: Bytes) -> Vec<RecordBatch> {
         .collect()
 }
 
-const CODECS: [(&str, Compression); 5] = [
-    ("none", Compression::None),
-    ("gzip", Compression::Gzip),
-    ("snappy", Compression::Snappy),
-    ("lz4", Compression::Lz4),
-    ("zstd", Compression::Zstd),
-];
-
 #[test]
 fn every_codec_vector_reads_as_the_producer_wrote_it() {
-    for (codec, compression) in CODECS {
+    for (codec, compression) in BATCH_CODECS {
         let (blob, meta) = vector(&format!("fetch-{codec}"));
         let runs = meta["producer_summary"].as_array().expect("one summary per producer run");
         let per_run: i64 = runs[0]["count"].as_i64().unwrap();
@@ -106,7 +98,7 @@ fn every_cut_of_a_real_blob_yields_whole_batches_then_a_partial_tail() {
 
 #[test]
 fn patching_a_real_batch_keeps_its_records_and_a_valid_crc() {
-    for (codec, _) in CODECS {
+    for (codec, _) in BATCH_CODECS {
         let (blob, _) = vector(&format!("fetch-{codec}"));
         let original = batches(blob).remove(0);
         let mut patch = original.to_patchable();

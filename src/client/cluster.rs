@@ -133,14 +133,6 @@ impl Cluster {
         &self.config
     }
 
-    /// The newest metadata, whatever topics it covers (refreshed if too old).
-    pub async fn metadata(&self) -> Result<Arc<MetadataSnapshot>, ClientError> {
-        if let Some(snapshot) = self.cached(|_| true) {
-            return Ok(snapshot);
-        }
-        self.retrying(|| self.refresh(Some(&[]))).await
-    }
-
     /// Metadata listing every topic of the cluster (always a fresh request).
     pub async fn all_topics(&self) -> Result<Arc<MetadataSnapshot>, ClientError> {
         self.retrying(|| self.refresh(None)).await

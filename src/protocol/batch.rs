@@ -231,11 +231,6 @@ impl PatchedBatch {
         self
     }
 
-    /// Reads the attributes as currently patched.
-    pub fn attributes(&self) -> i16 {
-        i16::from_be_bytes([self.bytes[ATTRIBUTES_OFFSET], self.bytes[ATTRIBUTES_OFFSET + 1]])
-    }
-
     /// Recomputes the CRC-32C over bytes 21..end and returns the finished batch.
     pub fn finish(mut self) -> RecordBatch {
         let crc = crc32c::crc32c(&self.bytes[CRC_START..]);

@@ -30,6 +30,11 @@ pub const SMALL_BATCH_BYTES: usize = 4 * 1024;
 /// coalesced batch is not refused where its parts would have been accepted.
 pub const MAX_COALESCED_BYTES: usize = 128 * 1024;
 
+/// Most bytes the records of one run may take decompressed. A run whose records inflate
+/// beyond this is forwarded as it is: a few kilobytes that decompress into megabytes are not
+/// the small-record traffic coalescing is for, and memory stays bounded.
+pub const MAX_COALESCED_RECORDS_BYTES: usize = 8 * 1024 * 1024;
+
 /// A partition's batches after coalescing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Coalesced {
@@ -84,15 +89,19 @@ fn flush(run: &mut Vec<Forwarded>, out: &mut Vec<Forwarded>) -> Result<(), Rewri
         0 => {}
         1 => out.append(run),
         _ => {
-            out.push(merge(run)?);
+            match merge(run)? {
+                Some(merged) => out.push(merged),
+                None => out.append(run),
+            }
             run.clear();
         }
     }
     Ok(())
 }
 
-/// One batch holding every record of `run`, in order, with each record's source offset.
-fn merge(run: &[Forwarded]) -> Result<Forwarded, RewriteError> {
+/// One batch holding every record of `run`, in order, with each record's source offset;
+/// `None` when the records decompress to more than [`MAX_COALESCED_RECORDS_BYTES`].
+fn merge(run: &[Forwarded]) -> Result<Option<Forwarded>, RewriteError> {
     let first = &run[0].batch;
     let mut encoded = Vec::new();
     let mut source_offsets: Vec<i64> = Vec::new();
@@ -103,7 +112,10 @@ fn merge(run: &[Forwarded]) -> Result<Forwarded, RewriteError> {
         let codec = batch.compression();
         let corrupt =
             |(index, position, problem)| RewriteError::Corrupt { base_offset, codec, index, position, problem };
-        let raw = records_section(batch, MAX_RECORDS_BYTES)?;
+        let raw = match records_section(batch, MAX_COALESCED_RECORDS_BYTES.saturating_sub(encoded.len())) {
+            Err(RewriteError::TooLarge { .. }) => return Ok(None),
+            other => other?,
+        };
         let records = parse_records(&raw, batch.records_count(), batch.last_offset_delta()).map_err(corrupt)?;
         for (index, record) in records.iter().enumerate() {
             let overflow = |problem| corrupt((index, record.position, problem));
@@ -133,7 +145,7 @@ fn merge(run: &[Forwarded]) -> Result<Forwarded, RewriteError> {
     let records_count = i32::try_from(source_offsets.len()).expect("at most MAX_COALESCED_BYTES of records");
     let (Some(base_timestamp), Some(&first_offset)) = (base_timestamp, source_offsets.first()) else {
         // Only empty batches (none get here: compaction's empty ones are dropped earlier).
-        return Ok(run[0].clone());
+        return Ok(None);
     };
     // Named by the first record's source offset, as errors and the offset map name it.
     let encoded = Encoded {
@@ -144,7 +156,8 @@ fn merge(run: &[Forwarded]) -> Result<Forwarded, RewriteError> {
         max_timestamp,
         attributes: (first.attributes() & attributes::TRANSACTIONAL) | run_codec(run),
     };
-    Ok(Forwarded { batch: assemble(first, &encoded, MAX_RECORDS_BYTES)?, source_offsets: Some(source_offsets) })
+    let batch = assemble(first, &encoded, MAX_RECORDS_BYTES)?;
+    Ok(Some(Forwarded { batch, source_offsets: Some(source_offsets) }))
 }
 
 #[cfg(test)]

@@ -130,3 +130,14 @@ fn a_corrupt_batch_is_refused_not_laundered() {
     let error = coalesce(vec![forwarded(good), forwarded(bad)]).unwrap_err();
     assert!(matches!(error, RewriteError::Crc { base_offset: 0, .. }), "{error}");
 }
+
+#[test]
+fn a_run_that_inflates_too_much_is_forwarded_as_it_is() {
+    // Two zstd batches of a few hundred bytes, each holding a 5 MiB value: together more than
+    // MAX_COALESCED_RECORDS_BYTES once decompressed.
+    let value = "x".repeat(5 * 1024 * 1024);
+    let input: Vec<Forwarded> = (0..2).map(|i| forwarded(batch(i, &[value.as_str()], 1, 4))).collect();
+    assert!(input.iter().all(|f| f.batch.as_bytes().len() < SMALL_BATCH_BYTES), "small on the wire");
+    let out = coalesce(input.clone()).unwrap();
+    assert_eq!((out.batches, out.merged), (input, 0));
+}

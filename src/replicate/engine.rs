@@ -245,7 +245,7 @@ impl Replicator {
             return Ok(());
         }
         self.position_new_partitions(&topics).await?;
-        let outgoing = self.fetch(&topics).await?;
+        let mut outgoing = self.fetch(&topics).await?;
         if outgoing.iter().all(|o| o.batches.is_empty()) {
             // Only markers or aborted data: keep the positions, commit with the next data.
             for o in outgoing {
@@ -253,7 +253,7 @@ impl Replicator {
             }
             return Ok(());
         }
-        self.forward(&outgoing).await?;
+        self.forward(&mut outgoing).await?;
         for o in outgoing {
             self.positions.insert(o.source, o.next_offset);
         }
@@ -470,8 +470,10 @@ impl Replicator {
         Ok(())
     }
 
-    /// Produces every outgoing batch and commits progress (in one transaction).
-    async fn forward(&mut self, outgoing: &[Outgoing]) -> Result<(), CycleError> {
+    /// Produces every outgoing batch and commits progress (in one transaction). The batches
+    /// are taken out of `outgoing` as they are stamped, so that one kferry built (coalesced,
+    /// rewritten) is stamped in place instead of copied.
+    async fn forward(&mut self, outgoing: &mut [Outgoing]) -> Result<(), CycleError> {
         let producer = self.producer.expect("started before a cycle fetches");
         let transactional = self.transactional();
         if transactional {
@@ -485,8 +487,13 @@ impl Replicator {
                 .await
                 .map_err(|e| self.fenced_or_retry(e))?;
         }
+        let segments_before: BTreeMap<SourcePartition, usize> = outgoing
+            .iter()
+            .filter(|o| !o.batches.is_empty())
+            .map(|o| (o.source.clone(), self.offset_maps.get(&o.source).map_or(0, |m| m.segments().len())))
+            .collect();
         let mut by_leader: BTreeMap<i32, Vec<InFlight>> = BTreeMap::new();
-        for o in outgoing {
+        for o in outgoing.iter_mut() {
             if o.batches.is_empty() {
                 continue;
             }
@@ -494,7 +501,7 @@ impl Replicator {
             let (leader, _) = self.target.leader(&o.target_topic, o.source.1).await?;
             let node = leader.broker().node_id.unwrap_or(-1);
             let sequence_key = (o.target_topic.clone(), o.source.1);
-            for Forwarded { batch, source_offsets } in &o.batches {
+            for Forwarded { batch, source_offsets } in std::mem::take(&mut o.batches) {
                 let sequence = self.sequences.get(&sequence_key).copied().unwrap_or(0);
                 let stamp = Stamp {
                     producer_id: producer.id,
@@ -503,8 +510,9 @@ impl Replicator {
                     transactional,
                 };
                 self.sequences.insert(sequence_key.clone(), forward::next_sequence(sequence, batch.records_count()));
-                let records = forward::stamp(batch, stamp);
                 let span = i64::from(batch.last_offset_delta()) + 1;
+                let source_base = batch.base_offset();
+                let records = forward::stamp_owned(batch, stamp);
                 by_leader.entry(node).or_default().push(InFlight {
                     source: o.source.clone(),
                     batch: ProduceBatch {
@@ -513,17 +521,12 @@ impl Replicator {
                         partition: o.source.1,
                         records,
                     },
-                    source_base: batch.base_offset(),
+                    source_base,
                     span,
-                    source_offsets: source_offsets.clone(),
+                    source_offsets,
                 });
             }
         }
-        let segments_before: BTreeMap<SourcePartition, usize> = outgoing
-            .iter()
-            .filter(|o| !o.batches.is_empty())
-            .map(|o| (o.source.clone(), self.offset_maps.get(&o.source).map_or(0, |m| m.segments().len())))
-            .collect();
         for (node, batches) in by_leader {
             self.produce_in_rounds(node, batches).await?;
         }

@@ -11,10 +11,10 @@
 
 use std::collections::BTreeSet;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::rewrite::{needs_rewrite, rewrite, RewriteError};
-use crate::protocol::batch::{attributes, BatchError, BatchItem, BatchIter, RecordBatch};
+use crate::protocol::batch::{attributes, BatchError, BatchItem, BatchIter, PatchedBatch, RecordBatch};
 
 /// Why a fetched batch cannot be forwarded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,8 +113,23 @@ pub struct Stamp {
 /// The bytes to produce for `batch`: base offset 0, kferry's producer fields, the
 /// transactional bit as `stamp` says, and a fresh CRC. The records are not touched.
 pub fn stamp(batch: &RecordBatch, stamp: Stamp) -> Bytes {
-    let mut patch = batch.to_patchable();
-    let plain = batch.attributes() & !attributes::TRANSACTIONAL;
+    apply(batch.to_patchable(), batch.attributes(), stamp)
+}
+
+/// [`stamp`], in place when nothing else holds the batch's bytes (a batch the slow path or
+/// coalescing built): no copy. A batch sharing its bytes (a slice of a fetch answer) is
+/// copied, as by [`stamp`].
+pub fn stamp_owned(batch: RecordBatch, stamp: Stamp) -> Bytes {
+    let attributes = batch.attributes();
+    let bytes = match batch.into_bytes().try_into_mut() {
+        Ok(unique) => unique,
+        Err(shared) => BytesMut::from(&shared[..]),
+    };
+    apply(PatchedBatch::from_batch_bytes(bytes), attributes, stamp)
+}
+
+fn apply(mut patch: PatchedBatch, attributes: i16, stamp: Stamp) -> Bytes {
+    let plain = attributes & !attributes::TRANSACTIONAL;
     let attributes = if stamp.transactional { plain | attributes::TRANSACTIONAL } else { plain };
     patch
         .set_base_offset(0)

@@ -114,3 +114,20 @@ fn real_transactional_vector_keeps_exactly_the_committed_records() {
     }
     assert_eq!(selection.next_offset, 132);
 }
+
+#[test]
+fn stamp_owned_patches_a_unique_batch_in_place_and_copies_a_shared_one() {
+    let s = Stamp { producer_id: 5, producer_epoch: 2, base_sequence: 17, transactional: true };
+    // A slice of a fetch answer (shared with the answer): copied, the answer untouched.
+    let answer = blob(&[batch(42, 4, 4, 99, 0)]);
+    let shared = select(answer.clone(), 0, &[]).unwrap().batches.remove(0).batch;
+    let expected = stamp(&shared, s);
+    assert_eq!(stamp_owned(shared, s), expected);
+    assert_eq!(select(answer, 0, &[]).unwrap().batches[0].batch.producer_id(), 99, "the answer is untouched");
+    // A batch nobody else holds (as coalescing builds them): same bytes, written in place.
+    let unique = PatchedBatch::from_batch_bytes(BytesMut::from(&batch(42, 4, 4, 99, 0)[..])).finish();
+    let address = unique.as_bytes().as_ptr();
+    let stamped = stamp_owned(unique, s);
+    assert_eq!(stamped, expected);
+    assert_eq!(stamped.as_ptr(), address, "patched where it was, not copied");
+}

@@ -12,8 +12,8 @@ use std::time::Duration;
 use kferry::client::{Cluster, FetchSpec, Isolation, OffsetSpec};
 use kferry::protocol::batch::{BatchItem, BatchIter};
 use protocol_tests::{
-    alias, connect, consume, create_topic, eventually, primary, produce, secondary, two_cluster_config, unique_name,
-    ConsumedRecord, Kferry,
+    alias, connect, consume, create_topic, describe_topic, eventually, primary, produce, secondary, two_cluster_config,
+    unique_name, ConsumedRecord, Kferry,
 };
 
 const PARTITIONS: i32 = 2;
@@ -93,6 +93,10 @@ async fn one_record_batches_are_coalesced_with_records_and_offset_map_exact() {
     let kferry = Kferry::start("run", &two_cluster_config(&source_alias, &target_alias, &flow));
     let target_records =
         eventually(&format!("{committed} records of {topic} on the target"), Duration::from_secs(120), || async {
+            // kferry creates the target topic: reading it before would fail.
+            if !describe_topic(&secondary(), &topic).await.exists {
+                return None;
+            }
             let records = consume(&secondary(), &topic, "read_committed", 0).await;
             assert!(records.len() <= committed, "more records on the target than committed on the source");
             (records.len() == committed).then_some(records)

@@ -5,7 +5,9 @@
 //!   batch once, patches the producer fields and recomputes the CRC) against a plain
 //!   `memcpy` of the same bytes into a fresh buffer, for 1 KiB, 16 KiB and 1 MiB batches.
 //! - `select`: splitting an 8 MiB fetch answer into batches ([`BatchIter`]) and the whole
-//!   selection the engine runs on it ([`forward::select`]), for 16 KiB and 1-record batches.
+//!   selection the engine runs on it ([`forward::select`]), for 16 KiB and 1-record batches;
+//!   for the latter also the selection followed by coalescing ([`coalesce`]), which
+//!   re-encodes them into 128 KiB batches.
 //! - `offset_map`: translating source offsets in a map of 1M segments.
 //!
 //! `cargo bench --bench hot_path`; figures and the machine they came from are in
@@ -17,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use kferry::protocol::batch::{BatchItem, BatchIter, RecordBatch};
 use kferry::protocol::records::{build_batch, KeyValueRef};
+use kferry::replicate::coalesce::coalesce;
 use kferry::replicate::forward::{self, Stamp};
 use kferry::replicate::offset_map::OffsetMap;
 
@@ -96,6 +99,12 @@ fn select(c: &mut Criterion) {
         });
         group.bench_function(format!("select/{label}"), |b| {
             b.iter(|| forward::select(black_box(answer.clone()), 0, &[]).expect("well-formed answer").batches.len())
+        });
+        group.bench_function(format!("select+coalesce/{label}"), |b| {
+            b.iter(|| {
+                let selection = forward::select(black_box(answer.clone()), 0, &[]).expect("well-formed answer");
+                coalesce(selection.batches).expect("well-formed batches").batches.len()
+            })
         });
     }
     group.finish();

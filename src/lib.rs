@@ -15,6 +15,7 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod groups;
 pub mod protocol;
 pub mod replicate;
 pub mod topics;

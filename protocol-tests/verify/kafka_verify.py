@@ -20,6 +20,19 @@ a broker holds, so kferry never grades its own work.
       ([name, base64 or null]), timestamp, timestamp_type. A summary goes to stderr. Exit 0
       when complete, 1 on error, 2 on timeout (the records read so far are still printed).
 
+Consumer groups (a subscribed consumer: joins the group, as applications do):
+
+  group-consume --bootstrap B --topic T --group G [--per-partition N] [--isolation I]
+                [--no-commit] [--hold-seconds S] [--timeout S]
+      reads from the group's committed offsets (earliest where it has none): N records of
+      every partition (or up to the end of each, without N), then commits the offset after
+      the last record read of each partition (unless --no-commit), then stays a member for S
+      seconds without reading more; prints the records read as consume does, and
+      {"event": "committed"} on stderr once committed (a test waits for it before --hold).
+      Exit 0 when every partition gave its N records (or reached its end), 2 on timeout.
+  describe-group --bootstrap B --group G
+      prints {"group", "state", "members", "offsets": {"topic/partition": offset}}.
+
 Topic planner checks (each prints one JSON object; the changing ones return once the broker
 shows the change, so a describe right after them sees it):
 
@@ -63,6 +76,7 @@ from confluent_kafka import (
     TIMESTAMP_CREATE_TIME,
     TIMESTAMP_LOG_APPEND_TIME,
     Consumer,
+    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     Producer,
@@ -397,6 +411,78 @@ def cmd_consume(args):
     return 0 if complete else 2
 
 
+# ---------------------------------------------------------------- consumer groups
+
+
+def cmd_group_consume(args):
+    consumer = Consumer({
+        "bootstrap.servers": args.bootstrap,
+        "group.id": args.group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        "isolation.level": args.isolation,
+        "auto.offset.reset": "earliest",
+    })
+    deadline = time.monotonic() + args.timeout
+    kept, done, parts, error = {}, set(), None, None
+    try:
+        parts = partition_ids(consumer, args.topic, args.timeout)
+        consumer.subscribe([args.topic])
+        while len(done) < len(parts) and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    if args.per_partition is None or len(kept.get(msg.partition(), [])) >= args.per_partition:
+                        done.add(msg.partition())
+                    continue
+                raise KafkaException(msg.error())
+            records = kept.setdefault(msg.partition(), [])
+            if args.per_partition is not None and len(records) >= args.per_partition:
+                continue  # read ahead of the limit: not consumed, never committed
+            records.append(record_json(msg))
+            if args.per_partition is not None and len(records) >= args.per_partition:
+                done.add(msg.partition())
+                consumer.pause([TopicPartition(args.topic, msg.partition())])
+        if not args.no_commit:
+            offsets = [TopicPartition(args.topic, p, r[-1]["offset"] + 1) for p, r in kept.items() if r]
+            if offsets:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            emit({"event": "committed", "offsets": {f"{args.topic}/{tp.partition}": tp.offset for tp in offsets}},
+                 sys.stderr)
+        if args.hold_seconds > 0:
+            consumer.pause(consumer.assignment())
+            hold_until = time.monotonic() + args.hold_seconds
+            while time.monotonic() < hold_until:
+                consumer.poll(0.2)
+    except KafkaException as exc:
+        error = str(exc)
+    finally:
+        consumer.close()
+    for partition in sorted(kept):
+        for rec in kept[partition]:
+            emit(rec)
+    complete = error is None and len(done) == len(parts)
+    emit({"records": sum(len(r) for r in kept.values()), "complete": complete, "error": error}, sys.stderr)
+    if error is not None:
+        return 1
+    return 0 if complete else 2
+
+
+def cmd_describe_group(args):
+    admin = admin_client(args)
+    group = admin.describe_consumer_groups([args.group], request_timeout=args.timeout)[args.group].result(
+        timeout=args.timeout)
+    listed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(args.group)],
+                                               request_timeout=args.timeout)[args.group].result(timeout=args.timeout)
+    offsets = {f"{tp.topic}/{tp.partition}": tp.offset for tp in listed.topic_partitions if tp.offset >= 0}
+    state = group.state.name if hasattr(group.state, "name") else str(group.state)
+    emit({"group": args.group, "state": state, "members": len(group.members), "offsets": offsets})
+    return 0
+
+
 # ---------------------------------------------------------------- topic planner checks
 
 
@@ -608,6 +694,20 @@ def parse_args(argv):
     p.add_argument("--isolation", choices=("read_committed", "read_uncommitted"), default="read_uncommitted")
     p.add_argument("--expect", type=int, help="wait for at least N records")
     p.set_defaults(func=cmd_consume)
+
+    p = sub.add_parser("group-consume")
+    common(p)
+    p.add_argument("--group", required=True)
+    p.add_argument("--per-partition", type=int)
+    p.add_argument("--isolation", choices=("read_committed", "read_uncommitted"), default="read_committed")
+    p.add_argument("--no-commit", action="store_true")
+    p.add_argument("--hold-seconds", type=float, default=0.0)
+    p.set_defaults(func=cmd_group_consume)
+
+    p = sub.add_parser("describe-group")
+    common(p, topic=None)
+    p.add_argument("--group", required=True)
+    p.set_defaults(func=cmd_describe_group)
 
     p = sub.add_parser("describe-topic")
     common(p)

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 a cluster or broker problem, 2 a configuration problem.
 
 mod check;
+mod offsets;
 mod plan;
 mod run;
 
@@ -43,6 +44,20 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Prints, per group and partition, the source group's committed offset, the target
+    /// offset it translates to, the group's offset on the target and the lag; changes
+    /// nothing.
+    Offsets {
+        /// The YAML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Why a command failed, mapped to the exit code.
@@ -66,6 +81,7 @@ pub fn main() -> ExitCode {
             Command::Run { config } => run::run(&load(&config)?).await,
             Command::Check { config } => check::check(&load(&config)?).await,
             Command::Plan { config } => plan::plan(&load(&config)?).await,
+            Command::Offsets { config, group, json } => offsets::offsets(&load(&config)?, group.as_deref(), json).await,
         }
     });
     match outcome {

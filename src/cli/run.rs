@@ -6,6 +6,8 @@
 //! topics to copy) and the replicator (records). On a signal the replicator finishes the
 //! cycle in progress, so a transaction is committed or never started, and `run` exits 0.
 //! It exits 1 once every flow has stopped on an error it cannot recover from.
+//! A third loop, on its own interval, syncs consumer-group offsets (`groups`): it only reads
+//! the state the replicator commits, so it never slows the hot path.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use tokio::sync::watch;
 use super::Failure;
 use crate::client::{ClientConfig, ClientError, Cluster};
 use crate::config::{Config, FlowConfig};
+use crate::groups::sync::GroupSync;
 use crate::replicate::engine::Replicator;
 use crate::topics::sync::TopicSync;
 
@@ -107,9 +110,17 @@ async fn run_flow(
             return false;
         }
     };
+    let groups = match GroupSync::new(&flow, Arc::clone(&source), Arc::clone(&target)) {
+        Ok(groups) => groups,
+        Err(e) => {
+            tracing::error!(flow = %flow.name(), error = %e, "flow cannot start");
+            return false;
+        }
+    };
     let (topics, replicated) = watch::channel(BTreeMap::new());
     let (flow_stop, flow_stopped) = watch::channel(false);
     let mut flow_stopped_for_sync = flow_stopped.clone();
+    let mut flow_stopped_for_groups = flow_stopped.clone();
     let replicator = Replicator::new(&flow, source, target, replicated);
     let replication = async {
         let outcome = replicator.run(stopped.clone()).await;
@@ -118,7 +129,8 @@ async fn run_flow(
         outcome
     };
     let syncing = topic_sync_loop(&flow, sync, topics, stopped.clone(), &mut flow_stopped_for_sync);
-    let (outcome, ()) = tokio::join!(replication, syncing);
+    let group_syncing = group_sync_loop(&flow, groups, stopped.clone(), &mut flow_stopped_for_groups);
+    let (outcome, (), ()) = tokio::join!(replication, syncing, group_syncing);
     drop(flow_stopped);
     match outcome {
         Ok(totals) => {
@@ -154,6 +166,33 @@ async fn topic_sync_loop(
             }
             Err(e) => {
                 tracing::error!(flow = %flow.name(), error = %e, "topic sync round failed; next try in {interval:?}")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+            _ = flow_stopped.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+async fn group_sync_loop(
+    flow: &FlowConfig,
+    mut groups: GroupSync,
+    mut stopped: watch::Receiver<bool>,
+    flow_stopped: &mut watch::Receiver<bool>,
+) {
+    if !flow.sync_group_offsets {
+        return;
+    }
+    let interval = Duration::from_secs(flow.sync_group_offsets_interval_seconds);
+    loop {
+        match groups.round().await {
+            Ok(report) => {
+                tracing::debug!(flow = %flow.name(), groups = report.groups, committed = report.committed, active = report.active.len(), "group offset sync round done")
+            }
+            Err(e) => {
+                tracing::warn!(flow = %flow.name(), error = %e, "group offset sync round failed; next try in {interval:?}")
             }
         }
         tokio::select! {

@@ -23,7 +23,7 @@ mod transactions;
 pub use acls::{AclOperation, AclPattern, AclPermission, TopicAcl};
 pub use admin::{ClusterDescription, ConfigEntry, ConfigSource, NewTopic, TopicConfigs};
 pub use cluster::{ClientConfig, Cluster, RetryPolicy};
-pub use coordinator::{CommittedOffset, CoordinatorKind, GroupOffsets};
+pub use coordinator::{CommittedOffset, CoordinatorKind, GroupOffsets, ListedGroup};
 pub use error::{BrokerRef, ClientError, ConnectionError};
 pub use messenger::{ConnectionConfig, Messenger, Queued};
 pub use metadata::{BrokerInfo, MetadataSnapshot, PartitionInfo, TopicInfo};

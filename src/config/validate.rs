@@ -132,6 +132,11 @@ fn check_flows(config: &Config, report: &mut Report<'_>) {
         if flow.refresh_topics_interval_seconds == 0 {
             report.add(&path.key("refresh_topics_interval_seconds"), "must be 1 or more".to_owned());
         }
+        check_patterns(&flow.groups, &path.key("groups"), report);
+        check_patterns(&flow.groups_exclude, &path.key("groups_exclude"), report);
+        if flow.sync_group_offsets_interval_seconds == 0 {
+            report.add(&path.key("sync_group_offsets_interval_seconds"), "must be 1 or more".to_owned());
+        }
     }
 }
 

@@ -79,46 +79,86 @@ pub async fn ensure_topic(target: &Cluster, topic: &str) -> Result<(), ClientErr
 
 /// Reads a flow's offset maps back from its state topic (committed records only).
 pub async fn load(target: &Cluster, topic: &str) -> Result<OffsetMaps, ClientError> {
-    let mut maps = OffsetMaps::new();
-    let end = target.list_offset(topic, 0, OffsetSpec::Latest, Isolation::ReadCommitted).await?;
-    let mut offset = target.list_offset(topic, 0, OffsetSpec::Earliest, Isolation::ReadCommitted).await?;
-    while offset < end {
+    let mut reader = StateReader::new(topic);
+    reader.catch_up(target).await?;
+    Ok(reader.maps)
+}
+
+/// Follows a state topic: each [`StateReader::catch_up`] reads only what was committed
+/// since the last one, so a loop can keep its view of the offset maps current cheaply.
+#[derive(Debug)]
+pub struct StateReader {
+    topic: String,
+    /// The next offset to read; `None` until the first read finds the log start.
+    next_offset: Option<i64>,
+    maps: OffsetMaps,
+}
+
+impl StateReader {
+    pub fn new(topic: &str) -> Self {
+        Self { topic: topic.to_string(), next_offset: None, maps: OffsetMaps::new() }
+    }
+
+    /// The maps as of the last catch-up.
+    pub fn maps(&self) -> &OffsetMaps {
+        &self.maps
+    }
+
+    /// Reads every record committed to the state topic since the last call. A state topic
+    /// that does not exist yet (no data replicated) leaves the maps empty.
+    pub async fn catch_up(&mut self, target: &Cluster) -> Result<&OffsetMaps, ClientError> {
+        match target.topic(&self.topic).await {
+            Ok(_) => {}
+            Err(ClientError::UnknownTopic { .. }) => return Ok(&self.maps),
+            Err(other) => return Err(other),
+        }
+        let end = target.list_offset(&self.topic, 0, OffsetSpec::Latest, Isolation::ReadCommitted).await?;
+        let mut offset = match self.next_offset {
+            Some(offset) => offset,
+            None => target.list_offset(&self.topic, 0, OffsetSpec::Earliest, Isolation::ReadCommitted).await?,
+        };
+        while offset < end {
+            let next = self.read_from(target, offset).await?;
+            if next == offset {
+                break;
+            }
+            offset = next;
+        }
+        self.next_offset = Some(offset);
+        Ok(&self.maps)
+    }
+
+    /// One fetch from `offset`; returns the offset after what it read.
+    async fn read_from(&mut self, target: &Cluster, offset: i64) -> Result<i64, ClientError> {
+        let malformed = |missing: String| ClientError::IncompleteResponse {
+            cluster: target.name().clone(),
+            what: "state topic",
+            missing,
+        };
         let spec = FetchSpec {
             offset,
             max_bytes: 4 * 1024 * 1024,
             max_wait: Duration::from_millis(100),
             isolation: Isolation::ReadCommitted,
         };
-        let fetched = target.fetch(topic, 0, &spec).await?;
+        let fetched = target.fetch(&self.topic, 0, &spec).await?;
         // Markers and aborted batches are dropped as for replicated data.
-        let selection = forward::select(fetched.records, offset, &fetched.aborted_transactions).map_err(|e| {
-            ClientError::IncompleteResponse {
-                cluster: target.name().clone(),
-                what: "state topic",
-                missing: e.to_string(),
-            }
-        })?;
-        if selection.next_offset == offset {
-            break;
-        }
+        let selection = forward::select(fetched.records, offset, &fetched.aborted_transactions)
+            .map_err(|e| malformed(e.to_string()))?;
         for forwarded in &selection.batches {
-            let records = uncompressed_key_values(&forwarded.batch).map_err(|e| ClientError::IncompleteResponse {
-                cluster: target.name().clone(),
-                what: "state topic",
-                missing: format!("well-formed records ({e})"),
-            })?;
+            let records = uncompressed_key_values(&forwarded.batch)
+                .map_err(|e| malformed(format!("well-formed records ({e})")))?;
             for record in records {
                 let (Some(key), Some(value)) = (record.key, record.value) else { continue };
                 if let Some((source, target_topic, segment)) = decode_segment(&key, &value) {
-                    let entry = maps.entry(source).or_insert_with(|| (target_topic.clone(), OffsetMap::default()));
+                    let entry = self.maps.entry(source).or_insert_with(|| (target_topic.clone(), OffsetMap::default()));
                     entry.0 = target_topic;
                     entry.1.upsert(segment);
                 }
             }
         }
-        offset = selection.next_offset;
+        Ok(selection.next_offset)
     }
-    Ok(maps)
 }
 
 #[cfg(test)]

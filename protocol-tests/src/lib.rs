@@ -170,6 +170,60 @@ pub async fn consume(bootstrap: &str, topic: &str, isolation: &str, expect: usiz
     out.lines().map(|line| serde_json::from_str(line).expect("consumed record is JSON")).collect()
 }
 
+/// Consumes as a member of `group` with confluent-kafka (read_committed, from the group's
+/// committed offsets): `per_partition` records of each partition (`N` or `P=N,P=N`), then
+/// commits the offset after the last one read unless `extra` has `--no-commit`.
+pub async fn group_consume(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    per_partition: &str,
+    extra: &[&str],
+) -> Vec<ConsumedRecord> {
+    let mut args = vec![
+        "group-consume",
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--per-partition",
+        per_partition,
+    ];
+    args.extend_from_slice(extra);
+    let out = run_verifier(&args, Duration::from_secs(90)).await;
+    out.lines().map(|line| serde_json::from_str(line).expect("consumed record is JSON")).collect()
+}
+
+/// A consumer group as confluent-kafka's admin client describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct GroupDescription {
+    pub state: String,
+    pub members: usize,
+    /// Committed offsets by `topic/partition`.
+    pub offsets: std::collections::BTreeMap<String, i64>,
+}
+
+pub async fn describe_group(bootstrap: &str, group: &str) -> GroupDescription {
+    let json = verify_json(&["describe-group", "--bootstrap", bootstrap, "--group", group]).await;
+    serde_json::from_value(json).expect("describe-group output")
+}
+
+/// A confluent-kafka consumer that joins `group` on `topic` without reading or committing
+/// anything and stays a member for `seconds`; killed when dropped.
+pub fn spawn_group_member(bootstrap: &str, topic: &str, group: &str, seconds: u32) -> tokio::process::Child {
+    tokio::process::Command::new("python3")
+        .arg(required_env("KFERRY_VERIFY"))
+        .args(["group-consume", "--bootstrap", bootstrap, "--topic", topic, "--group", group])
+        .args(["--per-partition", "0", "--no-commit", "--hold-seconds", &seconds.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs")
+}
+
 /// Runs a verifier subcommand that prints one JSON object.
 pub async fn verify_json(args: &[&str]) -> serde_json::Value {
     let out = run_verifier(args, Duration::from_secs(60)).await;

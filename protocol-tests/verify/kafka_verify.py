@@ -22,7 +22,7 @@ a broker holds, so kferry never grades its own work.
 
 Consumer groups (a subscribed consumer: joins the group, as applications do):
 
-  group-consume --bootstrap B --topic T --group G [--per-partition N] [--isolation I]
+  group-consume --bootstrap B --topic T --group G [--per-partition N|P=N,...] [--isolation I]
                 [--no-commit] [--hold-seconds S] [--timeout S]
       reads from the group's committed offsets (earliest where it has none): N records of
       every partition (or up to the end of each, without N), then commits the offset after
@@ -414,6 +414,16 @@ def cmd_consume(args):
 # ---------------------------------------------------------------- consumer groups
 
 
+def limit_of(per_partition, partition):
+    """--per-partition is N for every partition, or P=N,P=N,... (absent partitions: none)."""
+    if per_partition is None:
+        return None
+    if "=" not in per_partition:
+        return int(per_partition)
+    limits = dict(item.split("=") for item in per_partition.split(","))
+    return int(limits.get(str(partition), 0))
+
+
 def cmd_group_consume(args):
     consumer = Consumer({
         "bootstrap.servers": args.bootstrap,
@@ -435,15 +445,17 @@ def cmd_group_consume(args):
                 continue
             if msg.error() is not None:
                 if msg.error().code() == KafkaError._PARTITION_EOF:
-                    if args.per_partition is None or len(kept.get(msg.partition(), [])) >= args.per_partition:
+                    limit = limit_of(args.per_partition, msg.partition())
+                    if limit is None or len(kept.get(msg.partition(), [])) >= limit:
                         done.add(msg.partition())
                     continue
                 raise KafkaException(msg.error())
             records = kept.setdefault(msg.partition(), [])
-            if args.per_partition is not None and len(records) >= args.per_partition:
+            limit = limit_of(args.per_partition, msg.partition())
+            if limit is not None and len(records) >= limit:
                 continue  # read ahead of the limit: not consumed, never committed
             records.append(record_json(msg))
-            if args.per_partition is not None and len(records) >= args.per_partition:
+            if limit is not None and len(records) >= limit:
                 done.add(msg.partition())
                 consumer.pause([TopicPartition(args.topic, msg.partition())])
         if not args.no_commit:
@@ -698,7 +710,7 @@ def parse_args(argv):
     p = sub.add_parser("group-consume")
     common(p)
     p.add_argument("--group", required=True)
-    p.add_argument("--per-partition", type=int)
+    p.add_argument("--per-partition", help="N, or P=N,P=N,... per partition")
     p.add_argument("--isolation", choices=("read_committed", "read_uncommitted"), default="read_committed")
     p.add_argument("--no-commit", action="store_true")
     p.add_argument("--hold-seconds", type=float, default=0.0)

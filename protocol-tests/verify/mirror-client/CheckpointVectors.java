@@ -1,3 +1,10 @@
+// Prints the golden checkpoint records behind the test vectors in src/groups/checkpoint.rs,
+// serialized by connect-mirror-client itself: Checkpoint.recordKey()/recordValue() are what
+// MirrorCheckpointTask writes (package-private, hence reflection). Run once by hand:
+//
+//   java -cp "$(protocol-tests/verify/mirror-client/fetch.sh)" \
+//       protocol-tests/verify/mirror-client/CheckpointVectors.java
+
 import java.lang.reflect.Method;
 import java.util.HexFormat;
 import org.apache.kafka.common.TopicPartition;

@@ -187,11 +187,7 @@ pub async fn verify_json(args: &[&str]) -> serde_json::Value {
 pub async fn mm2_translate_offsets(bootstrap: &str, source_alias: &str, group: &str) -> BTreeMap<(String, i32), i64> {
     let dir = crate_dir().join("verify/mirror-client");
     let fetched = std::process::Command::new(dir.join("fetch.sh")).output().expect("mirror-client/fetch.sh runs");
-    assert!(
-        fetched.status.success(),
-        "mirror-client/fetch.sh failed:\n{}",
-        String::from_utf8_lossy(&fetched.stderr)
-    );
+    assert!(fetched.status.success(), "mirror-client/fetch.sh failed:\n{}", String::from_utf8_lossy(&fetched.stderr));
     let classpath = String::from_utf8_lossy(&fetched.stdout).trim().to_string();
     let mut child = tokio::process::Command::new("java")
         .arg("-cp")

@@ -48,7 +48,8 @@ async fn mirror_client_translates_offsets_from_kferry_checkpoints() {
     for checkpoints in [&first, &second] {
         let records: Vec<(Vec<u8>, Vec<u8>)> =
             checkpoints.iter().map(|c| c.encode().expect("checkpoint encodes")).collect();
-        let refs: Vec<KeyValueRef<'_>> = records.iter().map(|(k, v)| (Some(k.as_slice()), Some(v.as_slice()))).collect();
+        let refs: Vec<KeyValueRef<'_>> =
+            records.iter().map(|(k, v)| (Some(k.as_slice()), Some(v.as_slice()))).collect();
         let batch = build_batch(&refs, 1_700_000_000_000);
         target
             .produce(&topic, CHECKPOINTS_PARTITION, batch.into_bytes(), Duration::from_secs(30))

@@ -158,8 +158,8 @@ impl Reader<'_> {
 
     fn string(&mut self, field: &'static str) -> Result<String, CheckpointError> {
         let length = i16::from_be_bytes(self.array(field)?);
-        let length = usize::try_from(length)
-            .map_err(|_| CheckpointError::NegativeLength { part: self.part, field, length })?;
+        let length =
+            usize::try_from(length).map_err(|_| CheckpointError::NegativeLength { part: self.part, field, length })?;
         let part = self.part;
         let bytes = self.take(field, length)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| CheckpointError::InvalidUtf8 { part, field })

@@ -10,6 +10,7 @@
 //! - [`config`]: the YAML configuration, its types and validation. No network.
 //! - [`topics`]: which source topics a flow replicates and what they are called on the
 //!   target (pure functions).
+//! - [`groups`]: consumer-group offset sync, and MM2-compatible checkpoint records.
 //! - [`cli`]: argument parsing and the `run` / `check` commands that tie the rest together.
 
 pub mod cli;

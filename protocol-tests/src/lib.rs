@@ -2,11 +2,15 @@
 //! and the independent verifier (`verify/kafka_verify.py`, confluent-kafka) that writes and
 //! reads back data so that kferry never grades its own work.
 //!
+//! MM2 checkpoints are read back with Apache Kafka's own connect-mirror-client
+//! (`verify/mirror-client`, see [`mm2_translate_offsets`]).
+//!
 //! `scripts/test` starts two real Kafka clusters and sets `KFERRY_TEST_PRIMARY`,
 //! `KFERRY_TEST_SECONDARY`, `KFERRY_TEST_KAFKA_VERSION` and `KFERRY_VERIFY`. A test run
 //! without them fails with a message saying so: a skipped real-Kafka test would pass
 //! without testing anything.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -228,6 +232,50 @@ pub fn spawn_group_member(bootstrap: &str, topic: &str, group: &str, seconds: u3
 pub async fn verify_json(args: &[&str]) -> serde_json::Value {
     let out = run_verifier(args, Duration::from_secs(60)).await;
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("verifier {args:?} printed no JSON ({e}): {out}"))
+}
+
+/// What Java tooling gets from MM2's checkpoints: runs `verify/mirror-client/TranslateOffsets.java`,
+/// i.e. connect-mirror-client's `RemoteClusterUtils.translateOffsets(bootstrap, source_alias,
+/// group)`, and returns the translated offsets by (topic, partition). Panics (failing the test)
+/// on error or after a minute; the Java process is killed and reaped either way.
+pub async fn mm2_translate_offsets(bootstrap: &str, source_alias: &str, group: &str) -> BTreeMap<(String, i32), i64> {
+    let dir = crate_dir().join("verify/mirror-client");
+    let fetched = std::process::Command::new(dir.join("fetch.sh")).output().expect("mirror-client/fetch.sh runs");
+    assert!(fetched.status.success(), "mirror-client/fetch.sh failed:\n{}", String::from_utf8_lossy(&fetched.stderr));
+    let classpath = String::from_utf8_lossy(&fetched.stdout).trim().to_string();
+    let mut child = tokio::process::Command::new("java")
+        .arg("-cp")
+        .arg(&classpath)
+        .arg(dir.join("TranslateOffsets.java"))
+        .args([bootstrap, source_alias, group])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("java runs");
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let output = tokio::spawn(async move { tokio::join!(drain(stdout), drain(stderr)) });
+    let timeout = Duration::from_secs(60);
+    let status = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(status) => status.expect("TranslateOffsets exit status"),
+        Err(_) => {
+            // kill() also waits, so the process is reaped before the test fails.
+            let _ = child.kill().await;
+            panic!("TranslateOffsets {source_alias} {group} still running after {timeout:?}");
+        }
+    };
+    let (stdout, stderr) = output.await.expect("TranslateOffsets output drained");
+    assert!(status.success(), "TranslateOffsets {source_alias} {group} failed ({status}):\n{stderr}\n{stdout}");
+    let offsets: BTreeMap<String, i64> = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("TranslateOffsets printed no offsets JSON ({e}): {stdout}"));
+    offsets
+        .into_iter()
+        .map(|(key, offset)| {
+            let (topic, partition) = key.rsplit_once('/').unwrap_or_else(|| panic!("`{key}` is not topic/partition"));
+            let partition = partition.parse().unwrap_or_else(|e| panic!("`{key}`: partition not a number ({e})"));
+            ((topic.to_string(), partition), offset)
+        })
+        .collect()
 }
 
 /// A topic as confluent-kafka's admin client describes it.

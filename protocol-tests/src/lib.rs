@@ -335,11 +335,17 @@ async fn drain(stream: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
 impl Kferry {
     /// Starts `kferry <command> --config <file holding config_text>`.
     pub fn start(command: &str, config_text: &str) -> Self {
+        Self::start_with(command, &[], config_text)
+    }
+
+    /// As [`Kferry::start`], with `extra` arguments after the config.
+    pub fn start_with(command: &str, extra: &[&str], config_text: &str) -> Self {
         let config = std::env::temp_dir().join(format!("{}.yaml", unique_name("kferry-config")));
         std::fs::write(&config, config_text).expect("config written");
         let mut child = tokio::process::Command::new(kferry_binary())
             .args([command, "--config"])
             .arg(&config)
+            .args(extra)
             .env("KFERRY_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -353,7 +359,12 @@ impl Kferry {
 
     /// Runs `kferry <command>` to completion (bounded); returns exit code, stdout, stderr.
     pub async fn run_to_end(command: &str, config_text: &str) -> (Option<i32>, String, String) {
-        let kferry = Self::start(command, config_text);
+        Self::run_to_end_with(command, &[], config_text).await
+    }
+
+    /// As [`Kferry::run_to_end`], with `extra` arguments after the config.
+    pub async fn run_to_end_with(command: &str, extra: &[&str], config_text: &str) -> (Option<i32>, String, String) {
+        let kferry = Self::start_with(command, extra, config_text);
         kferry.finish(Duration::from_secs(60)).await
     }
 

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use protocol_tests::{
-    consume, create_topic, describe_group, eventually, group_consume, primary, produce, secondary, spawn_group_member,
-    unique_flow_config, unique_name, ConsumedRecord, Kferry,
+    alias, consume, create_topic, describe_group, eventually, group_consume, mm2_translate_offsets, primary, produce,
+    secondary, spawn_group_member, two_cluster_config, unique_flow_config, unique_name, ConsumedRecord, Kferry,
 };
 
 /// A flow that replicates `topic` and syncs the groups matching `groups` every `interval`
@@ -116,31 +116,36 @@ async fn a_group_continues_at_the_next_record_on_a_compacted_topic() {
         "delete.retention.ms=100",
     ];
     create_topic(&primary(), &topic, 2, &cleaner).await;
-    let mut produced = 0;
-    eventually("the log cleaner compacting the source", Duration::from_secs(120), || {
+    // Keys 0..79 once, then only keys 0..39: compaction removes the first round's records of
+    // keys 0..39 and keeps those of 40..79, which leaves gaps between records it keeps.
+    produce(&primary(), &topic, 600, "zstd", &["--key-space", "80"]).await;
+    eventually("the log cleaner leaving gaps in every partition", Duration::from_secs(120), || {
         let topic = topic.clone();
-        produced += 600;
         async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
             produce(&primary(), &topic, 600, "zstd", &["--key-space", "40"]).await;
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let remaining = consume(&primary(), &topic, "read_committed", 0).await.len();
-            (remaining < produced / 2).then_some(())
+            let records = by_partition(&consume(&primary(), &topic, "read_committed", 0).await);
+            let gapped = |r: &Vec<ConsumedRecord>| r.windows(2).any(|w| w[1].offset > w[0].offset + 1);
+            (records.len() == 2 && records.values().all(gapped)).then_some(())
         }
     })
     .await;
-    // Both clusters go on compacting, so the record the group continues with must be one
-    // compaction keeps everywhere: the newest of its key. Stop right before such a record
-    // that follows a compaction gap.
+    // The cleaner stops here (it would otherwise remove, on either cluster, the record the
+    // group must continue with); the gaps it left stay. The target copy gets these configs.
+    let quiet = ["--set", "min.cleanable.dirty.ratio=0.99", "--set", "segment.ms=604800000"];
+    let bootstrap = primary();
+    let mut args = vec!["alter-config", "--bootstrap", &bootstrap, "--topic", &topic];
+    args.extend(quiet);
+    protocol_tests::verify_json(&args).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The group stops right before a record that follows a compaction gap, so its committed
+    // offset lies inside the gap.
     let source = by_partition(&consume(&primary(), &topic, "read_committed", 0).await);
     let mut limits = Vec::new();
     for (partition, records) in &source {
         let index = (1..records.len())
-            .find(|&i| {
-                let gap = records[i].offset > records[i - 1].offset + 1;
-                let newest = !records[i + 1..].iter().any(|r| r.key == records[i].key);
-                gap && newest
-            })
-            .unwrap_or_else(|| panic!("partition {partition}: no newest-of-its-key record after a compaction gap"));
+            .find(|&i| records[i].offset > records[i - 1].offset + 1)
+            .unwrap_or_else(|| panic!("partition {partition}: no compaction gap"));
         limits.push(format!("{partition}={index}"));
     }
     assert_group_continues_at_the_next_record(&topic, 2, &limits.join(",")).await;
@@ -225,6 +230,57 @@ async fn a_consuming_source_group_is_followed_within_two_intervals_and_never_bac
     for (key, offsets) in seen.lock().unwrap().iter() {
         assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "{key} went backwards: {offsets:?}");
     }
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mm2_tooling_reads_from_kferrys_checkpoints_what_kferry_offsets_prints() {
+    let topic = unique_name("groups-mm2");
+    let group = unique_name("group");
+    create_topic(&primary(), &topic, 3, &[]).await;
+    let txn = unique_name("txn");
+    produce(&primary(), &topic, 300, "gzip", &["--transactional-id", &txn, "--txn-size", "5", "--abort-every", "2"])
+        .await;
+    group_consume(&primary(), &topic, &group, "0=7,1=20,2=33", &[]).await;
+    let source_alias = alias("p");
+    let config = two_cluster_config(
+        &source_alias,
+        &alias("s"),
+        &format!(
+            "    topics: [\"{topic}\"]\n    groups: [\"{group}\"]\n    refresh_topics_interval_seconds: 1\n    \
+             sync_group_offsets_interval_seconds: 1\n"
+        ),
+    );
+    let kferry = Kferry::start("run", &config);
+    let committed = wait_for_target_offsets(&topic, &group, 3).await;
+    // What Java tooling reads from `<source alias>.checkpoints.internal`.
+    let from_mm2_tooling = eventually("checkpoints for every partition", Duration::from_secs(30), || async {
+        let offsets = mm2_translate_offsets(&secondary(), &source_alias, &group).await;
+        (offsets.len() == 3).then_some(offsets)
+    })
+    .await;
+    let (code, stdout, stderr) = Kferry::run_to_end_with("offsets", &["--group", &group, "--json"], &config).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout).expect("offsets --json prints a JSON array");
+    let from_kferry: BTreeMap<(String, i32), i64> = rows
+        .iter()
+        .map(|row| {
+            assert_eq!(row["status"], "translated", "{row}");
+            assert_eq!(row["lag"], 0, "{row}");
+            let key = (row["target_topic"].as_str().unwrap().to_string(), row["partition"].as_i64().unwrap() as i32);
+            (key, row["translated"].as_i64().unwrap())
+        })
+        .collect();
+    assert_eq!(from_mm2_tooling, from_kferry, "RemoteClusterUtils.translateOffsets and kferry offsets");
+    let from_target: BTreeMap<(String, i32), i64> = committed
+        .iter()
+        .map(|(key, offset)| {
+            let (topic, partition) = key.rsplit_once('/').unwrap();
+            ((topic.to_string(), partition.parse().unwrap()), *offset)
+        })
+        .collect();
+    assert_eq!(from_kferry, from_target, "kferry offsets and the group's offsets on the target");
     let (code, _, stderr) = kferry.stop().await;
     assert_eq!(code, Some(0), "{stderr}");
 }

@@ -8,21 +8,31 @@
 //! - a target offset never moves backwards, unless the source group itself moved backwards
 //!   (a reset), which is logged;
 //! - the metadata string committed on the source is carried over.
+//!
+//! Every round also writes MM2-format checkpoints (`<source alias>.checkpoints.internal` on
+//! the target) for the translations that changed, for every selected group, active or not,
+//! as MM2 does: Java tooling reading them gets the same offsets kferry commits.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use regex::RegexSet;
 
+use super::checkpoint::{checkpoints_topic, Checkpoint, CheckpointError, CHECKPOINTS_PARTITION};
 use super::translate::{Progress, Translation, Translator};
-use crate::client::{ClientError, Cluster, CommittedOffset, GroupOffsets, ListedGroup};
+use crate::client::{ClientError, Cluster, CommittedOffset, GroupOffsets, ListedGroup, NewTopic};
 use crate::config::FlowConfig;
 use crate::protocol::error_code::ResponseError;
+use crate::protocol::records::{build_batch, KeyValueRef};
 use crate::replicate::engine::progress_group;
 use crate::replicate::state::{offset_map_topic, SourcePartition, StateReader};
 
 /// Group ids kferry uses itself: never synced.
 const OWN_GROUP_PREFIX: &str = "kferry.progress.";
+
+/// How long the target may take to create the checkpoints topic or accept checkpoints.
+const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -35,7 +45,14 @@ pub enum GroupsError {
     Client {
         flow: String,
         #[source]
-        source: ClientError,
+        source: Box<ClientError>,
+    },
+    #[error("flow {flow}: group {group}: checkpoint not written: {source}")]
+    Checkpoint {
+        flow: String,
+        group: String,
+        #[source]
+        source: CheckpointError,
     },
 }
 
@@ -143,6 +160,8 @@ pub struct RoundReport {
     pub committed: usize,
     /// Groups left alone because they have members on the target.
     pub active: Vec<String>,
+    /// Checkpoint records written.
+    pub checkpoints: usize,
 }
 
 /// The group-offset sync of one flow.
@@ -157,6 +176,10 @@ pub struct GroupSync {
     previous: BTreeMap<(String, SourcePartition), i64>,
     /// Groups the target refused for good (invalid id, not authorized): reported once.
     refused: BTreeSet<String>,
+    /// The last checkpoint written per (group, target topic, partition): (upstream,
+    /// downstream) offsets, so only changes are written.
+    checkpointed: BTreeMap<(String, String, i32), (i64, i64)>,
+    checkpoints_topic_ready: bool,
 }
 
 impl GroupSync {
@@ -169,11 +192,13 @@ impl GroupSync {
             target,
             previous: BTreeMap::new(),
             refused: BTreeSet::new(),
+            checkpointed: BTreeMap::new(),
+            checkpoints_topic_ready: false,
         })
     }
 
     fn client_error(&self, source: ClientError) -> GroupsError {
-        GroupsError::Client { flow: self.flow.name(), source }
+        GroupsError::Client { flow: self.flow.name(), source: Box::new(source) }
     }
 
     /// Every selected source group with its translated offsets; `only` limits it to one
@@ -230,10 +255,11 @@ impl GroupSync {
         Ok(views)
     }
 
-    /// One round: view, decide, commit.
+    /// One round: view, decide, commit, checkpoint.
     pub async fn round(&mut self) -> Result<RoundReport, GroupsError> {
         let views = self.view(None).await?;
         let mut report = RoundReport { groups: views.len(), ..RoundReport::default() };
+        report.checkpoints = self.write_checkpoints(&views).await?;
         for view in &views {
             if self.refused.contains(&view.group) {
                 continue;
@@ -254,6 +280,76 @@ impl GroupSync {
             self.remember(view);
         }
         Ok(report)
+    }
+
+    /// Writes a checkpoint for every translation that changed since the last one written.
+    /// Outside any transaction and never a tombstone: MM2's Java reader reads
+    /// read_uncommitted and fails on a null value.
+    async fn write_checkpoints(&mut self, views: &[GroupView]) -> Result<usize, GroupsError> {
+        let mut changed = Vec::new();
+        for view in views {
+            for p in &view.partitions {
+                let Some((topic, downstream)) = p.translated() else { continue };
+                let key = (view.group.clone(), topic.to_string(), p.partition);
+                if self.checkpointed.get(&key) == Some(&(p.source.offset, downstream)) {
+                    continue;
+                }
+                changed.push(Checkpoint {
+                    group: view.group.clone(),
+                    topic: topic.to_string(),
+                    partition: p.partition,
+                    upstream_offset: p.source.offset,
+                    downstream_offset: downstream,
+                    metadata: p.source.metadata.clone().unwrap_or_default(),
+                });
+            }
+        }
+        if changed.is_empty() {
+            return Ok(0);
+        }
+        let mut records = Vec::with_capacity(changed.len());
+        for checkpoint in &changed {
+            let record = checkpoint.encode().map_err(|source| GroupsError::Checkpoint {
+                flow: self.flow.name(),
+                group: checkpoint.group.clone(),
+                source,
+            })?;
+            records.push(record);
+        }
+        let topic = checkpoints_topic(&self.flow.source);
+        self.ensure_checkpoints_topic(&topic).await.map_err(|e| self.client_error(e))?;
+        let refs: Vec<KeyValueRef<'_>> =
+            records.iter().map(|(k, v)| (Some(k.as_slice()), Some(v.as_slice()))).collect();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let batch = build_batch(&refs, now);
+        if let Err(e) = self.target.produce(&topic, CHECKPOINTS_PARTITION, batch.into_bytes(), PRODUCE_TIMEOUT).await {
+            return Err(self.client_error(e));
+        }
+        for c in changed.iter() {
+            self.checkpointed
+                .insert((c.group.clone(), c.topic.clone(), c.partition), (c.upstream_offset, c.downstream_offset));
+        }
+        Ok(changed.len())
+    }
+
+    /// Creates the checkpoints topic as MM2 does (compacted, one partition) if missing.
+    async fn ensure_checkpoints_topic(&mut self, topic: &str) -> Result<(), ClientError> {
+        if self.checkpoints_topic_ready || self.target.topic(topic).await.is_ok() {
+            self.checkpoints_topic_ready = true;
+            return Ok(());
+        }
+        let new = NewTopic {
+            name: topic.to_string(),
+            partitions: 1,
+            replication_factor: self.flow.replication_factor,
+            configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+        };
+        match self.target.create_topics(&[new], false, PRODUCE_TIMEOUT).await?.remove(0).1 {
+            Err(ClientError::Topic { code, .. }) if code.0 == ResponseError::TopicAlreadyExists => {}
+            other => other?,
+        }
+        self.checkpoints_topic_ready = true;
+        Ok(())
     }
 
     /// The offsets of `view` the rules allow to commit now.

@@ -26,7 +26,7 @@ use crate::config::FlowConfig;
 use crate::protocol::error_code::ResponseError;
 use crate::protocol::records::{build_batch, KeyValueRef};
 use crate::replicate::engine::progress_group;
-use crate::replicate::state::{offset_map_topic, SourcePartition, StateReader};
+use crate::replicate::state::{offset_map_topic, read_progress, SourcePartition, StateReader};
 
 /// Group ids kferry uses itself: never synced.
 const OWN_GROUP_PREFIX: &str = "kferry.progress.";
@@ -417,14 +417,8 @@ impl GroupSync {
 
     /// The flow's replication progress: next source offset per source partition.
     async fn progress(&self) -> Result<Progress, ClientError> {
-        let committed = self.target.fetch_group_offsets(&progress_group(&self.flow)).await?;
-        Ok(committed
-            .into_iter()
-            .map(|((target_topic, partition), c)| {
-                let source_topic = c.metadata.filter(|m| !m.is_empty()).unwrap_or(target_topic);
-                ((source_topic, partition), c.offset)
-            })
-            .collect())
+        let progress = read_progress(&self.target, &progress_group(&self.flow)).await?;
+        Ok(progress.into_iter().map(|p| (p.source, p.next_offset)).collect())
     }
 }
 

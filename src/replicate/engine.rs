@@ -150,6 +150,8 @@ struct Outgoing {
     target_topic: String,
     batches: Vec<Forwarded>,
     next_offset: i64,
+    /// The source partition's high watermark in this fetch.
+    source_end: i64,
 }
 
 impl Replicator {
@@ -275,13 +277,10 @@ impl Replicator {
             state::load(&self.target, &self.state_topic).await?.into_iter().map(|(k, (_, m))| (k, m)).collect();
         self.producer = Some(producer);
         self.sequences.clear();
-        let committed = self.target.fetch_group_offsets(&self.progress_group).await?;
-        self.positions = committed
+        self.positions = state::read_progress(&self.target, &self.progress_group)
+            .await?
             .into_iter()
-            .map(|((target_topic, partition), c)| {
-                let source_topic = c.metadata.filter(|m| !m.is_empty()).unwrap_or(target_topic);
-                ((source_topic, partition), c.offset)
-            })
+            .map(|p| (p.source, p.next_offset))
             .collect();
         Ok(())
     }
@@ -430,6 +429,7 @@ impl Replicator {
                             source: key,
                             batches: selection.batches,
                             next_offset: selection.next_offset,
+                            source_end: data.high_watermark,
                         });
                     }
                     Err(error) => {
@@ -526,7 +526,8 @@ impl Replicator {
             .iter()
             .map(|o| {
                 let key = (o.target_topic.clone(), o.source.1);
-                (key, CommittedOffset { offset: o.next_offset, metadata: Some(o.source.0.clone()) })
+                let metadata = state::progress_metadata(&o.source.0, o.source_end);
+                (key, CommittedOffset { offset: o.next_offset, metadata: Some(metadata) })
             })
             .collect();
         if transactional {

@@ -16,6 +16,7 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod failover;
 pub mod groups;
 pub mod protocol;
 pub mod replicate;

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 a cluster or broker problem, 2 a configuration problem.
 
 mod check;
+mod failover;
 mod offsets;
 mod plan;
 mod run;
@@ -14,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::failover::failover::Mode;
 
 /// Replicates Kafka topics from one cluster to another (a MirrorMaker 2 replacement).
 #[derive(Debug, Parser)]
@@ -58,6 +60,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Fails a flow over to its target: waits until everything is replicated (--planned) or
+    /// takes what is there (--force), syncs group offsets, fences the flow and records the
+    /// failover point.
+    Failover {
+        /// The YAML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The flow, as `source->target`.
+        #[arg(long)]
+        flow: String,
+        /// The source is still up: wait until replication lag is zero.
+        #[arg(long, conflicts_with = "force", required_unless_present = "force")]
+        planned: bool,
+        /// The source is lost: fail over with what was replicated so far.
+        #[arg(long)]
+        force: bool,
+        /// Print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds a planned failover waits for replication to catch up.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Why a command failed, mapped to the exit code.
@@ -81,6 +109,11 @@ pub fn main() -> ExitCode {
             Command::Run { config } => run::run(&load(&config)?).await,
             Command::Check { config } => check::check(&load(&config)?).await,
             Command::Plan { config } => plan::plan(&load(&config)?).await,
+            Command::Failover { config, flow, planned, force: _, dry_run, timeout, json } => {
+                let mode = if planned { Mode::Planned } else { Mode::Force };
+                let timeout = std::time::Duration::from_secs(timeout);
+                failover::failover(&load(&config)?, &flow, mode, dry_run, timeout, json).await
+            }
             Command::Offsets { config, group, json } => offsets::offsets(&load(&config)?, group.as_deref(), json).await,
         }
     });

@@ -28,6 +28,7 @@ use crate::client::{
     GroupOffsets, Isolation, Messenger, OffsetSpec, PartitionFetch, ProduceBatch, ProduceOutcome, ProducerIdentity,
 };
 use crate::config::{Delivery, FlowConfig, StartPosition};
+use crate::failover::marker::{self, FlowState, MarkerError};
 use crate::protocol::error_code::{ErrorCode, ResponseError};
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, FindCoordinatorRequest, InitProducerIdRequest,
@@ -71,6 +72,13 @@ pub enum ReplicateError {
     Fenced { flow: String, target: String, transactional_id: String, reason: ClientError },
     #[error("flow {flow}: the target refuses kferry's producer: {reason}")]
     ProducerRefused { flow: String, reason: ClientError },
+    #[error(
+        "flow {flow}: failed over ({reason}, recorded in {topic} on {target}); it stays stopped so it cannot write to \
+         {target} again. Run `kferry failback` to bring data back and resume it"
+    )]
+    FailedOver { flow: String, target: String, topic: &'static str, reason: String },
+    #[error("flow {flow}: cannot read its failover record: {reason}")]
+    FailoverRecord { flow: String, reason: crate::failover::marker::MarkerError },
 }
 
 /// What went wrong in one cycle; everything but `Fatal` is retried after a reset.
@@ -262,6 +270,7 @@ impl Replicator {
     /// InitProducerId (fencing an earlier instance with the same transactional id) and
     /// positions from the committed progress.
     async fn start_producer(&mut self) -> Result<(), CycleError> {
+        self.check_not_failed_over().await?;
         if self.transactional() {
             self.check_transaction_apis().await?;
         }
@@ -283,6 +292,23 @@ impl Replicator {
             .map(|p| (p.source, p.next_offset))
             .collect();
         Ok(())
+    }
+
+    /// Refuses to write to a target the flow was failed over to: its records there now come
+    /// from the target's own producers.
+    async fn check_not_failed_over(&self) -> Result<(), CycleError> {
+        let fatal = |e| CycleError::Fatal(Box::new(e));
+        match marker::read(&self.target, &self.name()).await {
+            Ok(Some(record)) if record.state == FlowState::FailedOver => Err(fatal(ReplicateError::FailedOver {
+                flow: self.name(),
+                target: self.flow.target.clone(),
+                topic: marker::FAILOVER_TOPIC,
+                reason: record.reason,
+            })),
+            Ok(_) => Ok(()),
+            Err(MarkerError::Client(e)) => Err(CycleError::Retry(e)),
+            Err(reason) => Err(fatal(ReplicateError::FailoverRecord { flow: self.name(), reason })),
+        }
     }
 
     /// Refuses, before anything is produced, a target that lacks one of the transaction

@@ -205,8 +205,8 @@ async fn read_records(
         let selection = forward::select(fetched.records, offset, &fetched.aborted_transactions)
             .map_err(|e| malformed(e.to_string()))?;
         for forwarded in &selection.batches {
-            let records =
-                uncompressed_key_values(&forwarded.batch).map_err(|e| malformed(format!("well-formed records ({e})")))?;
+            let records = uncompressed_key_values(&forwarded.batch)
+                .map_err(|e| malformed(format!("well-formed records ({e})")))?;
             for record in records {
                 if let (Some(key), Some(value)) = (record.key, record.value) {
                     on_record(&key, &value);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::check::{close_all, connect_all};
 use super::Failure;
 use crate::config::{Config, FlowConfig};
-use crate::failover::failover::{self, Mode};
+use crate::recovery::failover::{self, Mode};
 
 pub(super) async fn failover(
     config: &Config,

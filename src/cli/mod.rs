@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 a cluster or broker problem, 2 a configuration problem.
 
 mod check;
+mod failback;
 mod failover;
 mod offsets;
 mod plan;
@@ -15,7 +16,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
-use crate::failover::failover::Mode;
+use crate::recovery::failback::FailbackMode;
+use crate::recovery::failover::Mode;
 
 /// Replicates Kafka topics from one cluster to another (a MirrorMaker 2 replacement).
 #[derive(Debug, Parser)]
@@ -86,6 +88,42 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// After a failover, brings the data written on the target back to the source through
+    /// the reverse flow (--mode reset|incremental, then runs it), or switches back once it
+    /// has caught up (--complete).
+    Failback {
+        /// The YAML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The flow that was failed over, as `source->target`.
+        #[arg(long)]
+        flow: String,
+        /// reset: delete the old source's records and copy everything back; incremental:
+        /// copy back only what was written after the failover point.
+        #[arg(long, value_enum, conflicts_with = "complete", required_unless_present = "complete")]
+        mode: Option<FailbackModeArg>,
+        /// Wait for the reverse flow to catch up, fence it, and resume the forward flow.
+        #[arg(long)]
+        complete: bool,
+        /// Print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds --complete waits for the reverse flow to catch up.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Where incremental failback writes the divergent records.
+        #[arg(long, default_value = ".")]
+        export_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum FailbackModeArg {
+    Reset,
+    Incremental,
 }
 
 /// Why a command failed, mapped to the exit code.
@@ -113,6 +151,16 @@ pub fn main() -> ExitCode {
                 let mode = if planned { Mode::Planned } else { Mode::Force };
                 let timeout = std::time::Duration::from_secs(timeout);
                 failover::failover(&load(&config)?, &flow, mode, dry_run, timeout, json).await
+            }
+            Command::Failback { config, flow, mode, complete: _, dry_run, timeout, json, export_dir } => {
+                let mode = mode.map(|m| match m {
+                    FailbackModeArg::Reset => FailbackMode::Reset,
+                    FailbackModeArg::Incremental => FailbackMode::Incremental,
+                });
+                let timeout = std::time::Duration::from_secs(timeout);
+                let args =
+                    failback::FailbackArgs { flow: &flow, mode, dry_run, timeout, json, export_dir: &export_dir };
+                failback::failback(&load(&config)?, args).await
             }
             Command::Offsets { config, group, json } => offsets::offsets(&load(&config)?, group.as_deref(), json).await,
         }

@@ -65,7 +65,7 @@ pub(super) async fn run(config: &Config) -> Result<(), Failure> {
     }
 }
 
-async fn wait_for_signal() {
+pub(super) async fn wait_for_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut sigterm) => {
@@ -85,7 +85,7 @@ async fn wait_for_signal() {
 
 /// One flow: connect (retrying), then topic sync and replication side by side. Returns
 /// whether the flow ended without a fatal error.
-async fn run_flow(
+pub(super) async fn run_flow(
     flow: FlowConfig,
     source: Vec<String>,
     target: Vec<String>,

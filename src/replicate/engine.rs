@@ -28,8 +28,8 @@ use crate::client::{
     GroupOffsets, Isolation, Messenger, OffsetSpec, PartitionFetch, ProduceBatch, ProduceOutcome, ProducerIdentity,
 };
 use crate::config::{Delivery, FlowConfig, StartPosition};
-use crate::failover::marker::{self, FlowState, MarkerError};
 use crate::protocol::error_code::{ErrorCode, ResponseError};
+use crate::recovery::marker::{self, FlowState, MarkerError};
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, FindCoordinatorRequest, InitProducerIdRequest,
     TxnOffsetCommitRequest,
@@ -78,7 +78,7 @@ pub enum ReplicateError {
     )]
     FailedOver { flow: String, target: String, topic: &'static str, reason: String },
     #[error("flow {flow}: cannot read its failover record: {reason}")]
-    FailoverRecord { flow: String, reason: crate::failover::marker::MarkerError },
+    FailoverRecord { flow: String, reason: crate::recovery::marker::MarkerError },
 }
 
 /// What went wrong in one cycle; everything but `Fatal` is retried after a reset.

@@ -3,7 +3,6 @@
 //! `__kferry.failover` (key: the flow's name, value: JSON), so it survives every kferry
 //! process and fences flows that are restarted by mistake.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -93,19 +92,6 @@ pub async fn write(target: &Cluster, record: &FailoverRecord) -> Result<(), Mark
     let batch = build_batch(&records, now_ms());
     target.produce(FAILOVER_TOPIC, 0, batch.into_bytes(), Duration::from_secs(30)).await?;
     Ok(())
-}
-
-/// The flows of `target` whose record says they are failed over.
-pub async fn failed_over_flows(target: &Cluster) -> Result<BTreeMap<String, FailoverRecord>, MarkerError> {
-    let mut flows = BTreeMap::new();
-    for (key, value) in latest_values(target, FAILOVER_TOPIC).await? {
-        if let Ok(record) = serde_json::from_slice::<FailoverRecord>(&value) {
-            if record.state == FlowState::FailedOver {
-                flows.insert(String::from_utf8_lossy(&key).into_owned(), record);
-            }
-        }
-    }
-    Ok(flows)
 }
 
 pub fn now_ms() -> i64 {

@@ -402,6 +402,57 @@ impl Drop for Kferry {
     }
 }
 
+/// A single-node Kafka cluster of one test's own (started with scripts/kafka/cluster.sh),
+/// for tests that kill or restart a broker, which the shared clusters must never see.
+/// Stopped, its data removed, when dropped, also when the test fails.
+pub struct OwnCluster {
+    name: String,
+    pub bootstrap: String,
+}
+
+fn cluster_script() -> PathBuf {
+    crate_dir().join("../scripts/kafka/cluster.sh")
+}
+
+async fn cluster_command(args: &[&str]) {
+    let output = tokio::process::Command::new(cluster_script())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("cluster.sh runs");
+    assert!(output.status.success(), "cluster.sh {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+}
+
+impl OwnCluster {
+    /// Starts cluster `name` on 127.0.0.1:`port` (and `port + 1` for its controller) with
+    /// the Kafka version of the test clusters.
+    pub async fn start(name: &str, port: u16) -> Self {
+        let name = format!("{name}-{}", std::process::id());
+        cluster_command(&["start", &name, &port.to_string(), &kafka_version()]).await;
+        Self { name, bootstrap: format!("127.0.0.1:{port}") }
+    }
+
+    /// Kills the broker with SIGKILL, as a machine loss would.
+    pub async fn kill(&self) {
+        let run_dir = std::env::var("KFERRY_RUN_DIR").unwrap_or_else(|_| "/tmp/kferry-kafka".into());
+        let pid = std::fs::read_to_string(PathBuf::from(run_dir).join(&self.name).join("pid")).expect("broker pid");
+        let status = std::process::Command::new("kill").args(["-KILL", pid.trim()]).status().expect("kill runs");
+        assert!(status.success(), "broker {} not killed", self.name);
+    }
+
+    /// Starts the broker again on its data.
+    pub async fn restart(&self) {
+        cluster_command(&["restart", &self.name]).await;
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(cluster_script()).args(["stop", &self.name]).status();
+    }
+}
+
 /// A cluster alias unique to this test run (letters and digits).
 pub fn alias(prefix: &str) -> String {
     unique_name(prefix).replace('-', "")

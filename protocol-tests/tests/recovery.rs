@@ -158,3 +158,161 @@ async fn planned_failover_then_reset_failback_returns_the_pair_without_duplicate
     let (code, _, stderr) = kferry.stop().await;
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+/// Port of the source cluster the disaster test starts and kills (its controller uses the
+/// next one); outside every range scripts/test and the benchmarks use.
+const DISASTER_SOURCE_PORT: u16 = 19692;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disaster_failover_then_incremental_failback_keeps_every_record_once() {
+    let source = protocol_tests::OwnCluster::start("drsource", DISASTER_SOURCE_PORT).await;
+    let (p, s) = (alias("p"), alias("s"));
+    let flow = format!("{p}->{s}");
+    let topic = unique_name("dr-disaster");
+    let groups = unique_name("dr-groups");
+    let (moved, drained) = (format!("{groups}-moved"), format!("{groups}-drained"));
+    let config = format!(
+        "clusters:\n  {p}: {{ bootstrap_servers: [\"{}\"] }}\n  {s}: {{ bootstrap_servers: [\"{}\"] }}\n\
+         flows:\n  - source: {p}\n    target: {s}\n    topics: [\"{topic}\"]\n    groups: [\"{groups}.*\"]\n    \
+         refresh_topics_interval_seconds: 1\n    sync_group_offsets_interval_seconds: 1\n    buffer_bytes: 1048576\n",
+        source.bootstrap,
+        secondary()
+    );
+    create_topic(&source.bootstrap, &topic, 2, &[]).await;
+    produce(&source.bootstrap, &topic, 2_000, "lz4", &[]).await;
+    let kferry = Kferry::start("run", &config);
+    let before = consume(&source.bootstrap, &topic, "read_committed", 0).await;
+    wait_for_content(&secondary(), &topic, &content(&before), "the first records on the secondary").await;
+    group_consume(&source.bootstrap, &topic, &moved, "100", &[]).await;
+    eventually("the group's offsets on the secondary", Duration::from_secs(30), || async {
+        let offsets = protocol_tests::describe_group(&secondary(), &moved).await.offsets;
+        (offsets.len() == 2).then_some(())
+    })
+    .await;
+
+    // The disaster: the source broker dies in the middle of replicating a backlog. kferry
+    // (restarted with a backlog waiting and a small buffer, so it takes many cycles) has
+    // seen the source's end but not copied everything when the broker is killed.
+    kferry.kill().await;
+    produce(&source.bootstrap, &topic, 200_000, "lz4", &["--base-timestamp", "1500000000000"]).await;
+    let kferry = Kferry::start("run", &config);
+    let target = protocol_tests::connect("secondary", &secondary()).await;
+    let progress_group = format!("kferry.progress.{p}.{s}");
+    eventually("kferry behind a source end it has seen", Duration::from_secs(60), || async {
+        let progress = kferry::replicate::state::read_progress(&target, &progress_group).await.ok()?;
+        progress.iter().any(|p| p.source_end.is_some_and(|end| end > p.next_offset + 1_000)).then_some(())
+    })
+    .await;
+    source.kill().await;
+    let failover = kferry_json("failover", &["--flow", &flow, "--force", "--json"], &config).await;
+    kferry.kill().await;
+    assert_eq!(failover["source_reachable"], false);
+    let on_secondary = by_partition(&consume(&secondary(), &topic, "read_committed", 0).await);
+    let mut points = BTreeMap::new();
+    for point in failover["partitions"].as_array().unwrap() {
+        let partition = point["partition"].as_i64().unwrap() as i32;
+        let (replicated_to, source_end) =
+            (point["replicated_to"].as_i64().unwrap(), point["source_end"].as_i64().unwrap());
+        assert!(source_end >= replicated_to, "{point}");
+        assert_eq!(point["not_replicated"].as_i64(), Some(source_end - replicated_to), "{point}");
+        // Nothing is compacted or transactional here: source offsets count records.
+        assert_eq!(
+            on_secondary[&partition].len() as i64,
+            replicated_to,
+            "{point}: the secondary holds what was replicated"
+        );
+        points.insert(partition, (replicated_to, source_end));
+    }
+    let at_risk: i64 = points.values().map(|(to, end)| end - to).sum();
+    assert!(at_risk > 1_000, "the failover reports the source offsets it knows were not replicated: {failover}");
+
+    // Life goes on on the secondary: producers write there, groups read there.
+    produce(&secondary(), &topic, 100, "zstd", &["--base-timestamp", "1600000000000"]).await;
+    group_consume(&secondary(), &topic, &moved, "10", &[]).await;
+    let pre_failover: Vec<String> = on_secondary.iter().map(|(p, r)| format!("{p}={}", r.len())).collect();
+    group_consume(&secondary(), &topic, &drained, &pre_failover.join(","), &[]).await;
+    let after_failover = by_partition(&consume(&secondary(), &topic, "read_committed", 0).await);
+
+    // The old primary comes back with records the secondary never got (the divergent tail).
+    source.restart().await;
+    let old_primary = by_partition(&consume(&source.bootstrap, &topic, "read_committed", 0).await);
+    for (partition, (replicated_to, source_end)) in &points {
+        let old = &old_primary[partition];
+        assert!(old.len() as i64 >= *source_end, "partition {partition}: the last seen end is not beyond the log");
+        let replicated: Vec<_> = old[..*replicated_to as usize].to_vec();
+        assert_eq!(content(&replicated), content(&on_secondary[partition]), "partition {partition}");
+    }
+
+    let dir = std::env::temp_dir().join(unique_name("dr-export"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let export = ["--export-dir", dir.to_str().unwrap()];
+    let mut args = vec!["--flow", flow.as_str(), "--mode", "incremental", "--json"];
+    args.extend(export);
+    let plan = kferry_json("failback", &[args.clone(), vec!["--dry-run"]].concat(), &config).await;
+    let runner = Kferry::start_with("failback", &args, &config);
+    // The primary gets the records written on the secondary after the failover point,
+    // after everything it already had.
+    let mut expected = Content::new();
+    for (partition, old) in &old_primary {
+        let written_on_secondary = &after_failover[partition][on_secondary[partition].len()..];
+        expected.insert(*partition, content(old).remove(partition).unwrap());
+        expected
+            .get_mut(partition)
+            .unwrap()
+            .extend(content(written_on_secondary).remove(partition).unwrap_or_default());
+    }
+    wait_for_content(&source.bootstrap, &topic, &expected, "the secondary's new records on the primary").await;
+    kferry_json("failback", &["--flow", &flow, "--complete", "--json"], &config).await;
+    let (code, stdout, stderr) =
+        tokio::time::timeout(Duration::from_secs(60), runner.stop()).await.expect("runner ends");
+    assert_eq!(code, Some(0), "{stderr}");
+    let acted: Value = serde_json::Deserializer::from_str(&stdout).into_iter().next().unwrap().unwrap();
+    assert_eq!(acted["partitions"], plan["partitions"], "the dry run lists what the real run then does");
+
+    // The divergent tail went to the export file, record for record.
+    let exported: Vec<Value> = std::fs::read_to_string(acted["export"].as_str().expect("an export file"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let divergent: usize = points.iter().map(|(p, (to, _))| old_primary[p].len() - *to as usize).sum();
+    assert_eq!(exported.len(), divergent);
+    for line in &exported {
+        let (partition, offset) = (line["partition"].as_i64().unwrap() as i32, line["offset"].as_i64().unwrap());
+        let record = old_primary[&partition].iter().find(|r| r.offset == offset).expect("exported record exists");
+        let key: Option<Vec<u8>> = serde_json::from_value(line["key"].clone()).unwrap();
+        let value: Option<Vec<u8>> = serde_json::from_value(line["value"].clone()).unwrap();
+        assert_eq!(
+            (key, value, line["timestamp"].as_i64().unwrap()),
+            (record.key.clone(), record.value.clone(), record.timestamp)
+        );
+    }
+
+    // Groups that moved continue on the primary at the next record, never in the tail.
+    let primary_now = by_partition(&consume(&source.bootstrap, &topic, "read_committed", 0).await);
+    let first = first_records(&source.bootstrap, &topic, &moved).await;
+    for (partition, record) in &first {
+        assert!(same_record(record, &after_failover[partition][110]), "{moved} partition {partition}: {record:?}");
+    }
+    let first = first_records(&source.bootstrap, &topic, &drained).await;
+    for (partition, record) in &first {
+        let first_written_on_secondary = &after_failover[partition][on_secondary[partition].len()];
+        assert!(same_record(record, first_written_on_secondary), "{drained} partition {partition}: {record:?}");
+        assert!(record.offset >= old_primary[partition].last().unwrap().offset, "never in the divergent tail");
+    }
+    assert_eq!(content(&primary_now.values().flatten().cloned().collect::<Vec<_>>()), expected);
+
+    // The forward flow runs again: new records only, the tail never reaches the secondary.
+    let kferry = Kferry::start("run", &config);
+    produce(&source.bootstrap, &topic, 40, "gzip", &["--base-timestamp", "1700000000000"]).await;
+    let mut expected_secondary = content(&after_failover.values().flatten().cloned().collect::<Vec<_>>());
+    let all_now = by_partition(&consume(&source.bootstrap, &topic, "read_committed", 0).await);
+    for (partition, records) in &all_now {
+        let new = &records[primary_now[partition].len()..];
+        expected_secondary.get_mut(partition).unwrap().extend(content(new).remove(partition).unwrap_or_default());
+    }
+    wait_for_content(&secondary(), &topic, &expected_secondary, "the forward flow copying only new records").await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

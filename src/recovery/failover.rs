@@ -116,14 +116,13 @@ pub async fn failover_point(
             ),
             None => p.source_end,
         };
-        points.push(PartitionPoint {
-            source_topic,
-            partition,
-            target_topic: p.target_topic,
-            replicated_to: p.next_offset,
+        points.push(PartitionPoint::new(
+            (source_topic, partition),
+            p.target_topic,
+            p.next_offset,
             source_end,
             target_end,
-        });
+        ));
     }
     Ok(points)
 }

@@ -37,12 +37,26 @@ pub struct PartitionPoint {
     pub source_end: Option<i64>,
     /// The target partition's end offset.
     pub target_end: i64,
+    /// Source offsets not on the target (`source_end - replicated_to`): the data at risk
+    /// of a forced failover.
+    pub not_replicated: Option<i64>,
 }
 
 impl PartitionPoint {
-    /// Source offsets not on the target: the data at risk of a forced failover.
+    pub fn new(
+        source: (String, i32),
+        target_topic: String,
+        replicated_to: i64,
+        source_end: Option<i64>,
+        target_end: i64,
+    ) -> Self {
+        let not_replicated = source_end.map(|end| (end - replicated_to).max(0));
+        let (source_topic, partition) = source;
+        Self { source_topic, partition, target_topic, replicated_to, source_end, target_end, not_replicated }
+    }
+
     pub fn not_replicated(&self) -> Option<i64> {
-        self.source_end.map(|end| (end - self.replicated_to).max(0))
+        self.not_replicated
     }
 }
 

@@ -316,3 +316,55 @@ async fn disaster_failover_then_incremental_failback_keeps_every_record_once() {
     assert_eq!(code, Some(0), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_name_the_problem() {
+    let (p, s) = (alias("p"), alias("s"));
+    let flow = format!("{p}->{s}");
+    let topic = unique_name("dr-refusals");
+    let with_target = |target: &str, keys: &str| {
+        format!(
+            "clusters:\n  {p}: {{ bootstrap_servers: [\"{}\"] }}\n  {s}: {{ bootstrap_servers: [\"{target}\"] }}\n\
+             flows:\n  - source: {p}\n    target: {s}\n    topics: [\"{topic}\"]\n{keys}",
+            primary()
+        )
+    };
+    let config = with_target(&secondary(), "");
+    let cases = [
+        (
+            "failover",
+            vec!["--flow", flow.as_str(), "--planned"],
+            with_target("127.0.0.1:1", ""),
+            1,
+            format!("failover refused: the flow's target cluster {s} is unreachable"),
+        ),
+        ("failover", vec!["--flow", flow.as_str(), "--force"], config.clone(), 1, "nothing replicated yet".into()),
+        ("failover", vec!["--flow", "nowhere->else", "--force"], config.clone(), 2, "no such flow".into()),
+        (
+            "failback",
+            vec!["--flow", flow.as_str(), "--mode", "reset"],
+            config.clone(),
+            1,
+            format!("flow {flow}: failback refused: the flow is not failed over"),
+        ),
+        (
+            "failback",
+            vec!["--flow", flow.as_str(), "--mode", "incremental"],
+            with_target(&secondary(), "    policy: prefix\n"),
+            1,
+            "this flow uses the prefix policy".into(),
+        ),
+        (
+            "failback",
+            vec!["--flow", flow.as_str(), "--complete"],
+            config.clone(),
+            1,
+            format!("no failback in progress (the reverse flow {s}->{p} has no active record on {p})"),
+        ),
+    ];
+    for (command, args, config, expected_code, message) in cases {
+        let (code, stdout, stderr) = Kferry::run_to_end_with(command, &args, &config).await;
+        assert_eq!(code, Some(expected_code), "kferry {command} {args:?}:\n{stderr}\n{stdout}");
+        assert!(stderr.contains(&message), "kferry {command} {args:?} must say \"{message}\":\n{stderr}");
+    }
+}

@@ -60,7 +60,7 @@ async fn start(
     primary: &Arc<Cluster>,
     secondary: &Arc<Cluster>,
 ) -> bool {
-    let planned = match failback::check_preconditions(flow, &config.flows, secondary).await {
+    let planned = match failback::check_preconditions(flow, secondary).await {
         Ok(failover) => failback::plan(flow, mode, &failover, primary, secondary, args.export_dir).await,
         Err(e) => Err(e),
     };

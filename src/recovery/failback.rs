@@ -60,8 +60,6 @@ pub enum FailbackError {
          be running and the reverse flow would copy its data straight back (a cycle). Run `kferry failover` first"
     )]
     NotFailedOver { flow: String, target: String },
-    #[error("flow {flow}: failback refused: flow {other} in the configuration also copies {target} to {source_alias} with identity names, which with the reverse flow forms a cycle; remove it first")]
-    Cycle { flow: String, other: String, source_alias: String, target: String },
     #[error("flow {flow}: no failback in progress (the reverse flow {reverse} has no active record on {source_alias}): run `kferry failback --mode reset|incremental` first")]
     NotFailingBack { flow: String, reverse: String, source_alias: String },
     #[error("flow {flow}: the reverse flow still lags by {lag} offsets after {waited:?}; stop producers on {target} and keep `kferry failback` running, then try again (or raise --timeout)")]
@@ -151,27 +149,13 @@ fn marker_error(flow: &FlowConfig) -> impl Fn(MarkerError) -> FailbackError + '_
     move |source| FailbackError::Marker { flow: flow.name(), source }
 }
 
-/// The checks before a failback starts: identity names, the flow failed over (so fenced),
-/// and no other flow of the configuration that would form a cycle with the reverse flow.
-/// Returns the failover record.
-pub async fn check_preconditions(
-    flow: &FlowConfig,
-    all_flows: &[FlowConfig],
-    secondary: &Cluster,
-) -> Result<FailoverRecord, FailbackError> {
+/// The checks before a failback starts: identity names, and the flow failed over (so
+/// fenced: the reverse flow with identity names would otherwise form a cycle with it; a
+/// configured identity flow back is refused by config validation already). Returns the
+/// failover record.
+pub async fn check_preconditions(flow: &FlowConfig, secondary: &Cluster) -> Result<FailoverRecord, FailbackError> {
     if flow.policy != ReplicationPolicy::Identity {
         return Err(FailbackError::NotIdentity { flow: flow.name(), policy: flow.policy });
-    }
-    if let Some(other) = all_flows
-        .iter()
-        .find(|f| f.source == flow.target && f.target == flow.source && f.policy == ReplicationPolicy::Identity)
-    {
-        return Err(FailbackError::Cycle {
-            flow: flow.name(),
-            other: other.name(),
-            source_alias: flow.source.clone(),
-            target: flow.target.clone(),
-        });
     }
     match marker::read(secondary, &flow.name()).await.map_err(marker_error(flow))? {
         Some(record) if record.state == FlowState::FailedOver => Ok(record),

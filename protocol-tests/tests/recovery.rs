@@ -105,6 +105,9 @@ async fn planned_failover_then_reset_failback_returns_the_pair_without_duplicate
     let (code, _, stderr) = Kferry::run_to_end("run", &config).await;
     assert_eq!(code, Some(1), "a failed-over flow must not run again:\n{stderr}");
     assert!(stderr.contains("failed over"), "{stderr}");
+    let (code, _, stderr) = Kferry::run_to_end_with("failover", &["--flow", &flow, "--force"], &config).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("flow {flow}: already failed over (planned)")), "{stderr}");
 
     // The group resumes on the secondary at exactly the next record.
     let source = by_partition(&on_primary);
@@ -124,13 +127,27 @@ async fn planned_failover_then_reset_failback_returns_the_pair_without_duplicate
     // Failback, reset mode: the primary's copy is deleted and everything comes back once.
     let plan = kferry_json("failback", &["--flow", &flow, "--mode", "reset", "--dry-run", "--json"], &config).await;
     let runner = Kferry::start_with("failback", &["--flow", &flow, "--mode", "reset", "--json"], &config);
+    // The failback process dies once the reverse flow has started; run again, it resumes
+    // the reverse flow without deleting or copying anything a second time.
+    eventually("the reverse flow copying", Duration::from_secs(60), || async {
+        (!consume(&primary(), &topic, "read_committed", 0).await.is_empty()).then_some(())
+    })
+    .await;
+    let (_, first_stdout, _) = tokio::time::timeout(Duration::from_secs(30), async {
+        let pid = runner.pid().unwrap().to_string();
+        let _ = std::process::Command::new("kill").args(["-KILL", &pid]).status();
+        runner.stop().await
+    })
+    .await
+    .expect("the first failback process ends");
+    let runner = Kferry::start_with("failback", &["--flow", &flow, "--mode", "reset", "--json"], &config);
     wait_for_content(&primary(), &topic, &content(&on_secondary), "the secondary's records back on the primary").await;
     let complete = kferry_json("failback", &["--flow", &flow, "--complete", "--json"], &config).await;
-    let (code, stdout, stderr) =
-        tokio::time::timeout(Duration::from_secs(60), runner.stop()).await.expect("runner ends");
+    let (code, _, stderr) = tokio::time::timeout(Duration::from_secs(60), runner.stop()).await.expect("runner ends");
     assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("in progress (failback reset): resuming the reverse flow"), "{stderr}");
     assert!(stderr.contains("fenced by `failback --complete`"), "{stderr}");
-    let acted: Value = serde_json::Deserializer::from_str(&stdout).into_iter().next().unwrap().unwrap();
+    let acted: Value = serde_json::Deserializer::from_str(&first_stdout).into_iter().next().unwrap().unwrap();
     assert_eq!(acted["partitions"], plan["partitions"], "the dry run lists what the real run then does");
     assert_eq!(acted["groups"], plan["groups"]);
     for partition in complete["lag"].as_array().unwrap() {

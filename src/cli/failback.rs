@@ -60,11 +60,26 @@ async fn start(
     primary: &Arc<Cluster>,
     secondary: &Arc<Cluster>,
 ) -> bool {
-    let planned = match failback::check_preconditions(flow, secondary).await {
-        Ok(failover) => failback::plan(flow, mode, &failover, primary, secondary, args.export_dir).await,
-        Err(e) => Err(e),
+    let failover = match failback::check_preconditions(flow, secondary).await {
+        Ok(failover) => failover,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return false;
+        }
     };
-    let plan = match planned {
+    let reverse = failback::reverse_flow(flow);
+    if let Ok(Some(record)) = marker::read(primary, &reverse.name()).await {
+        if record.state == FlowState::Active && !args.dry_run {
+            eprintln!(
+                "failback of flow {} in progress ({}): resuming the reverse flow {}; nothing is deleted or copied twice",
+                flow.name(),
+                record.reason,
+                reverse.name()
+            );
+            return run_reverse_flow(config, &reverse, primary).await;
+        }
+    }
+    let plan = match failback::plan(flow, mode, &failover, primary, secondary, args.export_dir).await {
         Ok(plan) => plan,
         Err(e) => {
             eprintln!("error: {e}");
@@ -83,7 +98,6 @@ async fn start(
         eprintln!("error: {e}");
         return false;
     }
-    let reverse = failback::reverse_flow(flow);
     eprintln!(
         "reverse flow {} running; once producers on {} stop and it has caught up, run `kferry failback --flow {} --complete`",
         reverse.name(),

@@ -60,6 +60,12 @@ pub enum FailbackError {
          be running and the reverse flow would copy its data straight back (a cycle). Run `kferry failover` first"
     )]
     NotFailedOver { flow: String, target: String },
+    #[error(
+        "flow {flow}: reset failback refused: Kafka does not delete records of compact-only topics ({topics}) with \
+         DeleteRecords, so their old records would stay beside the copies; use --mode incremental, or add \
+         `delete` to their cleanup.policy on {source_alias} first"
+    )]
+    ResetOnCompacted { flow: String, topics: String, source_alias: String },
     #[error("flow {flow}: no failback in progress (the reverse flow {reverse} has no active record on {source_alias}): run `kferry failback --mode reset|incremental` first")]
     NotFailingBack { flow: String, reverse: String, source_alias: String },
     #[error("flow {flow}: the reverse flow still lags by {lag} offsets after {waited:?}; stop producers on {target} and keep `kferry failback` running, then try again (or raise --timeout)")]
@@ -136,6 +142,7 @@ pub fn reverse_flow(flow: &FlowConfig) -> FlowConfig {
         buffer_bytes: flow.buffer_bytes,
         groups: flow.groups.clone(),
         groups_exclude: flow.groups_exclude.clone(),
+        sync_group_offsets: flow.sync_group_offsets,
         sync_group_offsets_interval_seconds: flow.sync_group_offsets_interval_seconds,
         ..FlowConfig::between(&flow.target, &flow.source)
     }
@@ -173,6 +180,9 @@ pub async fn plan(
     secondary: &Arc<Cluster>,
     export_dir: &Path,
 ) -> Result<FailbackPlan, FailbackError> {
+    if mode == FailbackMode::Reset {
+        refuse_compact_only_topics(flow, failover, primary).await?;
+    }
     let mut partitions = Vec::new();
     for point in &failover.partitions {
         let (topic, partition) = (point.target_topic.clone(), point.partition);
@@ -216,6 +226,32 @@ pub async fn plan(
         .then(|| export_dir.join(format!("kferry-divergent-{}-{}.jsonl", flow.source, failover.at_ms)));
     let groups = secondary_groups(flow, primary, secondary).await?;
     Ok(FailbackPlan { flow: flow.name(), reverse_flow: reverse_flow(flow).name(), mode, partitions, groups, export })
+}
+
+/// Reset deletes records, which Kafka refuses for compact-only topics: checked for every
+/// topic before anything is deleted.
+async fn refuse_compact_only_topics(
+    flow: &FlowConfig,
+    failover: &FailoverRecord,
+    primary: &Cluster,
+) -> Result<(), FailbackError> {
+    let mut topics: Vec<String> = failover.partitions.iter().map(|p| p.source_topic.clone()).collect();
+    topics.dedup();
+    let mut compacted = Vec::new();
+    for (topic, configs) in primary.describe_topics_configs(&topics).await.map_err(client(flow))? {
+        let policy = configs.map_err(client(flow))?.get("cleanup.policy").and_then(|c| c.value.clone());
+        if policy.is_some_and(|p| !p.split(',').any(|part| part.trim() == "delete")) {
+            compacted.push(topic);
+        }
+    }
+    if compacted.is_empty() {
+        return Ok(());
+    }
+    Err(FailbackError::ResetOnCompacted {
+        flow: flow.name(),
+        topics: compacted.join(", "),
+        source_alias: flow.source.clone(),
+    })
 }
 
 /// The groups' committed offsets on the secondary for the replicated topics.
@@ -567,7 +603,7 @@ impl fmt::Display for FailbackPlan {
         }
         write_table(f, &rows)?;
         if let Some(path) = &self.export {
-            writeln!(f, "  divergent records exported to {}", path.display())?;
+            writeln!(f, "  divergent records go to {} (written when the failback runs)", path.display())?;
         }
         writeln!(f, "  groups on the secondary (carried to the primary as the data arrives):")?;
         let mut rows = vec![["GROUP".to_string(), "TOPIC".into(), "PARTITION".into(), "OFFSET".into()]];

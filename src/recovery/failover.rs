@@ -40,6 +40,11 @@ impl fmt::Display for Mode {
 pub enum FailoverError {
     #[error("flow {flow}: a planned failover needs the source cluster {source_alias}, which is unreachable ({reason}); if it is lost, use --force")]
     SourceUnreachable { flow: String, source_alias: String, reason: String },
+    #[error(
+        "flow {flow}: already failed over ({reason}); a second failover would record the records written on {target} \
+         since then as replicated. Run `kferry failback` to bring them back first"
+    )]
+    AlreadyFailedOver { flow: String, target: String, reason: String },
     #[error("flow {flow}: nothing replicated yet (no progress on {target}): there is no failover point")]
     NoProgress { flow: String, target: String },
     #[error(
@@ -188,6 +193,13 @@ pub async fn execute(
     target: &Arc<Cluster>,
     timeout: Duration,
 ) -> Result<FailoverPlan, FailoverError> {
+    let marker_error = |source| FailoverError::Marker { flow: flow.name(), source };
+    if let Some(record) = marker::read(target, &flow.name()).await.map_err(marker_error)? {
+        if record.state == FlowState::FailedOver {
+            let (flow, target, reason) = (flow.name(), flow.target.clone(), record.reason);
+            return Err(FailoverError::AlreadyFailedOver { flow, target, reason });
+        }
+    }
     if mode == Mode::Planned {
         let Some(source) = source else {
             let reason = "not connected".to_string();
@@ -216,7 +228,7 @@ pub async fn execute(
         source_reachable: source.is_some(),
         partitions: plan.partitions.clone(),
     };
-    marker::write(target, &record).await.map_err(|source| FailoverError::Marker { flow: flow.name(), source })?;
+    marker::write(target, &record).await.map_err(marker_error)?;
     Ok(plan)
 }
 

@@ -284,3 +284,49 @@ async fn mm2_tooling_reads_from_kferrys_checkpoints_what_kferry_offsets_prints()
     let (code, _, stderr) = kferry.stop().await;
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_group_reset_while_kferry_was_down_moves_the_target_group_back() {
+    let topic = unique_name("groups-reset");
+    let group = unique_name("group");
+    create_topic(&primary(), &topic, 2, &[]).await;
+    produce(&primary(), &topic, 200, "none", &[]).await;
+    group_consume(&primary(), &topic, &group, "60", &[]).await;
+    let config = flow_config(&topic, &group, 1);
+    let kferry = Kferry::start("run", &config);
+    let target = by_partition(&wait_until_replicated(&topic, 200).await);
+    let source = by_partition(&consume(&primary(), &topic, "read_committed", 0).await);
+    let expected = |index: usize| -> BTreeMap<String, i64> {
+        (0..2)
+            .map(|p| {
+                (format!("{topic}/{p}"), expected_target_offset(&source[&p], &target[&p], source[&p][index].offset))
+            })
+            .collect()
+    };
+    let synced = wait_for_target_offsets(&topic, &group, 2).await;
+    assert_eq!(synced, expected(60));
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    // The operator rewinds the group on the source while kferry is down.
+    let rewind: Vec<String> = (0..2).map(|p| format!("{p}={}", source[&p][25].offset)).collect();
+    protocol_tests::verify_json(&[
+        "reset-group",
+        "--bootstrap",
+        &primary(),
+        "--group",
+        &group,
+        "--topic",
+        &topic,
+        "--offset",
+        &rewind.join(","),
+    ])
+    .await;
+    let kferry = Kferry::start("run", &config);
+    eventually("the target group moved back", Duration::from_secs(30), || async {
+        (describe_group(&secondary(), &group).await.offsets == expected(25)).then_some(())
+    })
+    .await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("source group moved backwards (reset)"), "the rewind is logged:\n{stderr}");
+}

@@ -32,6 +32,9 @@ Consumer groups (a subscribed consumer: joins the group, as applications do):
       Exit 0 when every partition gave its N records (or reached its end), 2 on timeout.
   describe-group --bootstrap B --group G
       prints {"group", "state", "members", "offsets": {"topic/partition": offset}}.
+  reset-group --bootstrap B --group G --topic T --offset P=O[,P=O...]
+      sets the group's committed offsets (as kafka-consumer-groups --reset-offsets does);
+      prints {"group", "offsets"}.
 
 Topic planner checks (each prints one JSON object; the changing ones return once the broker
 shows the change, so a describe right after them sees it):
@@ -495,6 +498,17 @@ def cmd_describe_group(args):
     return 0
 
 
+def cmd_reset_group(args):
+    admin = admin_client(args)
+    partitions = [TopicPartition(args.topic, int(p), int(o)) for p, o in
+                  (item.split("=") for item in args.offset.split(","))]
+    request = ConsumerGroupTopicPartitions(args.group, partitions)
+    done = admin.alter_consumer_group_offsets([request], request_timeout=args.timeout)[args.group].result(
+        timeout=args.timeout)
+    emit({"group": args.group, "offsets": {f"{tp.topic}/{tp.partition}": tp.offset for tp in done.topic_partitions}})
+    return 0
+
+
 # ---------------------------------------------------------------- topic planner checks
 
 
@@ -720,6 +734,12 @@ def parse_args(argv):
     common(p, topic=None)
     p.add_argument("--group", required=True)
     p.set_defaults(func=cmd_describe_group)
+
+    p = sub.add_parser("reset-group")
+    common(p)
+    p.add_argument("--group", required=True)
+    p.add_argument("--offset", required=True, metavar="P=O,...")
+    p.set_defaults(func=cmd_reset_group)
 
     p = sub.add_parser("describe-topic")
     common(p)

@@ -26,7 +26,7 @@ use crate::config::FlowConfig;
 use crate::protocol::error_code::ResponseError;
 use crate::protocol::records::{build_batch, KeyValueRef};
 use crate::replicate::engine::progress_group;
-use crate::replicate::state::{offset_map_topic, read_progress, SourcePartition, StateReader};
+use crate::replicate::state::{latest_values, offset_map_topic, read_progress, SourcePartition, StateReader};
 
 /// Group ids kferry uses itself: never synced.
 const OWN_GROUP_PREFIX: &str = "kferry.progress.";
@@ -180,6 +180,9 @@ pub struct GroupSync {
     /// downstream) offsets, so only changes are written.
     checkpointed: BTreeMap<(String, String, i32), (i64, i64)>,
     checkpoints_topic_ready: bool,
+    /// Whether `previous` and `checkpointed` were seeded from the checkpoints an earlier
+    /// kferry process wrote.
+    seeded: bool,
 }
 
 impl GroupSync {
@@ -194,6 +197,7 @@ impl GroupSync {
             refused: BTreeSet::new(),
             checkpointed: BTreeMap::new(),
             checkpoints_topic_ready: false,
+            seeded: false,
         })
     }
 
@@ -258,6 +262,10 @@ impl GroupSync {
     /// One round: view, decide, commit, checkpoint.
     pub async fn round(&mut self) -> Result<RoundReport, GroupsError> {
         let views = self.view(None).await?;
+        if !self.seeded {
+            self.seed_from_checkpoints().await?;
+            self.seeded = true;
+        }
         let mut report = RoundReport { groups: views.len(), ..RoundReport::default() };
         report.checkpoints = self.write_checkpoints(&views).await?;
         for view in &views {
@@ -280,6 +288,33 @@ impl GroupSync {
             self.remember(view);
         }
         Ok(report)
+    }
+
+    /// Remembers what the last checkpoints say (the source offset each group had, and what
+    /// was written), so that after a restart a source group that moved backwards is still
+    /// told from a target group that moved ahead, and unchanged checkpoints are not written
+    /// again.
+    async fn seed_from_checkpoints(&mut self) -> Result<(), GroupsError> {
+        let topic = checkpoints_topic(&self.flow.source);
+        let records = match latest_values(&self.target, &topic).await {
+            Ok(records) => records,
+            Err(e) => return Err(self.client_error(e)),
+        };
+        // Checkpoints name the target topic; the offset map knows its source.
+        let sources: BTreeMap<(&str, i32), &SourcePartition> =
+            self.state.maps().iter().map(|(source, (target, _))| ((target.as_str(), source.1), source)).collect();
+        let mut previous = Vec::new();
+        for (key, value) in &records {
+            let Ok(c) = Checkpoint::decode(key, value) else { continue };
+            if let Some(source) = sources.get(&(c.topic.as_str(), c.partition)) {
+                previous.push(((c.group.clone(), (*source).clone()), c.upstream_offset));
+            }
+            self.checkpointed.insert((c.group, c.topic, c.partition), (c.upstream_offset, c.downstream_offset));
+        }
+        for (key, offset) in previous {
+            self.previous.entry(key).or_insert(offset);
+        }
+        Ok(())
     }
 
     /// Writes a checkpoint for every translation that changed since the last one written.

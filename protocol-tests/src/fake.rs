@@ -1,12 +1,13 @@
-//! Building blocks for in-process FAKE brokers. They exist for fault injection only (errors
-//! on demand, malformed frames), which a real broker cannot be made to produce; every test
-//! that uses them says so. Responses are real Kafka messages, encoded with kafka-protocol's
+//! Building blocks for in-process FAKE brokers. They exist for fault injection (errors on
+//! demand, malformed frames), which a real broker cannot be made to produce, and for
+//! measuring kferry alone (`examples/ceiling.rs`); every test or example that uses them says
+//! so. Responses are real Kafka messages, encoded with kafka-protocol's
 //! broker-side codec.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseHeader};
-use kafka_protocol::protocol::Encodable;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -27,6 +28,19 @@ pub async fn read_request(socket: &mut TcpStream) -> Option<RequestHead> {
     let version = i16::from_be_bytes([body[2], body[3]]);
     let correlation_id = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
     Some(RequestHead { api, version, correlation_id })
+}
+
+/// Reads one whole request frame: its head and its body (after the request header), ready
+/// for the request type's `decode`. `None` once the client has gone or sent garbage.
+pub async fn read_request_body(socket: &mut TcpStream) -> Option<(RequestHead, Bytes)> {
+    let size = socket.read_i32().await.ok()?;
+    let mut frame = vec![0u8; usize::try_from(size).ok()?];
+    socket.read_exact(&mut frame).await.ok()?;
+    let mut frame = Bytes::from(frame);
+    let api = ApiKey::try_from(i16::from_be_bytes([*frame.first()?, *frame.get(1)?])).ok()?;
+    let version = i16::from_be_bytes([*frame.get(2)?, *frame.get(3)?]);
+    let header = RequestHeader::decode(&mut frame, api.request_header_version(version)).ok()?;
+    Some((RequestHead { api, version, correlation_id: header.correlation_id }, frame))
 }
 
 /// A response frame (size prefix, header, body) answering `head`.

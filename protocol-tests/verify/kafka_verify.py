@@ -225,7 +225,7 @@ def producer_config(args):
         "compression.type": args.compression,
         # Linger so several records share a batch: codecs and batch parsing get exercised.
         "linger.ms": args.linger_ms,
-        "batch.num.messages": 10000,
+        "batch.num.messages": args.batch_records,
         "acks": "all",
         "enable.idempotence": True,
         "message.timeout.ms": int(args.timeout * 1000),
@@ -712,6 +712,8 @@ def parse_args(argv):
     p.add_argument("--abort-every", type=int, default=0, help="abort transactions K, 2K, ... (0: none)")
     p.add_argument("--base-timestamp", type=int, help="timestamp of record 0 in ms (default: now - count)")
     p.add_argument("--linger-ms", type=int, default=20)
+    p.add_argument("--batch-records", type=int, default=10000,
+                   help="most records per batch (batch.num.messages; 1: one batch per record)")
     p.add_argument("--key-space", type=int, help="keys repeat over N values and are never null (compacted topics)")
     p.set_defaults(func=cmd_produce)
 

@@ -57,7 +57,8 @@ pub enum Compression {
 }
 
 impl Compression {
-    fn from_attributes(attributes: i16) -> Self {
+    /// The codec bits (0-2) of a batch's attributes.
+    pub fn from_attributes(attributes: i16) -> Self {
         match (attributes & attributes::COMPRESSION_MASK) as u8 {
             0 => Self::None,
             1 => Self::Gzip,

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::coalesce::coalesce;
 use super::forward::{self, Forwarded, Stamp};
 use super::offset_map::OffsetMap;
 use super::state;
@@ -102,6 +103,8 @@ pub struct Totals {
     pub records: u64,
     pub bytes: u64,
     pub transactions: u64,
+    /// Small source batches merged into others before producing (see [`super::coalesce`]).
+    pub coalesced: u64,
 }
 
 /// The progress group of a flow on its target: the committed offsets of this group are
@@ -216,7 +219,7 @@ impl Replicator {
             }
             if reported.elapsed() >= REPORT_EVERY && self.totals.records != reported_totals.records {
                 let t = self.totals;
-                tracing::info!(flow = %self.name(), records = t.records, bytes = t.bytes, batches = t.batches, rewritten = t.rewritten, transactions = t.transactions, "replicated so far");
+                tracing::info!(flow = %self.name(), records = t.records, bytes = t.bytes, batches = t.batches, rewritten = t.rewritten, coalesced = t.coalesced, transactions = t.transactions, "replicated so far");
                 reported = Instant::now();
                 reported_totals = t;
             }
@@ -442,8 +445,11 @@ impl Replicator {
                         continue;
                     }
                 };
-                match forward::select(data.records, position, &data.aborted_transactions) {
-                    Ok(selection) => {
+                let selected = forward::select(data.records, position, &data.aborted_transactions)
+                    .and_then(|mut selection| Ok((coalesce(std::mem::take(&mut selection.batches))?, selection)));
+                match selected {
+                    Ok((coalesced, selection)) => {
+                        self.totals.coalesced += coalesced.merged as u64;
                         if selection.rewritten > 0 {
                             self.totals.rewritten += selection.rewritten as u64;
                             if self.slow_path_reported.insert(key.clone()) {
@@ -453,7 +459,7 @@ impl Replicator {
                         outgoing.push(Outgoing {
                             target_topic: topics[&key.0].clone(),
                             source: key,
-                            batches: selection.batches,
+                            batches: coalesced.batches,
                             next_offset: selection.next_offset,
                             source_end: data.high_watermark,
                         });

@@ -235,25 +235,70 @@ pub fn rewrite_within(batch: &RecordBatch, max_records_bytes: usize) -> Result<O
             .push(source_offset.ok_or((index, record.position, Corruption::OffsetOverflow)).map_err(corrupt)?);
     }
 
-    let compressed =
-        compress(codec, &encoded).map_err(|detail| RewriteError::Compress { base_offset, codec, detail })?;
     let records_count = i32::try_from(records.len()).expect("fewer records than the header's i32 count");
-    let batch_length = i32::try_from(HEADER_BYTES - LOG_OVERHEAD + compressed.len())
-        .map_err(|_| RewriteError::TooLarge { base_offset, codec, limit: max_records_bytes })?;
     // Neither LogAppendTime nor a delete horizon: the base timestamp is now the first
     // record's, and a horizon is the target cleaner's to set.
     let attributes = batch.attributes() & !(attributes::LOG_APPEND_TIME | attributes::DELETE_HORIZON);
+    let encoded = Encoded { base_offset, records: &encoded, records_count, base_timestamp, max_timestamp, attributes };
+    let batch = assemble(batch, &encoded, max_records_bytes)?;
+    Ok(Some(Rewritten { batch, records: records_count, source_offsets }))
+}
 
+/// Re-encoded records and the header fields that describe them.
+pub(super) struct Encoded<'a> {
+    /// The source offset the batch is named by (outside the CRC; the stamp sets 0).
+    pub(super) base_offset: i64,
+    /// The records, uncompressed, offset deltas `0..records_count`.
+    pub(super) records: &'a [u8],
+    pub(super) records_count: i32,
+    pub(super) base_timestamp: i64,
+    pub(super) max_timestamp: i64,
+    /// The new batch's attributes; their codec compresses `records`.
+    pub(super) attributes: i16,
+}
+
+/// A new batch: `template`'s header (leader epoch, producer fields) with the
+/// fields of `encoded`, its records compressed with the codec its attributes name, and a
+/// fresh CRC-32C.
+pub(super) fn assemble(
+    template: &RecordBatch,
+    encoded: &Encoded<'_>,
+    max_records_bytes: usize,
+) -> Result<RecordBatch, RewriteError> {
+    let base_offset = encoded.base_offset;
+    let codec = Compression::from_attributes(encoded.attributes);
+    let compressed =
+        compress(codec, encoded.records).map_err(|detail| RewriteError::Compress { base_offset, codec, detail })?;
+    let batch_length = i32::try_from(HEADER_BYTES - LOG_OVERHEAD + compressed.len())
+        .map_err(|_| RewriteError::TooLarge { base_offset, codec, limit: max_records_bytes })?;
     let mut out = BytesMut::with_capacity(HEADER_BYTES + compressed.len());
-    out.extend_from_slice(&batch.as_bytes()[..HEADER_BYTES]);
+    out.extend_from_slice(&template.as_bytes()[..HEADER_BYTES]);
     out.extend_from_slice(&compressed);
+    put(&mut out, 0, &base_offset.to_be_bytes());
     put(&mut out, BATCH_LENGTH_OFFSET, &batch_length.to_be_bytes());
-    put(&mut out, ATTRIBUTES_OFFSET, &attributes.to_be_bytes());
-    put(&mut out, LAST_OFFSET_DELTA_OFFSET, &(records_count - 1).to_be_bytes());
-    put(&mut out, BASE_TIMESTAMP_OFFSET, &base_timestamp.to_be_bytes());
-    put(&mut out, MAX_TIMESTAMP_OFFSET, &max_timestamp.to_be_bytes());
-    put(&mut out, RECORDS_COUNT_OFFSET, &records_count.to_be_bytes());
-    Ok(Some(Rewritten { batch: PatchedBatch::from_batch_bytes(out).finish(), records: records_count, source_offsets }))
+    put(&mut out, ATTRIBUTES_OFFSET, &encoded.attributes.to_be_bytes());
+    put(&mut out, LAST_OFFSET_DELTA_OFFSET, &(encoded.records_count - 1).to_be_bytes());
+    put(&mut out, BASE_TIMESTAMP_OFFSET, &encoded.base_timestamp.to_be_bytes());
+    put(&mut out, MAX_TIMESTAMP_OFFSET, &encoded.max_timestamp.to_be_bytes());
+    put(&mut out, RECORDS_COUNT_OFFSET, &encoded.records_count.to_be_bytes());
+    Ok(PatchedBatch::from_batch_bytes(out).finish())
+}
+
+/// A batch's records section, decompressed (at most `max_records_bytes`), after checking its
+/// CRC-32C: a fresh CRC over re-encoded records must not cover up corruption.
+pub(super) fn records_section(batch: &RecordBatch, max_records_bytes: usize) -> Result<Cow<'_, [u8]>, RewriteError> {
+    let base_offset = batch.base_offset();
+    let codec = batch.compression();
+    if !batch.crc_is_valid() {
+        return Err(RewriteError::Crc { base_offset, stored: batch.stored_crc(), computed: batch.computed_crc() });
+    }
+    if let Compression::Unknown(id) = codec {
+        return Err(RewriteError::UnknownCodec { base_offset, id });
+    }
+    decompress(codec, &batch.as_bytes()[HEADER_BYTES..], max_records_bytes).map_err(|failure| match failure {
+        Failure::TooLarge => RewriteError::TooLarge { base_offset, codec, limit: max_records_bytes },
+        Failure::Codec(detail) => RewriteError::Decompress { base_offset, codec, detail },
+    })
 }
 
 fn put(buf: &mut BytesMut, at: usize, value: &[u8]) {

@@ -56,6 +56,8 @@ api_requests! {
     AddOffsetsToTxn: AddOffsetsToTxnRequest => AddOffsetsToTxnResponse;
     TxnOffsetCommit: TxnOffsetCommitRequest => TxnOffsetCommitResponse;
     EndTxn: EndTxnRequest => EndTxnResponse;
+    SaslHandshake: SaslHandshakeRequest => SaslHandshakeResponse;
+    SaslAuthenticate: SaslAuthenticateRequest => SaslAuthenticateResponse;
 }
 
 /// The version both sides speak: the highest version in both ranges.

@@ -118,7 +118,9 @@ async fn oauth_bearer(
     let status = String::from_utf8_lossy(&response.auth_bytes).into_owned();
     match round(messenger, sasl, Bytes::from_static(b"\x01")).await {
         Err(ConnectionError::Authentication { broker, mechanism, user, message }) => {
-            Err(ConnectionError::Authentication { broker, mechanism, user, message: format!("{message} ({status})") })
+            // Kafka repeats the challenge as its message; add the challenge only if it does not.
+            let message = if message.contains(&status) { message } else { format!("{message} ({status})") };
+            Err(ConnectionError::Authentication { broker, mechanism, user, message })
         }
         Err(other) => Err(other),
         Ok(_) => Err(failure(messenger, sasl, format!("the broker refused the token: {status}"))),

@@ -82,13 +82,18 @@ pub(crate) async fn post_form(
     url: &Url,
     headers: &[(&str, &str)],
     body: &str,
-    tls: &TlsConnector,
+    tls: Option<&TlsConnector>,
     timeout: Duration,
 ) -> Result<Response, HttpError> {
     tokio::time::timeout(timeout, exchange(url, headers, body, tls)).await.map_err(|_| HttpError::Timeout(timeout))?
 }
 
-async fn exchange(url: &Url, headers: &[(&str, &str)], body: &str, tls: &TlsConnector) -> Result<Response, HttpError> {
+async fn exchange(
+    url: &Url,
+    headers: &[(&str, &str)],
+    body: &str,
+    tls: Option<&TlsConnector>,
+) -> Result<Response, HttpError> {
     let tcp = TcpStream::connect((url.host.as_str(), url.port)).await.map_err(|e| HttpError::Connect(Arc::new(e)))?;
     let mut request = format!(
         "POST {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: application/json\r\n\
@@ -103,6 +108,7 @@ async fn exchange(url: &Url, headers: &[(&str, &str)], body: &str, tls: &TlsConn
     request.push_str("\r\n");
     request.push_str(body);
     if url.https {
+        let tls = tls.ok_or(HttpError::BadUrl(url.host.clone(), "https without TLS settings (a kferry bug)"))?;
         let name = ServerName::try_from(url.host.clone())
             .map_err(|_| HttpError::BadUrl(url.host.clone(), "not a valid TLS server name"))?;
         let stream = tls.connect(name, tcp).await.map_err(|e| HttpError::Tls(Arc::new(e)))?;

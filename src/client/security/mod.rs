@@ -55,7 +55,13 @@ impl Security {
     /// Reads the certificate files and prepares the credentials of `config` for cluster
     /// `cluster`. Secret files are not read here but at every authentication.
     pub fn from_config(cluster: &str, config: &SecurityConfig) -> Result<Self, SecurityError> {
-        let needs_endpoint_tls = config.sasl.as_ref().is_some_and(|s| s.token_endpoint.is_some());
+        // An https token endpoint needs roots even when the brokers are plaintext; an http
+        // one does not (and a machine without a system trust store must still work then).
+        let needs_endpoint_tls = config
+            .sasl
+            .as_ref()
+            .and_then(|s| s.token_endpoint.as_ref())
+            .is_some_and(|url| url.as_str().starts_with("https://"));
         if config.tls.is_none() && !needs_endpoint_tls {
             return Ok(Self {
                 tls: None,
@@ -116,10 +122,7 @@ impl Sasl {
             let url_text = config.token_endpoint.as_ref().map(|u| u.as_str().to_owned()).unwrap_or_default();
             let url = http::Url::parse(&url_text)
                 .map_err(|e| SecurityError::Endpoint { cluster: cluster.to_owned(), reason: e.to_string() })?;
-            let tls = endpoint_tls.ok_or_else(|| SecurityError::Endpoint {
-                cluster: cluster.to_owned(),
-                reason: "no TLS roots for the endpoint".to_owned(),
-            })?;
+            let tls = endpoint_tls.filter(|_| url.https);
             Credentials::Token(oauth::TokenSource::Endpoint(oauth::ClientCredentials {
                 url,
                 url_text,

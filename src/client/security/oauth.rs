@@ -65,8 +65,9 @@ pub(crate) struct ClientCredentials {
     pub(crate) client_id: String,
     pub(crate) client_secret: SecretSource,
     pub(crate) scope: Option<String>,
-    /// Roots for an https endpoint: the cluster's CA setting, no client certificate.
-    pub(crate) tls: TlsConnector,
+    /// For an https endpoint: the cluster's CA setting (or the system's roots), no client
+    /// certificate; `None` for http.
+    pub(crate) tls: Option<TlsConnector>,
     /// The last token and when to ask for a new one; shared by every connection.
     pub(crate) cached: Mutex<Option<(Secret, Instant)>>,
 }
@@ -99,10 +100,15 @@ impl ClientCredentials {
         if let Some(scope) = &self.scope {
             body.push_str(&format!("&scope={}", http::form_encode(scope)));
         }
-        let response =
-            http::post_form(&self.url, &[("Authorization", &authorization)], &body, &self.tls, ENDPOINT_TIMEOUT)
-                .await
-                .map_err(|e: HttpError| fail(e.to_string()))?;
+        let response = http::post_form(
+            &self.url,
+            &[("Authorization", &authorization)],
+            &body,
+            self.tls.as_ref(),
+            ENDPOINT_TIMEOUT,
+        )
+        .await
+        .map_err(|e: HttpError| fail(e.to_string()))?;
         let json: serde_json::Value = serde_json::from_slice(&response.body)
             .map_err(|_| fail(format!("HTTP {} with a body that is not JSON", response.status)))?;
         if response.status != 200 {

@@ -66,7 +66,7 @@ pub(crate) fn build(
                 cluster: cluster.to_owned(),
                 key: "key",
                 path: key.path(),
-                reason: e.to_string(),
+                reason: key_problem(&key.path(), e),
             })?;
             builder()?.with_client_auth_cert(chain, key).map_err(|e| SecurityError::Tls {
                 cluster: cluster.to_owned(),
@@ -83,6 +83,18 @@ pub(crate) fn build(
             None => None,
         };
     Ok((Some(TlsSettings { connector: TlsConnector::from(Arc::new(config)), server_name }), endpoint))
+}
+
+/// Why a private key file gave no key; an encrypted key is the common case worth naming.
+fn key_problem(path: &Path, error: rustls::pki_types::pem::Error) -> String {
+    let encrypted = std::fs::read_to_string(path).is_ok_and(|text| text.contains("ENCRYPTED"));
+    if encrypted {
+        "the key is encrypted, which kferry does not support; write it out decrypted \
+         (openssl pkey -in KEY -out KEY.pem) and protect the file instead"
+            .to_owned()
+    } else {
+        error.to_string()
+    }
 }
 
 /// The trusted roots and a description of them for messages.
@@ -295,5 +307,44 @@ mod der {
             }
         }
         parts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Expanded;
+
+    fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("kferry-tls-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn error(tls: TlsConfig) -> String {
+        match build("east", Some(&tls)) {
+            Ok(_) => panic!("accepted {tls:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn unusable_files_are_named() {
+        let missing = TlsConfig { ca: Some(Expanded("/nonexistent/ca.pem".into())), ..TlsConfig::default() };
+        let got = error(missing);
+        assert!(got.starts_with("cluster east: security.tls.ca: /nonexistent/ca.pem: "), "{got}");
+
+        let empty = temp_file("empty.pem", "not a certificate\n");
+        let got = error(TlsConfig { ca: Some(Expanded(empty.display().to_string())), ..TlsConfig::default() });
+        assert!(got.contains("no CERTIFICATE block in the file"), "{got}");
+
+        let encrypted =
+            temp_file("key.pem", "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n");
+        let got = key_problem(&encrypted, rustls::pki_types::pem::Error::NoItemsFound);
+        assert!(got.starts_with("the key is encrypted, which kferry does not support"), "{got}");
+        assert_eq!(key_problem(&empty, rustls::pki_types::pem::Error::NoItemsFound), "no items found");
+        for path in [empty, encrypted] {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }

@@ -236,6 +236,10 @@ async fn messenger(config_text: &str, name: &str, address: &str) -> Messenger {
     Messenger::connect(broker, &connection).await.unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
+/// The endpoint's connection, plain or TLS.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 /// A stand-in OAuth token endpoint: checks the client-credentials request and answers with
 /// an unsecured JWT (or 401 for a wrong secret). Stopped when dropped.
 struct TokenEndpoint {
@@ -247,7 +251,7 @@ struct TokenEndpoint {
 }
 
 /// Reads one HTTP request (headers and a Content-Length body), bounded in reads and size.
-async fn read_request(socket: &mut tokio::net::TcpStream) -> String {
+async fn read_request(socket: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
     let mut request = Vec::new();
     for _ in 0..32 {
         match socket.read_buf(&mut request).await {
@@ -274,10 +278,32 @@ impl Drop for TokenEndpoint {
     }
 }
 
+/// A TLS acceptor with the broker's certificate of the test PKI (valid for 127.0.0.1).
+fn test_pki_acceptor() -> tokio_rustls::TlsAcceptor {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert_file("broker.pem"))
+        .expect("broker.pem")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("broker certificate");
+    let key = PrivateKeyDer::from_pem_file(cert_file("broker.key")).expect("broker.key");
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server certificate");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
 impl TokenEndpoint {
-    async fn start(client_id: &str, secret: &str) -> Self {
+    /// Serves http, or https with the test PKI's broker certificate when `https`.
+    async fn start(client_id: &str, secret: &str, https: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}/oauth2/token", listener.local_addr().expect("address"));
+        let scheme = if https { "https" } else { "http" };
+        let url = format!("{scheme}://{}/oauth2/token", listener.local_addr().expect("address"));
+        let acceptor = https.then(test_pki_acceptor);
         let expected =
             format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{secret}")));
         let requests = Arc::new(AtomicUsize::new(0));
@@ -285,8 +311,15 @@ impl TokenEndpoint {
         let issued = Arc::new(std::sync::Mutex::new(Vec::new()));
         let tokens = Arc::clone(&issued);
         let task = tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
+            while let Ok((socket, _)) = listener.accept().await {
                 counter.fetch_add(1, Ordering::Relaxed);
+                let mut socket: Box<dyn Stream> = match &acceptor {
+                    Some(acceptor) => match acceptor.accept(socket).await {
+                        Ok(tls) => Box::new(tls),
+                        Err(_) => continue,
+                    },
+                    None => Box::new(socket),
+                };
                 let request = read_request(&mut socket).await;
                 let authorized = request.lines().any(|l| l.trim() == format!("Authorization: {expected}"));
                 let grant = request.ends_with("\r\n\r\ngrant_type=client_credentials&scope=kafka");
@@ -304,6 +337,7 @@ impl TokenEndpoint {
                     body.len()
                 );
                 let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.shutdown().await;
             }
         });
         Self { url, requests, issued, task }
@@ -312,7 +346,7 @@ impl TokenEndpoint {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oauth_client_credentials_grant_gets_a_token_the_broker_accepts() {
-    let endpoint = TokenEndpoint::start("kferry-client", "grant-secret-4711").await;
+    let endpoint = TokenEndpoint::start("kferry-client", "grant-secret-4711", false).await;
     let security = |secret: &str| {
         format!(
             "{{ sasl: {{ mechanism: OAUTHBEARER, token_endpoint: \"{}\", client_id: kferry-client, \
@@ -411,10 +445,13 @@ fn assert_no_secrets(output: &str, extra: &[String]) {
 /// output names what failed and holds none of the secrets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_at_trace_level_leaks_no_secret() {
-    let endpoint = TokenEndpoint::start("check-client", "check-secret-31337").await;
+    let endpoint = TokenEndpoint::start("check-client", "check-secret-31337", false).await;
+    let tls_endpoint = TokenEndpoint::start("check-client", "check-secret-31337", true).await;
     let token = secure::unsecured_jwt("kferry-check");
     let ca = path("ca.pem");
     let wrong = "wrong-password-8d1e".to_owned();
+    let grant_file = std::env::temp_dir().join(format!("{}.secret", unique_name("kferry-grant")));
+    std::fs::write(&grant_file, "check-secret-31337\n").expect("secret written");
     let config = format!(
         "clusters:\n\
          \x20 plain: {{ bootstrap_servers: [\"{sasl_ssl}\"], security: {{ tls: {{ ca: \"{ca}\" }}, sasl: {{ mechanism: PLAIN, username: plainuser, password: \"${{KFERRY_TEST_PLAIN}}\" }} }} }}\n\
@@ -422,6 +459,7 @@ async fn check_at_trace_level_leaks_no_secret() {
          \x20 scram256: {{ bootstrap_servers: [\"{sasl_plain}\"], security: {{ sasl: {{ mechanism: SCRAM-SHA-256, username: kferry, password: \"{scram}\" }} }} }}\n\
          \x20 token: {{ bootstrap_servers: [\"{sasl_plain}\"], security: {{ sasl: {{ mechanism: OAUTHBEARER, token: \"${{KFERRY_TEST_TOKEN}}\" }} }} }}\n\
          \x20 grant: {{ bootstrap_servers: [\"{sasl_plain}\"], security: {{ sasl: {{ mechanism: OAUTHBEARER, token_endpoint: \"{url}\", client_id: check-client, client_secret: \"${{KFERRY_TEST_GRANT}}\", scope: kafka }} }} }}\n\
+         \x20 granttls: {{ bootstrap_servers: [\"{sasl_plain}\"], security: {{ sasl: {{ mechanism: OAUTHBEARER, token_endpoint: \"{tls_url}\", client_id: check-client, client_secret_file: \"{grant_file}\", scope: kafka }} }} }}\n\
          \x20 mtls: {{ bootstrap_servers: [\"{mtls}\"], security: {mtls_security} }}\n\
          \x20 wrong: {{ bootstrap_servers: [\"{sasl_ssl}\"], security: {{ tls: {{ ca: \"{ca}\" }}, sasl: {{ mechanism: SCRAM-SHA-512, username: kferry, password: \"{wrong}\" }} }} }}\n\
          flows: [{{ source: plain, target: mtls }}]\n",
@@ -432,22 +470,32 @@ async fn check_at_trace_level_leaks_no_secret() {
         scram_file = path("scram.password"),
         scram = secure::scram_password(),
         url = endpoint.url,
+        tls_url = tls_endpoint.url,
+        grant_file = grant_file.display(),
     );
     let env = [
         ("KFERRY_LOG", "trace"),
         ("KFERRY_TEST_PLAIN", &secure::plain_password()),
         ("KFERRY_TEST_TOKEN", &token),
         ("KFERRY_TEST_GRANT", "check-secret-31337"),
+        // The https endpoint is checked against the system's roots (no tls.ca): the test CA
+        // becomes the system store through the variable rustls-native-certs honours.
+        ("SSL_CERT_FILE", &ca),
     ];
     let (code, stdout, stderr) = Kferry::run_to_end_with_env("check", &config, &env).await;
     assert_eq!(code, Some(1), "the cluster with the wrong password must fail check:\n{stdout}\n{stderr}");
-    for healthy in ["plain", "scram512", "scram256", "token", "grant", "mtls"] {
+    let _ = std::fs::remove_file(&grant_file);
+    for healthy in ["plain", "scram512", "scram256", "token", "grant", "granttls", "mtls"] {
         assert!(stdout.contains(&format!("cluster {healthy}: id ")), "{healthy} not reached:\n{stdout}\n{stderr}");
     }
     assert!(stdout.contains("cluster wrong: UNREACHABLE"), "{stdout}");
+    assert!(stdout.contains("  security: TLS, SASL PLAIN as plainuser"), "{stdout}");
+    assert!(stdout.contains("  security: TLS with client certificate, no SASL"), "{stdout}");
+    assert_eq!(tls_endpoint.requests.load(Ordering::Relaxed), 1, "the https endpoint was asked once");
     assert!(stderr.contains("SCRAM-SHA-512 authentication as user kferry failed"), "{stderr}");
     let mut secrets = vec![token, wrong, "check-secret-31337".to_owned()];
     secrets.extend(endpoint.issued.lock().expect("token list").iter().cloned());
+    secrets.extend(tls_endpoint.issued.lock().expect("token list").iter().cloned());
     assert!(secrets.len() > 3, "the token endpoint was never asked");
     assert_no_secrets(&format!("{stdout}\n{stderr}"), &secrets);
 }

@@ -86,6 +86,7 @@ async fn print_cluster(cluster: &Cluster) -> bool {
         }
     };
     println!("cluster {}: id {}, {} broker(s)", cluster.name(), description.cluster_id, description.brokers.len());
+    println!("  security: {}", cluster.config().connection.security.describe());
     let mut healthy = true;
     for broker in &description.brokers {
         let controller = if description.controller_id == Some(broker.node_id) { ", controller" } else { "" };

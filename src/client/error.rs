@@ -163,7 +163,9 @@ impl ClientError {
         match self {
             Self::Connection(e) => e.is_retriable(),
             // Every bootstrap server refusing kferry's TLS or credentials will refuse again.
-            Self::NoBootstrap { attempts, .. } => attempts.iter().any(ConnectionError::is_retriable),
+            Self::NoBootstrap { attempts, .. } => {
+                attempts.is_empty() || attempts.iter().any(ConnectionError::is_retriable)
+            }
             Self::NoLeader { .. } | Self::UnknownBroker { .. } => true,
             Self::Partition { code, .. }
             | Self::Topic { code, .. }

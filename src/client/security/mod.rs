@@ -78,6 +78,23 @@ impl Security {
         self.tls.is_some()
     }
 
+    /// One line for `check`, like `TLS, SASL SCRAM-SHA-512 as kferry` or
+    /// `TLS with client certificate, no SASL`.
+    pub fn describe(&self) -> String {
+        let tls = match &self.tls {
+            Some(tls) if tls.client_certificate => "TLS with client certificate",
+            Some(_) => "TLS",
+            None => "plaintext",
+        };
+        match &self.sasl {
+            Some(sasl) => match sasl.username() {
+                Some(user) => format!("{tls}, SASL {} as {user}", sasl.mechanism),
+                None => format!("{tls}, SASL {}", sasl.mechanism),
+            },
+            None => format!("{tls}, no SASL"),
+        }
+    }
+
     /// The SASL mechanism connections authenticate with, if any.
     pub fn sasl_mechanism(&self) -> Option<SaslMechanism> {
         self.sasl.as_ref().map(|s| s.mechanism)

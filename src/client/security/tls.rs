@@ -23,6 +23,8 @@ pub(crate) struct TlsSettings {
     pub(crate) connector: TlsConnector,
     /// Checks and SNI use this name instead of each address's host.
     server_name: Option<ServerName<'static>>,
+    /// Whether a client certificate is presented (mutual TLS).
+    pub(crate) client_certificate: bool,
 }
 
 impl fmt::Debug for TlsSettings {
@@ -82,7 +84,11 @@ pub(crate) fn build(
             })?),
             None => None,
         };
-    Ok((Some(TlsSettings { connector: TlsConnector::from(Arc::new(config)), server_name }), endpoint))
+    let client_certificate = tls.cert.is_some();
+    Ok((
+        Some(TlsSettings { connector: TlsConnector::from(Arc::new(config)), server_name, client_certificate }),
+        endpoint,
+    ))
 }
 
 /// Why a private key file gave no key; an encrypted key is the common case worth naming.

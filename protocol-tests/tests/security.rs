@@ -174,6 +174,12 @@ async fn each_misconfiguration_is_named_with_cluster_and_broker() {
             vec!["closed the connection during the TLS handshake: this is likely a plaintext listener".to_owned()],
         ),
         (
+            "saslonplaintext",
+            secure::plaintext(),
+            "{ sasl: { mechanism: SCRAM-SHA-512, username: kferry, password: x } }".to_owned(),
+            vec!["SCRAM-SHA-512 authentication: this listener does not take SASL".to_owned()],
+        ),
+        (
             "plaintexttotls",
             secure::sasl_ssl(),
             "{}".to_owned(),

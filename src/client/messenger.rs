@@ -141,7 +141,8 @@ struct SaslSession {
     /// Requests take it shared while they are queued; re-authentication takes it exclusive,
     /// so no request slips between its SaslHandshake and SaslAuthenticate.
     gate: RwLock<()>,
-    times: Mutex<SessionTimes>,
+    /// `None` once a renewal announced no lifetime: the session no longer expires.
+    times: Mutex<Option<SessionTimes>>,
 }
 
 #[derive(Clone, Copy)]
@@ -159,8 +160,12 @@ impl SessionTimes {
 }
 
 impl SaslSession {
-    fn times(&self) -> SessionTimes {
+    fn times(&self) -> Option<SessionTimes> {
         *self.times.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_times(&self, times: Option<SessionTimes>) {
+        *self.times.lock().unwrap_or_else(|p| p.into_inner()) = times;
     }
 }
 
@@ -190,7 +195,7 @@ impl Messenger {
             tracing::debug!(broker = %messenger.broker(), mechanism = %settings.mechanism, ?lifetime, "authenticated");
             messenger.session = lifetime.map(|lifetime| SaslSession {
                 gate: RwLock::new(()),
-                times: Mutex::new(SessionTimes::starting_now(lifetime)),
+                times: Mutex::new(Some(SessionTimes::starting_now(lifetime))),
             });
         }
         Ok(messenger)
@@ -300,7 +305,7 @@ impl Messenger {
     /// ran out while it was idle: the broker would close it at the next request).
     pub fn is_poisoned(&self) -> bool {
         self.shared.poisoned().is_some()
-            || self.session.as_ref().is_some_and(|s| Instant::now() >= s.times().expires_at)
+            || self.session.as_ref().and_then(SaslSession::times).is_some_and(|t| Instant::now() >= t.expires_at)
     }
 
     /// The version kferry uses for `R` with this broker: the highest both support.
@@ -410,29 +415,24 @@ impl Messenger {
 
     /// Re-authenticates when the session is due for it (KIP-368), then lets the request go.
     async fn keep_session<'a>(&'a self, session: &'a SaslSession) -> Result<RwLockReadGuard<'a, ()>, ConnectionError> {
+        // A session exists only on a SASL connection; without settings there is nothing to renew.
+        let Some(settings) = &self.security.sasl else { return Ok(session.gate.read().await) };
+        let due = || session.times().is_some_and(|t| Instant::now() >= t.reauthenticate_at);
         loop {
-            let times = session.times();
-            let now = Instant::now();
-            if now >= times.expires_at {
+            if session.times().is_some_and(|t| Instant::now() >= t.expires_at) {
                 return Err(self.fail(ConnectionError::SessionExpired { broker: self.broker().clone() }));
             }
-            if now < times.reauthenticate_at {
+            if !due() {
                 return Ok(session.gate.read().await);
             }
             let _exclusive = session.gate.write().await;
             // Another request may have renewed the session while this one waited.
-            if Instant::now() < session.times().reauthenticate_at {
+            if !due() {
                 continue;
             }
-            let Some(settings) = &self.security.sasl else { return Ok(session.gate.read().await) };
             let lifetime = sasl::authenticate(self, settings).await.map_err(|e| self.fail(e))?;
             tracing::debug!(broker = %self.broker(), mechanism = %settings.mechanism, ?lifetime, "re-authenticated (KIP-368)");
-            // No lifetime announced this time: the session no longer expires.
-            let times = lifetime.map_or(
-                SessionTimes { reauthenticate_at: far_future(), expires_at: far_future() },
-                SessionTimes::starting_now,
-            );
-            *session.times.lock().unwrap_or_else(|p| p.into_inner()) = times;
+            session.set_times(lifetime.map(SessionTimes::starting_now));
         }
     }
 
@@ -564,11 +564,6 @@ impl Drop for SlotGuard<'_> {
             pending.slots.remove(&self.correlation_id);
         }
     }
-}
-
-/// Far enough ahead never to come (an `Instant` cannot hold "never").
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
 async fn write_requests<W: AsyncWrite + Unpin>(write: W, mut frames: mpsc::Receiver<Bytes>, shared: Arc<Shared>) {

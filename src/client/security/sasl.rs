@@ -58,6 +58,14 @@ async fn handshake(messenger: &Messenger, sasl: &Sasl) -> Result<(), ConnectionE
             mechanism: sasl.mechanism,
             enabled: response.mechanisms.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", "),
         }),
+        // A PLAINTEXT or SSL listener answers SaslHandshake so.
+        Some(ErrorCode(ResponseError::IllegalSaslState)) => Err(failure(
+            messenger,
+            sasl,
+            "this listener does not take SASL (ILLEGAL_SASL_STATE): it is a PLAINTEXT or SSL listener; \
+             remove security.sasl for this cluster, or use the broker's SASL port"
+                .to_owned(),
+        )),
         Some(code) => Err(failure(messenger, sasl, format!("SaslHandshake refused: {code}"))),
     }
 }

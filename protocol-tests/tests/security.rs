@@ -180,6 +180,13 @@ async fn each_misconfiguration_is_named_with_cluster_and_broker() {
             vec!["SCRAM-SHA-512 authentication: this listener does not take SASL".to_owned()],
         ),
         (
+            "nosasl",
+            secure::sasl_plaintext(),
+            "{}".to_owned(),
+            vec!["right after its first answer, as a SASL listener does to a client that does not authenticate"
+                .to_owned()],
+        ),
+        (
             "plaintexttotls",
             secure::sasl_ssl(),
             "{}".to_owned(),

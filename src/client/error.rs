@@ -43,8 +43,17 @@ pub enum ConnectionError {
     ConnectTimeout { broker: BrokerRef, after: Duration },
     #[error("{broker}: connection lost: {source}")]
     Io { broker: BrokerRef, source: Arc<std::io::Error> },
-    #[error("{broker}: the broker closed the connection{}", if *.mid_response { " in the middle of a response" } else { "" })]
-    Closed { broker: BrokerRef, mid_response: bool },
+    #[error(
+        "{broker}: the broker closed the connection{}{}",
+        if *.mid_response { " in the middle of a response" } else { "" },
+        if *.after_first_response {
+            " right after its first answer, as a SASL listener does to a client that does not \
+             authenticate (set security.sasl for this cluster, or use the broker's PLAINTEXT or SSL port)"
+        } else {
+            ""
+        }
+    )]
+    Closed { broker: BrokerRef, mid_response: bool, after_first_response: bool },
     #[error("{broker}: no response to {api} within {after:?}; connection dropped")]
     RequestTimeout { broker: BrokerRef, api: &'static str, after: Duration },
     #[error("{broker}: {source}; connection dropped")]

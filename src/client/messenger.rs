@@ -19,7 +19,7 @@
 //! first runs the SASL exchange again, with later requests held back until it is done.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -89,6 +89,11 @@ struct Shared {
     permits: Arc<Semaphore>,
     /// Flipped to `true` once poisoned, so both I/O tasks stop and the socket closes.
     closed: watch::Sender<bool>,
+    /// Responses received; a close after only the first (ApiVersions) on a connection
+    /// without SASL is what a SASL listener does to a client that does not authenticate.
+    responses: AtomicU64,
+    /// Whether the connection authenticates with SASL.
+    sasl: bool,
 }
 
 impl Shared {
@@ -224,6 +229,8 @@ impl Messenger {
             pending: Mutex::new(Pending::default()),
             permits: Arc::new(Semaphore::new(config.max_in_flight)),
             closed,
+            responses: AtomicU64::new(0),
+            sasl: config.security.sasl.is_some(),
         });
         let (frames, frame_queue) = mpsc::channel(config.max_in_flight);
         let max_frame = config.max_frame_bytes;
@@ -603,7 +610,14 @@ async fn read_responses<R: AsyncRead + Unpin>(mut read: R, shared: Arc<Shared>, 
             read = read.read_buf(&mut buf) => read,
         };
         match read {
-            Ok(0) => break ConnectionError::Closed { broker: shared.broker.clone(), mid_response: !buf.is_empty() },
+            Ok(0) => {
+                let unauthenticated = !shared.sasl && shared.responses.load(Ordering::Relaxed) == 1;
+                break ConnectionError::Closed {
+                    broker: shared.broker.clone(),
+                    mid_response: !buf.is_empty(),
+                    after_first_response: unauthenticated,
+                };
+            }
             Ok(_) => {}
             Err(e) => break ConnectionError::Io { broker: shared.broker.clone(), source: Arc::new(e) },
         }
@@ -620,6 +634,7 @@ fn dispatch_frames(buf: &mut BytesMut, shared: &Shared, max_frame_bytes: usize) 
         let correlation_id = api::response_correlation_id(&frame)
             .map_err(|source| ConnectionError::Protocol { broker: broker(), source })?;
         let slot = shared.pending().slots.remove(&correlation_id);
+        shared.responses.fetch_add(1, Ordering::Relaxed);
         match slot {
             Some(Slot::Waiting(tx)) => {
                 let _ = tx.send(Ok(frame));

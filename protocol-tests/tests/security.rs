@@ -89,7 +89,10 @@ async fn each_mechanism_authenticates_on_its_listener() {
         (
             "oauth",
             secure::sasl_plaintext(),
-            format!("{{ sasl: {{ mechanism: OAUTHBEARER, token: \"{}\" }} }}", secure::unsecured_jwt("kferry")),
+            format!(
+                "{{ sasl: {{ mechanism: OAUTHBEARER, token: \"{}\", extensions: {{ logicalCluster: lkc-1 }} }} }}",
+                secure::unsecured_jwt("kferry")
+            ),
         ),
         // The broker's certificate names localhost and 127.0.0.1: both pass the name check.
         (

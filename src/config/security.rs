@@ -83,6 +83,10 @@ pub struct SaslConfig {
     /// OAUTHBEARER with `token_endpoint`: the scope asked for, if any.
     #[serde(default)]
     pub scope: Option<Expanded>,
+    /// OAUTHBEARER: SASL extensions sent with the token (RFC 7628 key/value pairs), e.g.
+    /// Confluent Cloud's `logicalCluster` and `identityPoolId`.
+    #[serde(default)]
+    pub extensions: std::collections::BTreeMap<String, Expanded>,
 }
 
 /// The SASL mechanisms kferry speaks, spelt as Kafka spells them.
@@ -245,6 +249,7 @@ mod tests {
             client_secret: None,
             client_secret_file: None,
             scope: None,
+            extensions: Default::default(),
         };
         assert!(!format!("{sasl:?}").contains("hunter2"));
     }

@@ -360,6 +360,11 @@ fn security_problems_are_named() {
             "unknown value \"GSSAPI\"; allowed: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER",
         ),
         ("{ tls: { cert: c.pem } }", "security.tls.cert: needs key"),
+        (
+            "{ sasl: { mechanism: OAUTHBEARER, token: t, extensions: { auth: x } } }",
+            "extensions.auth: an extension name",
+        ),
+        ("{ sasl: { mechanism: PLAIN, username: u, password: p, extensions: { a: b } } }", "does not apply"),
     ];
     for (security, want) in cases {
         let text = with_security(security);

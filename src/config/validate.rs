@@ -94,6 +94,7 @@ fn check_sasl(sasl: &SaslConfig, path: &KeyPath, report: &mut Report<'_>) {
         ("client_secret", sasl.client_secret.is_some()),
         ("client_secret_file", sasl.client_secret_file.is_some()),
         ("scope", sasl.scope.is_some()),
+        ("extensions", !sasl.extensions.is_empty()),
     ];
     let (own, foreign) = if mechanism.uses_password() {
         (&password_keys[..], &token_keys[..])
@@ -112,6 +113,19 @@ fn check_sasl(sasl: &SaslConfig, path: &KeyPath, report: &mut Report<'_>) {
         return;
     }
     one_of(&["token", "token_file", "token_endpoint"], &set, mechanism, path, report);
+    for (key, value) in &sasl.extensions {
+        // RFC 7628 §3.1: key = 1*(ALPHA), value = *(VCHAR / SP / HTAB / CR / LF); "auth" is
+        // the token's own key.
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphabetic()) || key == "auth" {
+            report.add(
+                &path.key("extensions").key(key),
+                "an extension name is letters only, and not \"auth\"".to_owned(),
+            );
+        }
+        if value.as_str().chars().any(|c| c == '\u{1}' || !(c.is_ascii_graphic() || c.is_ascii_whitespace())) {
+            report.add(&path.key("extensions").key(key), "an extension value is printable ASCII only".to_owned());
+        }
+    }
     if let Some(endpoint) = &sasl.token_endpoint {
         let url = endpoint.as_str();
         if !(url.starts_with("http://") || url.starts_with("https://")) {

@@ -110,8 +110,12 @@ pub(crate) struct Sasl {
 
 #[derive(Debug)]
 enum Credentials {
-    Password { username: String, password: SecretSource },
-    Token(oauth::TokenSource),
+    Password {
+        username: String,
+        password: SecretSource,
+    },
+    /// OAUTHBEARER: where the token comes from, and the SASL extensions sent with it.
+    Token(oauth::TokenSource, Vec<(String, String)>),
 }
 
 impl Sasl {
@@ -132,27 +136,30 @@ impl Sasl {
                 ),
             }
         } else if let Some(token) = &config.token {
-            Credentials::Token(oauth::TokenSource::Static(token.clone()))
+            Credentials::Token(oauth::TokenSource::Static(token.clone()), extensions(config))
         } else if let Some(file) = &config.token_file {
-            Credentials::Token(oauth::TokenSource::File(file.path()))
+            Credentials::Token(oauth::TokenSource::File(file.path()), extensions(config))
         } else {
             let url_text = config.token_endpoint.as_ref().map(|u| u.as_str().to_owned()).unwrap_or_default();
             let url = http::Url::parse(&url_text)
                 .map_err(|e| SecurityError::Endpoint { cluster: cluster.to_owned(), reason: e.to_string() })?;
             let tls = endpoint_tls.filter(|_| url.https);
-            Credentials::Token(oauth::TokenSource::Endpoint(oauth::ClientCredentials {
-                url,
-                url_text,
-                client_id: config.client_id.as_ref().map(|c| c.as_str().to_owned()).unwrap_or_default(),
-                client_secret: SecretSource::from_keys(
-                    config.client_secret.as_ref(),
-                    config.client_secret_file.as_ref(),
-                    "client_secret_file",
-                ),
-                scope: config.scope.as_ref().map(|s| s.as_str().to_owned()),
-                tls,
-                cached: Mutex::new(None),
-            }))
+            Credentials::Token(
+                oauth::TokenSource::Endpoint(oauth::ClientCredentials {
+                    url,
+                    url_text,
+                    client_id: config.client_id.as_ref().map(|c| c.as_str().to_owned()).unwrap_or_default(),
+                    client_secret: SecretSource::from_keys(
+                        config.client_secret.as_ref(),
+                        config.client_secret_file.as_ref(),
+                        "client_secret_file",
+                    ),
+                    scope: config.scope.as_ref().map(|s| s.as_str().to_owned()),
+                    tls,
+                    cached: Mutex::new(None),
+                }),
+                extensions(config),
+            )
         };
         Ok(Self { mechanism: config.mechanism, credentials })
     }
@@ -161,9 +168,13 @@ impl Sasl {
     pub(crate) fn username(&self) -> Option<&str> {
         match &self.credentials {
             Credentials::Password { username, .. } => Some(username),
-            Credentials::Token(_) => None,
+            Credentials::Token(..) => None,
         }
     }
+}
+
+fn extensions(config: &SaslConfig) -> Vec<(String, String)> {
+    config.extensions.iter().map(|(k, v)| (k.clone(), v.as_str().to_owned())).collect()
 }
 
 /// A secret given inline or as a file read at each use.

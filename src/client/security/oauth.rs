@@ -127,9 +127,14 @@ impl ClientCredentials {
     }
 }
 
-/// The OAUTHBEARER client-first message (RFC 7628 §3.1) carrying `token`.
-pub(crate) fn initial_response(token: &Secret) -> Vec<u8> {
-    format!("n,,\x01auth=Bearer {}\x01\x01", token.expose()).into_bytes()
+/// The OAUTHBEARER client-first message (RFC 7628 §3.1) carrying `token` and `extensions`.
+pub(crate) fn initial_response(token: &Secret, extensions: &[(String, String)]) -> Vec<u8> {
+    let mut message = format!("n,,\x01auth=Bearer {}\x01", token.expose());
+    for (key, value) in extensions {
+        message.push_str(&format!("{key}={value}\x01"));
+    }
+    message.push('\x01');
+    message.into_bytes()
 }
 
 #[cfg(test)]
@@ -138,8 +143,12 @@ mod tests {
 
     #[test]
     fn initial_response_follows_rfc7628() {
-        let message = initial_response(&Secret::new("abc.def.".to_owned()));
+        let message = initial_response(&Secret::new("abc.def.".to_owned()), &[]);
         assert_eq!(message, b"n,,\x01auth=Bearer abc.def.\x01\x01");
+        let extensions =
+            [("logicalCluster".to_owned(), "lkc-1".to_owned()), ("identityPoolId".to_owned(), "p".to_owned())];
+        let message = initial_response(&Secret::new("t".to_owned()), &extensions);
+        assert_eq!(message, b"n,,\x01auth=Bearer t\x01logicalCluster=lkc-1\x01identityPoolId=p\x01\x01");
     }
 
     #[test]

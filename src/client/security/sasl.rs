@@ -37,9 +37,9 @@ pub(crate) async fn authenticate(messenger: &Messenger, sasl: &Sasl) -> Result<O
             let hash = if sasl.mechanism == SaslMechanism::ScramSha256 { ScramHash::Sha256 } else { ScramHash::Sha512 };
             scram(messenger, sasl, hash, username, password.expose()).await?
         }
-        (Credentials::Token(source), _) => {
+        (Credentials::Token(source, extensions), _) => {
             let token = source.token().await.map_err(|source| credentials(messenger, source))?;
-            oauth_bearer(messenger, sasl, &token).await?
+            oauth_bearer(messenger, sasl, &token, extensions).await?
         }
         (Credentials::Password { .. }, SaslMechanism::OauthBearer) => {
             return Err(failure(messenger, sasl, "OAUTHBEARER needs a token, not a password".to_owned()))
@@ -116,8 +116,9 @@ async fn oauth_bearer(
     messenger: &Messenger,
     sasl: &Sasl,
     token: &crate::config::Secret,
+    extensions: &[(String, String)],
 ) -> Result<kafka_protocol::messages::SaslAuthenticateResponse, ConnectionError> {
-    let response = round(messenger, sasl, Bytes::from(oauth::initial_response(token))).await?;
+    let response = round(messenger, sasl, Bytes::from(oauth::initial_response(token, extensions))).await?;
     if response.auth_bytes.is_empty() {
         return Ok(response);
     }

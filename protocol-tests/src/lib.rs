@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod fake;
+pub mod secure;
 
 use base64::Engine;
 use kferry::client::{ClientConfig, Cluster};
@@ -168,8 +169,24 @@ pub async fn produce(bootstrap: &str, topic: &str, count: u32, compression: &str
 
 /// Reads a whole topic back with confluent-kafka, sorted by (partition, offset).
 pub async fn consume(bootstrap: &str, topic: &str, isolation: &str, expect: usize) -> Vec<ConsumedRecord> {
+    consume_with(bootstrap, topic, isolation, expect, &[]).await
+}
+
+/// As [`consume`], with librdkafka settings for the connection (`--client-config`, e.g.
+/// `security.protocol=SSL`).
+pub async fn consume_with(
+    bootstrap: &str,
+    topic: &str,
+    isolation: &str,
+    expect: usize,
+    client_config: &[String],
+) -> Vec<ConsumedRecord> {
     let expect = expect.to_string();
-    let args = ["consume", "--bootstrap", bootstrap, "--topic", topic, "--isolation", isolation, "--expect", &expect];
+    let mut args =
+        vec!["consume", "--bootstrap", bootstrap, "--topic", topic, "--isolation", isolation, "--expect", &expect];
+    for setting in client_config {
+        args.extend(["--client-config", setting.as_str()]);
+    }
     let out = run_verifier(&args, Duration::from_secs(90)).await;
     out.lines().map(|line| serde_json::from_str(line).expect("consumed record is JSON")).collect()
 }
@@ -335,11 +352,21 @@ async fn drain(stream: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
 impl Kferry {
     /// Starts `kferry <command> --config <file holding config_text>`.
     pub fn start(command: &str, config_text: &str) -> Self {
-        Self::start_with(command, &[], config_text)
+        Self::launch(command, &[], &[], config_text)
     }
 
     /// As [`Kferry::start`], with `extra` arguments after the config.
     pub fn start_with(command: &str, extra: &[&str], config_text: &str) -> Self {
+        Self::launch(command, extra, &[], config_text)
+    }
+
+    /// As [`Kferry::start`], with extra environment variables (`KFERRY_LOG` among them
+    /// overrides the default `info`).
+    pub fn start_with_env(command: &str, config_text: &str, env: &[(&str, &str)]) -> Self {
+        Self::launch(command, &[], env, config_text)
+    }
+
+    fn launch(command: &str, extra: &[&str], env: &[(&str, &str)], config_text: &str) -> Self {
         let config = std::env::temp_dir().join(format!("{}.yaml", unique_name("kferry-config")));
         std::fs::write(&config, config_text).expect("config written");
         let mut child = tokio::process::Command::new(kferry_binary())
@@ -347,6 +374,7 @@ impl Kferry {
             .arg(&config)
             .args(extra)
             .env("KFERRY_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -364,7 +392,16 @@ impl Kferry {
 
     /// As [`Kferry::run_to_end`], with `extra` arguments after the config.
     pub async fn run_to_end_with(command: &str, extra: &[&str], config_text: &str) -> (Option<i32>, String, String) {
-        let kferry = Self::start_with(command, extra, config_text);
+        Self::launch(command, extra, &[], config_text).finish(Duration::from_secs(60)).await
+    }
+
+    /// As [`Kferry::run_to_end`], with extra environment variables.
+    pub async fn run_to_end_with_env(
+        command: &str,
+        config_text: &str,
+        env: &[(&str, &str)],
+    ) -> (Option<i32>, String, String) {
+        let kferry = Self::start_with_env(command, config_text, env);
         kferry.finish(Duration::from_secs(60)).await
     }
 

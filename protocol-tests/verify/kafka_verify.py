@@ -62,6 +62,9 @@ shows the change, so a describe right after them sees it):
       (resource type CLUSTER, which librdkafka calls BROKER). Needs a broker with an
       authorizer: without one this fails with SECURITY_DISABLED.
 
+Every command takes --client-config K=V (repeatable): librdkafka settings added to each client
+it makes, e.g. security.protocol=SSL, ssl.ca.location=..., ssl.certificate.location=...
+
 Errors print {"error", "code", "command"} on stderr and exit 1.
 """
 
@@ -162,8 +165,15 @@ def parse_configs(pairs, option="--config"):
     return configs
 
 
+def client_config(args):
+    """bootstrap.servers plus the --client-config settings (security.protocol, ssl.*, sasl.*)."""
+    conf = {"bootstrap.servers": args.bootstrap}
+    conf.update(parse_configs(args.client_config, "--client-config"))
+    return conf
+
+
 def admin_client(args):
-    return AdminClient({"bootstrap.servers": args.bootstrap})
+    return AdminClient(client_config(args))
 
 
 def wait_until(check, timeout, what):
@@ -204,7 +214,7 @@ def wait_for_leaders(admin, topic, partitions, timeout):
 
 
 def cmd_create_topic(args):
-    admin = AdminClient({"bootstrap.servers": args.bootstrap})
+    admin = AdminClient(client_config(args))
     configs = parse_configs(args.config)
     new = NewTopic(args.topic, num_partitions=args.partitions,
                    replication_factor=args.replication_factor, config=configs)
@@ -221,7 +231,7 @@ def cmd_create_topic(args):
 
 def producer_config(args):
     conf = {
-        "bootstrap.servers": args.bootstrap,
+        **client_config(args),
         "compression.type": args.compression,
         # Linger so several records share a batch: codecs and batch parsing get exercised.
         "linger.ms": args.linger_ms,
@@ -366,7 +376,7 @@ def record_json(msg):
 
 def cmd_consume(args):
     consumer = Consumer({
-        "bootstrap.servers": args.bootstrap,
+        **client_config(args),
         # librdkafka insists on a group id; assign() never joins it and nothing is committed.
         "group.id": f"kferry-verify-{uuid.uuid4()}",
         "enable.auto.commit": False,
@@ -694,6 +704,8 @@ def parse_args(argv):
         if topic is not None:
             p.add_argument("--topic", required=topic == "required")
         p.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+        p.add_argument("--client-config", action="append", metavar="K=V",
+                       help="librdkafka setting for every client, e.g. security.protocol=SSL")
 
     p = sub.add_parser("create-topic")
     common(p)

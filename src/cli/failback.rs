@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::check::{close_all, connect_all};
 use super::failover::find_flow;
 use super::Failure;
-use crate::client::Cluster;
+use crate::client::{ClientConfig, Cluster};
 use crate::config::{Config, FlowConfig};
 use crate::recovery::failback::{self, FailbackMode};
 use crate::recovery::marker::{self, FlowState};
@@ -28,7 +28,7 @@ pub(super) struct FailbackArgs<'a> {
 
 pub(super) async fn failback(config: &Config, args: FailbackArgs<'_>) -> Result<(), Failure> {
     let flow = find_flow(config, args.flow)?;
-    let clusters = connect_all(config, super::check::check_client_config()).await;
+    let clusters = connect_all(config, super::check::check_client_config()).await?;
     let (Ok(primary), Ok(secondary)) = (&clusters[&flow.source], &clusters[&flow.target]) else {
         for (alias, cluster) in [(&flow.source, &clusters[&flow.source]), (&flow.target, &clusters[&flow.target])] {
             if let Err(e) = cluster {
@@ -109,9 +109,12 @@ async fn start(
 
 /// Runs the reverse flow until a signal, or until `--complete` fences it (a success).
 async fn run_reverse_flow(config: &Config, reverse: &FlowConfig, primary: &Cluster) -> bool {
+    let access = match super::cluster_access(config, &ClientConfig::default()) {
+        Ok(access) => access,
+        Err(_) => return false,
+    };
     let (stop, stopped) = watch::channel(false);
-    let source = config.clusters[&reverse.source].bootstrap_servers.clone();
-    let target = config.clusters[&reverse.target].bootstrap_servers.clone();
+    let (source, target) = (access[&reverse.source].clone(), access[&reverse.target].clone());
     let running = super::run::run_flow(reverse.clone(), source, target, stopped);
     tokio::pin!(running);
     let ended_well = tokio::select! {

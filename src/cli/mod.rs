@@ -172,6 +172,42 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// How to reach one configured cluster: its bootstrap servers and client settings with its
+/// security (certificates read, credentials prepared).
+#[derive(Clone)]
+struct ClusterAccess {
+    bootstrap: Vec<String>,
+    client: crate::client::ClientConfig,
+}
+
+/// [`ClusterAccess`] of every cluster, from `base` settings. A certificate file that cannot
+/// be used is a configuration error, reported before any connection is tried.
+fn cluster_access(
+    config: &Config,
+    base: &crate::client::ClientConfig,
+) -> Result<std::collections::BTreeMap<String, ClusterAccess>, Failure> {
+    let mut access = std::collections::BTreeMap::new();
+    let mut failed = false;
+    for (name, cluster) in &config.clusters {
+        match crate::client::security::Security::from_config(name, &cluster.security) {
+            Ok(security) => {
+                let mut client = base.clone();
+                client.connection.security = std::sync::Arc::new(security);
+                access.insert(name.clone(), ClusterAccess { bootstrap: cluster.bootstrap_servers.clone(), client });
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        Err(Failure::Config)
+    } else {
+        Ok(access)
+    }
+}
+
 fn load(path: &std::path::Path) -> Result<Config, Failure> {
     Config::load(path).map_err(|e| {
         eprintln!("{e}");

@@ -32,7 +32,7 @@ struct Row {
 }
 
 pub(super) async fn offsets(config: &Config, only: Option<&str>, json: bool) -> Result<(), Failure> {
-    let clusters = connect_all(config, super::check::check_client_config()).await;
+    let clusters = connect_all(config, super::check::check_client_config()).await?;
     let mut healthy = true;
     let mut rows = Vec::new();
     for flow in &config.flows {

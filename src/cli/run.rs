@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::Failure;
+use super::{ClusterAccess, Failure};
 use crate::client::{ClientConfig, ClientError, Cluster};
 use crate::config::{Config, FlowConfig};
 use crate::groups::sync::GroupSync;
@@ -26,11 +26,12 @@ use crate::topics::sync::TopicSync;
 const CONNECT_RETRY: Duration = Duration::from_secs(5);
 
 pub(super) async fn run(config: &Config) -> Result<(), Failure> {
+    let access = super::cluster_access(config, &ClientConfig::default())?;
     let (stop, stopped) = watch::channel(false);
     let mut flows = tokio::task::JoinSet::new();
     for flow in &config.flows {
-        let source = config.clusters[&flow.source].bootstrap_servers.clone();
-        let target = config.clusters[&flow.target].bootstrap_servers.clone();
+        let source = access[&flow.source].clone();
+        let target = access[&flow.target].clone();
         flows.spawn(run_flow(flow.clone(), source, target, stopped.clone()));
     }
     tracing::info!(flows = config.flows.len(), "running");
@@ -87,8 +88,8 @@ pub(super) async fn wait_for_signal() {
 /// whether the flow ended without a fatal error.
 pub(super) async fn run_flow(
     flow: FlowConfig,
-    source: Vec<String>,
-    target: Vec<String>,
+    source: ClusterAccess,
+    target: ClusterAccess,
     mut stopped: watch::Receiver<bool>,
 ) -> bool {
     let (source, target) = loop {
@@ -205,10 +206,10 @@ async fn group_sync_loop(
 
 async fn connect(
     flow: &FlowConfig,
-    source: &[String],
-    target: &[String],
+    source: &ClusterAccess,
+    target: &ClusterAccess,
 ) -> Result<(Arc<Cluster>, Arc<Cluster>), ClientError> {
-    let source = Cluster::connect(&flow.source, source, ClientConfig::default()).await?;
-    let target = Cluster::connect(&flow.target, target, ClientConfig::default()).await?;
+    let source = Cluster::connect(&flow.source, &source.bootstrap, source.client.clone()).await?;
+    let target = Cluster::connect(&flow.target, &target.bootstrap, target.client.clone()).await?;
     Ok((source, target))
 }

@@ -10,6 +10,7 @@
 
 mod error;
 mod locate;
+mod security;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 pub use error::{ConfigError, Problem};
+pub use security::{Expanded, SaslConfig, SaslMechanism, Secret, SecurityConfig, TlsConfig};
 pub(crate) use validate::regex_error_reason;
 
 /// A whole kferry configuration.
@@ -44,6 +46,9 @@ pub struct Config {
 pub struct ClusterConfig {
     /// `host:port` of brokers to ask for cluster metadata; one reachable broker is enough.
     pub bootstrap_servers: Vec<String>,
+    /// TLS and SASL; absent: plaintext without authentication.
+    #[serde(default)]
+    pub security: SecurityConfig,
 }
 
 /// One replication flow: which topics of `source` are copied to `target`, and how they

@@ -58,6 +58,8 @@ api_requests! {
     EndTxn: EndTxnRequest => EndTxnResponse;
     ListGroups: ListGroupsRequest => ListGroupsResponse;
     DeleteRecords: DeleteRecordsRequest => DeleteRecordsResponse;
+    SaslHandshake: SaslHandshakeRequest => SaslHandshakeResponse;
+    SaslAuthenticate: SaslAuthenticateRequest => SaslAuthenticateResponse;
 }
 
 /// The version both sides speak: the highest version in both ranges.

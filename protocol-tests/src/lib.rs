@@ -122,6 +122,41 @@ fn b64_headers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Headers, D::Err
         .map_err(serde::de::Error::custom)
 }
 
+/// A record's key, value, headers and timestamp: what must be equal on both clusters
+/// (offsets differ: kferry's own transaction markers take offsets on the target).
+pub type Payload = (Option<Vec<u8>>, Option<Vec<u8>>, Headers, i64);
+
+/// Per partition, the records' payloads in order.
+pub type Content = std::collections::BTreeMap<i32, Vec<Payload>>;
+
+pub fn content(records: &[ConsumedRecord]) -> Content {
+    let mut by_partition = Content::new();
+    for r in records {
+        by_partition.entry(r.partition).or_default().push(r.payload());
+    }
+    by_partition
+}
+
+/// The records of each partition, in order.
+pub fn by_partition(records: &[ConsumedRecord]) -> std::collections::BTreeMap<i32, Vec<ConsumedRecord>> {
+    let mut map: std::collections::BTreeMap<i32, Vec<ConsumedRecord>> = Default::default();
+    for r in records {
+        map.entry(r.partition).or_default().push(r.clone());
+    }
+    map
+}
+
+impl ConsumedRecord {
+    pub fn payload(&self) -> Payload {
+        (self.key.clone(), self.value.clone(), self.headers.clone(), self.timestamp)
+    }
+
+    /// The same record on another cluster: same payload, whatever the offset.
+    pub fn same_as(&self, other: &ConsumedRecord) -> bool {
+        self.payload() == other.payload()
+    }
+}
+
 /// Runs the verifier with `args`; panics (failing the test) on error or after `timeout`.
 async fn run_verifier(args: &[&str], timeout: Duration) -> String {
     let script = required_env("KFERRY_VERIFY");

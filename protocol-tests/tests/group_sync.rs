@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use protocol_tests::{
-    alias, consume, create_topic, describe_group, eventually, group_consume, mm2_translate_offsets, primary, produce,
-    secondary, spawn_group_member, two_cluster_config, unique_flow_config, unique_name, ConsumedRecord, Kferry,
+    alias, by_partition, consume, create_topic, describe_group, eventually, group_consume, mm2_translate_offsets,
+    primary, produce, secondary, spawn_group_member, two_cluster_config, unique_flow_config, unique_name,
+    ConsumedRecord, Kferry,
 };
 
 /// A flow that replicates `topic` and syncs the groups matching `groups` every `interval`
@@ -18,19 +19,6 @@ fn flow_config(topic: &str, groups: &str, interval: u64) -> String {
         "    topics: [\"{topic}\"]\n    groups: [\"{groups}\"]\n    refresh_topics_interval_seconds: 1\n    \
          sync_group_offsets_interval_seconds: {interval}\n"
     ))
-}
-
-fn by_partition(records: &[ConsumedRecord]) -> BTreeMap<i32, Vec<ConsumedRecord>> {
-    let mut map: BTreeMap<i32, Vec<ConsumedRecord>> = BTreeMap::new();
-    for r in records {
-        map.entry(r.partition).or_default().push(r.clone());
-    }
-    map
-}
-
-/// The same record: key, value, headers and timestamp (offsets differ between clusters).
-fn same_record(a: &ConsumedRecord, b: &ConsumedRecord) -> bool {
-    (&a.key, &a.value, &a.headers, a.timestamp) == (&b.key, &b.value, &b.headers, b.timestamp)
 }
 
 /// Waits until the target holds as many committed records of `topic` as the source.
@@ -82,7 +70,7 @@ async fn assert_group_continues_at_the_next_record(topic: &str, partitions: i32,
         let next = &source[&partition][read];
         let first = &first_on_target[&partition][0];
         assert!(
-            same_record(first, next),
+            first.same_as(next),
             "partition {partition}: the group read {read} records on the source, so it must continue with the \
              record at source offset {}; on the target it got {first:?} instead of {next:?}",
             next.offset

@@ -6,38 +6,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use protocol_tests::{
-    alias, consume, create_topic, eventually, group_consume, primary, produce, secondary, two_cluster_config,
-    unique_name, ConsumedRecord, Kferry,
+    alias, by_partition, consume, content, create_topic, eventually, group_consume, primary, produce, secondary,
+    two_cluster_config, unique_name, ConsumedRecord, Content, Kferry,
 };
 use serde_json::Value;
-
-/// Per partition, the records as (key, value, headers, timestamp), in order.
-type Content = BTreeMap<i32, Vec<(Option<Vec<u8>>, Option<Vec<u8>>, protocol_tests::Headers, i64)>>;
-
-fn content(records: &[ConsumedRecord]) -> Content {
-    let mut by_partition = Content::new();
-    for r in records {
-        by_partition.entry(r.partition).or_default().push((
-            r.key.clone(),
-            r.value.clone(),
-            r.headers.clone(),
-            r.timestamp,
-        ));
-    }
-    by_partition
-}
-
-fn by_partition(records: &[ConsumedRecord]) -> BTreeMap<i32, Vec<ConsumedRecord>> {
-    let mut map: BTreeMap<i32, Vec<ConsumedRecord>> = BTreeMap::new();
-    for r in records {
-        map.entry(r.partition).or_default().push(r.clone());
-    }
-    map
-}
-
-fn same_record(a: &ConsumedRecord, b: &ConsumedRecord) -> bool {
-    (&a.key, &a.value, &a.headers, a.timestamp) == (&b.key, &b.value, &b.headers, b.timestamp)
-}
 
 /// A config with the flow `<p> -> <s>` over `topic`, syncing `group`, every second.
 fn dr_config(source: &str, target: &str, topic: &str, group: &str) -> String {
@@ -114,7 +86,7 @@ async fn planned_failover_then_reset_failback_returns_the_pair_without_duplicate
     let first = first_records(&secondary(), &topic, &group).await;
     for (partition, record) in &first {
         let next = &source[partition][consumed_on_primary[partition].len()];
-        assert!(same_record(record, next), "partition {partition}: got {record:?}, expected {next:?}");
+        assert!(record.same_as(next), "partition {partition}: got {record:?}, expected {next:?}");
     }
     let groups = failover["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 3, "{groups:?}");
@@ -163,7 +135,7 @@ async fn planned_failover_then_reset_failback_returns_the_pair_without_duplicate
     for (partition, record) in &first {
         let read = consumed_on_primary[partition].len() + moved_on_secondary[partition].len();
         let next = &secondary_records[partition][read];
-        assert!(same_record(record, next), "partition {partition}: got {record:?}, expected {next:?}");
+        assert!(record.same_as(next), "partition {partition}: got {record:?}, expected {next:?}");
     }
 
     // The forward flow runs again from the right place: new records reach the secondary
@@ -309,12 +281,12 @@ async fn disaster_failover_then_incremental_failback_keeps_every_record_once() {
     let primary_now = by_partition(&consume(&source.bootstrap, &topic, "read_committed", 0).await);
     let first = first_records(&source.bootstrap, &topic, &moved).await;
     for (partition, record) in &first {
-        assert!(same_record(record, &after_failover[partition][110]), "{moved} partition {partition}: {record:?}");
+        assert!(record.same_as(&after_failover[partition][110]), "{moved} partition {partition}: {record:?}");
     }
     let first = first_records(&source.bootstrap, &topic, &drained).await;
     for (partition, record) in &first {
         let first_written_on_secondary = &after_failover[partition][on_secondary[partition].len()];
-        assert!(same_record(record, first_written_on_secondary), "{drained} partition {partition}: {record:?}");
+        assert!(record.same_as(first_written_on_secondary), "{drained} partition {partition}: {record:?}");
         assert!(record.offset >= old_primary[partition].last().unwrap().offset, "never in the divergent tail");
     }
     assert_eq!(content(&primary_now.values().flatten().cloned().collect::<Vec<_>>()), expected);

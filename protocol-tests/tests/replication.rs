@@ -7,28 +7,14 @@ use std::time::Duration;
 
 use protocol_tests::{
     consume, create_topic, describe_topic, eventually, primary, produce, secondary, unique_flow_config, unique_name,
-    ConsumedRecord, Headers, Kferry, CODECS,
+    ConsumedRecord, Content, Kferry, Payload, CODECS,
 };
 
 /// A record's key, value, headers and timestamp.
-type Payload = (Option<Vec<u8>>, Option<Vec<u8>>, Headers, i64);
-
-/// Per partition, the records in order without their offsets (the target's offsets differ:
-/// kferry's own transaction markers take offsets there).
-type Content = BTreeMap<i32, Vec<Payload>>;
-
+/// [`protocol_tests::content`] of records that must all carry CreateTime timestamps.
 fn content(records: &[ConsumedRecord]) -> Content {
-    let mut by_partition = Content::new();
-    for r in records {
-        assert_eq!(r.timestamp_type, "create_time");
-        by_partition.entry(r.partition).or_default().push((
-            r.key.clone(),
-            r.value.clone(),
-            r.headers.clone(),
-            r.timestamp,
-        ));
-    }
-    by_partition
+    assert!(records.iter().all(|r| r.timestamp_type == "create_time"));
+    protocol_tests::content(records)
 }
 
 async fn wait_until_replicated(topic: &str, expected: usize) -> Vec<ConsumedRecord> {

@@ -40,6 +40,13 @@ async fn connect_unbounded(broker: &BrokerRef, config: &ConnectionConfig) -> Res
         reason: "the host is not a valid TLS server name; set security.tls.server_name".to_owned(),
     })?;
     let stream = tls.connector.connect(name, stream).await.map_err(|e| tls_error(broker, &e))?;
+    let (_, session) = stream.get_ref();
+    tracing::debug!(
+        %broker,
+        version = ?session.protocol_version(),
+        cipher_suite = ?session.negotiated_cipher_suite().map(|s| s.suite()),
+        "TLS established"
+    );
     Ok(Transport::Tls(Box::new(stream)))
 }
 

@@ -39,6 +39,7 @@ pub(crate) async fn authenticate(messenger: &Messenger, sasl: &Sasl) -> Result<O
         }
         (Credentials::Token(source, extensions), _) => {
             let token = source.token().await.map_err(|source| credentials(messenger, source))?;
+            tracing::trace!(broker = %messenger.broker(), ?source, extensions = extensions.len(), "OAUTHBEARER token ready");
             oauth_bearer(messenger, sasl, &token, extensions).await?
         }
         (Credentials::Password { .. }, SaslMechanism::OauthBearer) => {
@@ -52,7 +53,10 @@ async fn handshake(messenger: &Messenger, sasl: &Sasl) -> Result<(), ConnectionE
     let request = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(sasl.mechanism.name()));
     let (_, response) = messenger.request_unguarded(&request).await?;
     match ErrorCode::from_code(response.error_code) {
-        None => Ok(()),
+        None => {
+            tracing::trace!(broker = %messenger.broker(), mechanism = %sasl.mechanism, "SaslHandshake accepted");
+            Ok(())
+        }
         Some(ErrorCode(ResponseError::UnsupportedSaslMechanism)) => Err(ConnectionError::SaslMechanism {
             broker: messenger.broker().clone(),
             mechanism: sasl.mechanism,
@@ -109,6 +113,7 @@ async fn scram(
     let server_final = std::str::from_utf8(&outcome.auth_bytes)
         .map_err(|_| failure(messenger, sasl, "the SCRAM server-final message is not UTF-8".to_owned()))?;
     client.verify_server_final(server_final).map_err(scram_failure)?;
+    tracing::trace!(broker = %messenger.broker(), mechanism = %sasl.mechanism, "SCRAM server signature verified");
     Ok(outcome)
 }
 

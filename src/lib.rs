@@ -10,11 +10,18 @@
 //! - [`config`]: the YAML configuration, its types and validation. No network.
 //! - [`topics`]: which source topics a flow replicates and what they are called on the
 //!   target (pure functions).
-//! - [`cli`]: argument parsing and the `run` / `check` commands that tie the rest together.
+//! - [`replicate`]: the hot path (fetch, forward, transactional produce), the offset map
+//!   and kferry's state topics on the target.
+//! - [`groups`]: consumer-group offset sync, and MM2-compatible checkpoint records.
+//! - [`recovery`]: failover and failback, as plans and their execution.
+//! - [`cli`]: argument parsing and the commands (`run`, `check`, `plan`, `offsets`,
+//!   `failover`, `failback`) that tie the rest together.
 
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod groups;
 pub mod protocol;
+pub mod recovery;
 pub mod replicate;
 pub mod topics;

@@ -2,11 +2,15 @@
 //! and the independent verifier (`verify/kafka_verify.py`, confluent-kafka) that writes and
 //! reads back data so that kferry never grades its own work.
 //!
+//! MM2 checkpoints are read back with Apache Kafka's own connect-mirror-client
+//! (`verify/mirror-client`, see [`mm2_translate_offsets`]).
+//!
 //! `scripts/test` starts two real Kafka clusters and sets `KFERRY_TEST_PRIMARY`,
 //! `KFERRY_TEST_SECONDARY`, `KFERRY_TEST_KAFKA_VERSION` and `KFERRY_VERIFY`. A test run
 //! without them fails with a message saying so: a skipped real-Kafka test would pass
 //! without testing anything.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -14,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod fake;
+pub mod secure;
 
 use base64::Engine;
 use kferry::client::{ClientConfig, Cluster};
@@ -117,6 +122,41 @@ fn b64_headers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Headers, D::Err
         .map_err(serde::de::Error::custom)
 }
 
+/// A record's key, value, headers and timestamp: what must be equal on both clusters
+/// (offsets differ: kferry's own transaction markers take offsets on the target).
+pub type Payload = (Option<Vec<u8>>, Option<Vec<u8>>, Headers, i64);
+
+/// Per partition, the records' payloads in order.
+pub type Content = std::collections::BTreeMap<i32, Vec<Payload>>;
+
+pub fn content(records: &[ConsumedRecord]) -> Content {
+    let mut by_partition = Content::new();
+    for r in records {
+        by_partition.entry(r.partition).or_default().push(r.payload());
+    }
+    by_partition
+}
+
+/// The records of each partition, in order.
+pub fn by_partition(records: &[ConsumedRecord]) -> std::collections::BTreeMap<i32, Vec<ConsumedRecord>> {
+    let mut map: std::collections::BTreeMap<i32, Vec<ConsumedRecord>> = Default::default();
+    for r in records {
+        map.entry(r.partition).or_default().push(r.clone());
+    }
+    map
+}
+
+impl ConsumedRecord {
+    pub fn payload(&self) -> Payload {
+        (self.key.clone(), self.value.clone(), self.headers.clone(), self.timestamp)
+    }
+
+    /// The same record on another cluster: same payload, whatever the offset.
+    pub fn same_as(&self, other: &ConsumedRecord) -> bool {
+        self.payload() == other.payload()
+    }
+}
+
 /// Runs the verifier with `args`; panics (failing the test) on error or after `timeout`.
 async fn run_verifier(args: &[&str], timeout: Duration) -> String {
     let script = required_env("KFERRY_VERIFY");
@@ -164,16 +204,130 @@ pub async fn produce(bootstrap: &str, topic: &str, count: u32, compression: &str
 
 /// Reads a whole topic back with confluent-kafka, sorted by (partition, offset).
 pub async fn consume(bootstrap: &str, topic: &str, isolation: &str, expect: usize) -> Vec<ConsumedRecord> {
+    consume_with(bootstrap, topic, isolation, expect, &[]).await
+}
+
+/// As [`consume`], with librdkafka settings for the connection (`--client-config`, e.g.
+/// `security.protocol=SSL`).
+pub async fn consume_with(
+    bootstrap: &str,
+    topic: &str,
+    isolation: &str,
+    expect: usize,
+    client_config: &[String],
+) -> Vec<ConsumedRecord> {
     let expect = expect.to_string();
-    let args = ["consume", "--bootstrap", bootstrap, "--topic", topic, "--isolation", isolation, "--expect", &expect];
+    let mut args =
+        vec!["consume", "--bootstrap", bootstrap, "--topic", topic, "--isolation", isolation, "--expect", &expect];
+    for setting in client_config {
+        args.extend(["--client-config", setting.as_str()]);
+    }
     let out = run_verifier(&args, Duration::from_secs(90)).await;
     out.lines().map(|line| serde_json::from_str(line).expect("consumed record is JSON")).collect()
+}
+
+/// Consumes as a member of `group` with confluent-kafka (read_committed, from the group's
+/// committed offsets): `per_partition` records of each partition (`N` or `P=N,P=N`), then
+/// commits the offset after the last one read unless `extra` has `--no-commit`.
+pub async fn group_consume(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    per_partition: &str,
+    extra: &[&str],
+) -> Vec<ConsumedRecord> {
+    let mut args = vec![
+        "group-consume",
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--per-partition",
+        per_partition,
+    ];
+    args.extend_from_slice(extra);
+    let out = run_verifier(&args, Duration::from_secs(90)).await;
+    out.lines().map(|line| serde_json::from_str(line).expect("consumed record is JSON")).collect()
+}
+
+/// A consumer group as confluent-kafka's admin client describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct GroupDescription {
+    pub state: String,
+    pub members: usize,
+    /// Committed offsets by `topic/partition`.
+    pub offsets: std::collections::BTreeMap<String, i64>,
+}
+
+pub async fn describe_group(bootstrap: &str, group: &str) -> GroupDescription {
+    let json = verify_json(&["describe-group", "--bootstrap", bootstrap, "--group", group]).await;
+    serde_json::from_value(json).expect("describe-group output")
+}
+
+/// A confluent-kafka consumer that joins `group` on `topic` without reading or committing
+/// anything and stays a member for `seconds`; killed when dropped.
+pub fn spawn_group_member(bootstrap: &str, topic: &str, group: &str, seconds: u32) -> tokio::process::Child {
+    tokio::process::Command::new("python3")
+        .arg(required_env("KFERRY_VERIFY"))
+        .args(["group-consume", "--bootstrap", bootstrap, "--topic", topic, "--group", group])
+        .args(["--per-partition", "0", "--no-commit", "--hold-seconds", &seconds.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs")
 }
 
 /// Runs a verifier subcommand that prints one JSON object.
 pub async fn verify_json(args: &[&str]) -> serde_json::Value {
     let out = run_verifier(args, Duration::from_secs(60)).await;
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("verifier {args:?} printed no JSON ({e}): {out}"))
+}
+
+/// What Java tooling gets from MM2's checkpoints: runs `verify/mirror-client/TranslateOffsets.java`,
+/// i.e. connect-mirror-client's `RemoteClusterUtils.translateOffsets(bootstrap, source_alias,
+/// group)`, and returns the translated offsets by (topic, partition). Panics (failing the test)
+/// on error or after a minute; the Java process is killed and reaped either way.
+pub async fn mm2_translate_offsets(bootstrap: &str, source_alias: &str, group: &str) -> BTreeMap<(String, i32), i64> {
+    let dir = crate_dir().join("verify/mirror-client");
+    let fetched = std::process::Command::new(dir.join("fetch.sh")).output().expect("mirror-client/fetch.sh runs");
+    assert!(fetched.status.success(), "mirror-client/fetch.sh failed:\n{}", String::from_utf8_lossy(&fetched.stderr));
+    let classpath = String::from_utf8_lossy(&fetched.stdout).trim().to_string();
+    let mut child = tokio::process::Command::new("java")
+        .arg("-cp")
+        .arg(&classpath)
+        .arg(dir.join("TranslateOffsets.java"))
+        .args([bootstrap, source_alias, group])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("java runs");
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let output = tokio::spawn(async move { tokio::join!(drain(stdout), drain(stderr)) });
+    let timeout = Duration::from_secs(60);
+    let status = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(status) => status.expect("TranslateOffsets exit status"),
+        Err(_) => {
+            // kill() also waits, so the process is reaped before the test fails.
+            let _ = child.kill().await;
+            panic!("TranslateOffsets {source_alias} {group} still running after {timeout:?}");
+        }
+    };
+    let (stdout, stderr) = output.await.expect("TranslateOffsets output drained");
+    assert!(status.success(), "TranslateOffsets {source_alias} {group} failed ({status}):\n{stderr}\n{stdout}");
+    let offsets: BTreeMap<String, i64> = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("TranslateOffsets printed no offsets JSON ({e}): {stdout}"));
+    offsets
+        .into_iter()
+        .map(|(key, offset)| {
+            let (topic, partition) = key.rsplit_once('/').unwrap_or_else(|| panic!("`{key}` is not topic/partition"));
+            let partition = partition.parse().unwrap_or_else(|e| panic!("`{key}`: partition not a number ({e})"));
+            ((topic.to_string(), partition), offset)
+        })
+        .collect()
 }
 
 /// A topic as confluent-kafka's admin client describes it.
@@ -233,12 +387,29 @@ async fn drain(stream: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
 impl Kferry {
     /// Starts `kferry <command> --config <file holding config_text>`.
     pub fn start(command: &str, config_text: &str) -> Self {
+        Self::launch(command, &[], &[], config_text)
+    }
+
+    /// As [`Kferry::start`], with `extra` arguments after the config.
+    pub fn start_with(command: &str, extra: &[&str], config_text: &str) -> Self {
+        Self::launch(command, extra, &[], config_text)
+    }
+
+    /// As [`Kferry::start`], with extra environment variables (`KFERRY_LOG` among them
+    /// overrides the default `info`).
+    pub fn start_with_env(command: &str, config_text: &str, env: &[(&str, &str)]) -> Self {
+        Self::launch(command, &[], env, config_text)
+    }
+
+    fn launch(command: &str, extra: &[&str], env: &[(&str, &str)], config_text: &str) -> Self {
         let config = std::env::temp_dir().join(format!("{}.yaml", unique_name("kferry-config")));
         std::fs::write(&config, config_text).expect("config written");
         let mut child = tokio::process::Command::new(kferry_binary())
             .args([command, "--config"])
             .arg(&config)
+            .args(extra)
             .env("KFERRY_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -251,7 +422,21 @@ impl Kferry {
 
     /// Runs `kferry <command>` to completion (bounded); returns exit code, stdout, stderr.
     pub async fn run_to_end(command: &str, config_text: &str) -> (Option<i32>, String, String) {
-        let kferry = Self::start(command, config_text);
+        Self::run_to_end_with(command, &[], config_text).await
+    }
+
+    /// As [`Kferry::run_to_end`], with `extra` arguments after the config.
+    pub async fn run_to_end_with(command: &str, extra: &[&str], config_text: &str) -> (Option<i32>, String, String) {
+        Self::launch(command, extra, &[], config_text).finish(Duration::from_secs(60)).await
+    }
+
+    /// As [`Kferry::run_to_end`], with extra environment variables.
+    pub async fn run_to_end_with_env(
+        command: &str,
+        config_text: &str,
+        env: &[(&str, &str)],
+    ) -> (Option<i32>, String, String) {
+        let kferry = Self::start_with_env(command, config_text, env);
         kferry.finish(Duration::from_secs(60)).await
     }
 
@@ -286,6 +471,57 @@ impl Kferry {
 impl Drop for Kferry {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// A single-node Kafka cluster of one test's own (started with scripts/kafka/cluster.sh),
+/// for tests that kill or restart a broker, which the shared clusters must never see.
+/// Stopped, its data removed, when dropped, also when the test fails.
+pub struct OwnCluster {
+    name: String,
+    pub bootstrap: String,
+}
+
+fn cluster_script() -> PathBuf {
+    crate_dir().join("../scripts/kafka/cluster.sh")
+}
+
+async fn cluster_command(args: &[&str]) {
+    let output = tokio::process::Command::new(cluster_script())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("cluster.sh runs");
+    assert!(output.status.success(), "cluster.sh {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+}
+
+impl OwnCluster {
+    /// Starts cluster `name` on 127.0.0.1:`port` (and `port + 1` for its controller) with
+    /// the Kafka version of the test clusters.
+    pub async fn start(name: &str, port: u16) -> Self {
+        let name = format!("{name}-{}", std::process::id());
+        cluster_command(&["start", &name, &port.to_string(), &kafka_version()]).await;
+        Self { name, bootstrap: format!("127.0.0.1:{port}") }
+    }
+
+    /// Kills the broker with SIGKILL, as a machine loss would.
+    pub async fn kill(&self) {
+        let run_dir = std::env::var("KFERRY_RUN_DIR").unwrap_or_else(|_| "/tmp/kferry-kafka".into());
+        let pid = std::fs::read_to_string(PathBuf::from(run_dir).join(&self.name).join("pid")).expect("broker pid");
+        let status = std::process::Command::new("kill").args(["-KILL", pid.trim()]).status().expect("kill runs");
+        assert!(status.success(), "broker {} not killed", self.name);
+    }
+
+    /// Starts the broker again on its data.
+    pub async fn restart(&self) {
+        cluster_command(&["restart", &self.name]).await;
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(cluster_script()).args(["stop", &self.name]).status();
     }
 }
 

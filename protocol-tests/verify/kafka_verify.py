@@ -20,6 +20,22 @@ a broker holds, so kferry never grades its own work.
       ([name, base64 or null]), timestamp, timestamp_type. A summary goes to stderr. Exit 0
       when complete, 1 on error, 2 on timeout (the records read so far are still printed).
 
+Consumer groups (a subscribed consumer: joins the group, as applications do):
+
+  group-consume --bootstrap B --topic T --group G [--per-partition N|P=N,...] [--isolation I]
+                [--no-commit] [--hold-seconds S] [--timeout S]
+      reads from the group's committed offsets (earliest where it has none): N records of
+      every partition (or up to the end of each, without N), then commits the offset after
+      the last record read of each partition (unless --no-commit), then stays a member for S
+      seconds without reading more; prints the records read as consume does, and
+      {"event": "committed"} on stderr once committed (a test waits for it before --hold).
+      Exit 0 when every partition gave its N records (or reached its end), 2 on timeout.
+  describe-group --bootstrap B --group G
+      prints {"group", "state", "members", "offsets": {"topic/partition": offset}}.
+  reset-group --bootstrap B --group G --topic T --offset P=O[,P=O...]
+      sets the group's committed offsets (as kafka-consumer-groups --reset-offsets does);
+      prints {"group", "offsets"}.
+
 Topic planner checks (each prints one JSON object; the changing ones return once the broker
 shows the change, so a describe right after them sees it):
 
@@ -46,6 +62,9 @@ shows the change, so a describe right after them sees it):
       (resource type CLUSTER, which librdkafka calls BROKER). Needs a broker with an
       authorizer: without one this fails with SECURITY_DISABLED.
 
+Every command takes --client-config K=V (repeatable): librdkafka settings added to each client
+it makes, e.g. security.protocol=SSL, ssl.ca.location=..., ssl.certificate.location=...
+
 Errors print {"error", "code", "command"} on stderr and exit 1.
 """
 
@@ -63,6 +82,7 @@ from confluent_kafka import (
     TIMESTAMP_CREATE_TIME,
     TIMESTAMP_LOG_APPEND_TIME,
     Consumer,
+    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     Producer,
@@ -145,8 +165,15 @@ def parse_configs(pairs, option="--config"):
     return configs
 
 
+def client_config(args):
+    """bootstrap.servers plus the --client-config settings (security.protocol, ssl.*, sasl.*)."""
+    conf = {"bootstrap.servers": args.bootstrap}
+    conf.update(parse_configs(args.client_config, "--client-config"))
+    return conf
+
+
 def admin_client(args):
-    return AdminClient({"bootstrap.servers": args.bootstrap})
+    return AdminClient(client_config(args))
 
 
 def wait_until(check, timeout, what):
@@ -187,7 +214,7 @@ def wait_for_leaders(admin, topic, partitions, timeout):
 
 
 def cmd_create_topic(args):
-    admin = AdminClient({"bootstrap.servers": args.bootstrap})
+    admin = AdminClient(client_config(args))
     configs = parse_configs(args.config)
     new = NewTopic(args.topic, num_partitions=args.partitions,
                    replication_factor=args.replication_factor, config=configs)
@@ -204,7 +231,7 @@ def cmd_create_topic(args):
 
 def producer_config(args):
     conf = {
-        "bootstrap.servers": args.bootstrap,
+        **client_config(args),
         "compression.type": args.compression,
         # Linger so several records share a batch: codecs and batch parsing get exercised.
         "linger.ms": args.linger_ms,
@@ -349,7 +376,7 @@ def record_json(msg):
 
 def cmd_consume(args):
     consumer = Consumer({
-        "bootstrap.servers": args.bootstrap,
+        **client_config(args),
         # librdkafka insists on a group id; assign() never joins it and nothing is committed.
         "group.id": f"kferry-verify-{uuid.uuid4()}",
         "enable.auto.commit": False,
@@ -395,6 +422,101 @@ def cmd_consume(args):
     if error is not None:
         return 1
     return 0 if complete else 2
+
+
+# ---------------------------------------------------------------- consumer groups
+
+
+def limit_of(per_partition, partition):
+    """--per-partition is N for every partition, or P=N,P=N,... (absent partitions: none)."""
+    if per_partition is None:
+        return None
+    if "=" not in per_partition:
+        return int(per_partition)
+    limits = dict(item.split("=") for item in per_partition.split(","))
+    return int(limits.get(str(partition), 0))
+
+
+def cmd_group_consume(args):
+    consumer = Consumer({
+        "bootstrap.servers": args.bootstrap,
+        "group.id": args.group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        "isolation.level": args.isolation,
+        "auto.offset.reset": "earliest",
+    })
+    deadline = time.monotonic() + args.timeout
+    kept, done, parts, error = {}, set(), None, None
+    try:
+        parts = partition_ids(consumer, args.topic, args.timeout)
+        consumer.subscribe([args.topic])
+        while len(done) < len(parts) and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    limit = limit_of(args.per_partition, msg.partition())
+                    if limit is None or len(kept.get(msg.partition(), [])) >= limit:
+                        done.add(msg.partition())
+                    continue
+                raise KafkaException(msg.error())
+            records = kept.setdefault(msg.partition(), [])
+            limit = limit_of(args.per_partition, msg.partition())
+            if limit is not None and len(records) >= limit:
+                continue  # read ahead of the limit: not consumed, never committed
+            records.append(record_json(msg))
+            if limit is not None and len(records) >= limit:
+                done.add(msg.partition())
+                consumer.pause([TopicPartition(args.topic, msg.partition())])
+        if not args.no_commit:
+            offsets = [TopicPartition(args.topic, p, r[-1]["offset"] + 1) for p, r in kept.items() if r]
+            if offsets:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            emit({"event": "committed", "offsets": {f"{args.topic}/{tp.partition}": tp.offset for tp in offsets}},
+                 sys.stderr)
+        if args.hold_seconds > 0:
+            consumer.pause(consumer.assignment())
+            hold_until = time.monotonic() + args.hold_seconds
+            while time.monotonic() < hold_until:
+                consumer.poll(0.2)
+    except KafkaException as exc:
+        error = str(exc)
+    finally:
+        consumer.close()
+    for partition in sorted(kept):
+        for rec in kept[partition]:
+            emit(rec)
+    complete = error is None and len(done) == len(parts)
+    emit({"records": sum(len(r) for r in kept.values()), "complete": complete, "error": error}, sys.stderr)
+    if error is not None:
+        return 1
+    return 0 if complete else 2
+
+
+def cmd_describe_group(args):
+    admin = admin_client(args)
+    group = admin.describe_consumer_groups([args.group], request_timeout=args.timeout)[args.group].result(
+        timeout=args.timeout)
+    listed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(args.group)],
+                                               request_timeout=args.timeout)[args.group].result(timeout=args.timeout)
+    offsets = {f"{tp.topic}/{tp.partition}": tp.offset for tp in listed.topic_partitions if tp.offset >= 0}
+    state = group.state.name if hasattr(group.state, "name") else str(group.state)
+    emit({"group": args.group, "state": state, "members": len(group.members), "offsets": offsets})
+    return 0
+
+
+def cmd_reset_group(args):
+    admin = admin_client(args)
+    partitions = [TopicPartition(args.topic, int(p), int(o)) for p, o in
+                  (item.split("=") for item in args.offset.split(","))]
+    request = ConsumerGroupTopicPartitions(args.group, partitions)
+    done = admin.alter_consumer_group_offsets([request], request_timeout=args.timeout)[args.group].result(
+        timeout=args.timeout)
+    emit({"group": args.group, "offsets": {f"{tp.topic}/{tp.partition}": tp.offset for tp in done.topic_partitions}})
+    return 0
 
 
 # ---------------------------------------------------------------- topic planner checks
@@ -582,6 +704,8 @@ def parse_args(argv):
         if topic is not None:
             p.add_argument("--topic", required=topic == "required")
         p.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+        p.add_argument("--client-config", action="append", metavar="K=V",
+                       help="librdkafka setting for every client, e.g. security.protocol=SSL")
 
     p = sub.add_parser("create-topic")
     common(p)
@@ -610,6 +734,26 @@ def parse_args(argv):
     p.add_argument("--isolation", choices=("read_committed", "read_uncommitted"), default="read_uncommitted")
     p.add_argument("--expect", type=int, help="wait for at least N records")
     p.set_defaults(func=cmd_consume)
+
+    p = sub.add_parser("group-consume")
+    common(p)
+    p.add_argument("--group", required=True)
+    p.add_argument("--per-partition", help="N, or P=N,P=N,... per partition")
+    p.add_argument("--isolation", choices=("read_committed", "read_uncommitted"), default="read_committed")
+    p.add_argument("--no-commit", action="store_true")
+    p.add_argument("--hold-seconds", type=float, default=0.0)
+    p.set_defaults(func=cmd_group_consume)
+
+    p = sub.add_parser("describe-group")
+    common(p, topic=None)
+    p.add_argument("--group", required=True)
+    p.set_defaults(func=cmd_describe_group)
+
+    p = sub.add_parser("reset-group")
+    common(p)
+    p.add_argument("--group", required=True)
+    p.add_argument("--offset", required=True, metavar="P=O,...")
+    p.set_defaults(func=cmd_reset_group)
 
     p = sub.add_parser("describe-topic")
     common(p)

@@ -2,7 +2,9 @@
 # Single-node Apache Kafka test clusters (KRaft, combined broker+controller) on 127.0.0.1.
 #
 #   scripts/kafka/cluster.sh start NAME PORT [VERSION]   PLAINTEXT on PORT, CONTROLLER on PORT+1
-#       (KFERRY_KAFKA_AUTHORIZER=1 in the environment: with an authorizer, so ACLs work)
+#       (KFERRY_KAFKA_AUTHORIZER=1 in the environment: with an authorizer, so ACLs work;
+#       KFERRY_KAFKA_SECURE=1: also SSL with client certificates (mTLS) on PORT+2, SASL_SSL
+#       with SCRAM-SHA-512 and PLAIN on PORT+3, SASL_PLAINTEXT with OAUTHBEARER on PORT+4)
 #   scripts/kafka/cluster.sh stop NAME                   TERM, then KILL; removes the data dir
 #   scripts/kafka/cluster.sh restart NAME                TERM, then KILL, and start again with
 #       the data kept (same port, version and authorizer setting as the first start)
@@ -16,7 +18,9 @@
 # Environment: KFERRY_KAFKA_START_TIMEOUT (s, default 90), KFERRY_KAFKA_STOP_TIMEOUT (s,
 # default 30), KFERRY_KAFKA_JAVA_OPTS (extra JVM options), KFERRY_CACHE (see fetch.sh),
 # KFERRY_KAFKA_AUTHORIZER=1 (start with KRaft's StandardAuthorizer, see write_server_properties;
-# default 0: no authorizer, so ACL requests fail with SECURITY_DISABLED).
+# default 0: no authorizer, so ACL requests fail with SECURITY_DISABLED),
+# KFERRY_KAFKA_SECURE=1 (the secured listeners above; see write_secure_properties. The test
+# CA, certificates and the SASL users' passwords are written to RUN_DIR/NAME/certs).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,13 +28,14 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 run_dir="$(realpath -m "${KFERRY_RUN_DIR:-/tmp/kferry-kafka}")"
 start_timeout="${KFERRY_KAFKA_START_TIMEOUT:-90}"
 authorizer="${KFERRY_KAFKA_AUTHORIZER:-0}"
+secure="${KFERRY_KAFKA_SECURE:-0}"
 stop_timeout="${KFERRY_KAFKA_STOP_TIMEOUT:-30}"
 
 log() { printf 'cluster.sh: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
 usage() {
-  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -108,9 +113,9 @@ write_server_properties() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport$(secure_listeners "$port")
+advertised.listeners=PLAINTEXT://127.0.0.1:$port$(secure_listeners "$port")
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT$([[ "$secure" == 1 ]] && echo ",MTLS:SSL,SASLSSL:SASL_SSL,OAUTH:SASL_PLAINTEXT")
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 log.dirs=$dir/data
@@ -144,6 +149,88 @@ authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 super.users=User:ANONYMOUS
 EOF
   fi
+  if [[ "$secure" == 1 ]]; then write_secure_properties "$dir"; fi
+}
+
+# The secured listeners' part of `listeners` (empty unless KFERRY_KAFKA_SECURE=1).
+secure_listeners() {
+  local port="$1"
+  [[ "$secure" == 1 ]] || return 0
+  echo ",MTLS://127.0.0.1:$((port + 2)),SASLSSL://127.0.0.1:$((port + 3)),OAUTH://127.0.0.1:$((port + 4))"
+}
+
+# Listener MTLS (SSL) requires a client certificate signed by the test CA. SASLSSL (SASL_SSL)
+# takes SCRAM-SHA-512 (users created at format time, see format_args) and PLAIN (users listed
+# in its JAAS config). OAUTH (SASL_PLAINTEXT) takes OAUTHBEARER, checked by Kafka's unsecured
+# JWT validator (unsigned tokens with alg "none": test only), and SCRAM-SHA-256. Every SASL
+# session must re-authenticate (KIP-368) within connections.max.reauth.ms
+# (KFERRY_KAFKA_REAUTH_MS, default 10 s: short, so tests exercise re-authentication).
+write_secure_properties() {
+  local dir="$1" certs="$1/certs"
+  cat >>"$dir/server.properties" <<EOF
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$certs/broker.p12
+ssl.keystore.password=$(cat "$certs/keystore.password")
+ssl.key.password=$(cat "$certs/keystore.password")
+ssl.truststore.type=PEM
+ssl.truststore.location=$certs/ca.pem
+listener.name.mtls.ssl.client.auth=required
+listener.name.saslssl.sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
+listener.name.saslssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.saslssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_plainuser="$(cat "$certs/plain.password")";
+listener.name.oauth.sasl.enabled.mechanisms=OAUTHBEARER,SCRAM-SHA-256
+listener.name.oauth.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.oauth.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker";
+listener.name.oauth.oauthbearer.sasl.server.callback.handler.class=org.apache.kafka.common.security.oauthbearer.internals.unsecured.OAuthBearerUnsecuredValidatorCallbackHandler
+connections.max.reauth.ms=${KFERRY_KAFKA_REAUTH_MS:-10000}
+EOF
+}
+
+# A throwaway PKI made with openssl in DIR/certs: ca.pem (the test CA), broker.p12 (the
+# broker's key and certificate for localhost and 127.0.0.1, PKCS#12), client.pem/client.key
+# (a client certificate for mTLS), other-ca.pem (a CA nobody trusts, for the "not trusted"
+# case), and random passwords: keystore.password, scram.password (user kferry, SCRAM-SHA-512
+# and SCRAM-SHA-256), plain.password (user plainuser, PLAIN). Random per start, so a test can
+# grep kferry's output for every one of them.
+make_test_pki() {
+  local certs="$1/certs" name
+  command -v openssl >/dev/null || die "openssl is required for KFERRY_KAFKA_SECURE=1 (scripts/setup installs it)"
+  mkdir -p "$certs"
+  chmod 700 "$certs"
+  for name in keystore scram plain; do
+    head -c 18 /dev/urandom | base64 | tr '+/' 'xy' >"$certs/$name.password"
+  done
+  if ! (
+    cd "$certs"
+    set -e
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3 -subj "/CN=kferry test CA" \
+      -keyout ca.key -out ca.pem
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3 -subj "/CN=kferry untrusted CA" \
+      -keyout other-ca.key -out other-ca.pem
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout broker.key -out broker.csr
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >broker.ext
+    openssl x509 -req -days 3 -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+      -extfile broker.ext -out broker.pem
+    openssl pkcs12 -export -in broker.pem -inkey broker.key -certfile ca.pem -name broker \
+      -passout "file:keystore.password" -out broker.p12
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=kferry-client" -keyout client.key -out client.csr
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    openssl x509 -req -days 3 -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+      -extfile client.ext -out client.pem
+  ) >"$1/pki.log" 2>&1; then
+    tail -n 20 "$1/pki.log" >&2
+    die "generating the test certificates failed"
+  fi
+}
+
+# Extra storage-tool arguments: the SCRAM users of the secured listeners (KIP-900: created in
+# the bootstrap metadata, so they exist before the broker takes its first connection).
+format_args() {
+  local dir="$1" password
+  [[ "$secure" == 1 ]] || return 0
+  password="$(cat "$dir/certs/scram.password")"
+  printf '%s\n' --add-scram "SCRAM-SHA-512=[name=kferry,password=\"$password\"]" \
+    --add-scram "SCRAM-SHA-256=[name=kferry,password=\"$password\"]"
 }
 
 # Kafka 4.x logs through log4j2, 3.9 through reload4j (log4j 1.2 API): pick by the jars.
@@ -208,12 +295,14 @@ start_cluster() {
   if ! [[ "$port" =~ ^[1-9][0-9]{0,4}$ ]] || ((port >= 65535)); then die "bad port: $port"; fi
   [[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "bad Kafka version: $version"
   [[ "$authorizer" == [01] ]] || die "KFERRY_KAFKA_AUTHORIZER must be 0 or 1, not: $authorizer"
+  [[ "$secure" == [01] ]] || die "KFERRY_KAFKA_SECURE must be 0 or 1, not: $secure"
   command -v java >/dev/null || die "java is required"
   command -v kcat >/dev/null || die "kcat is required (scripts/setup installs it)"
 
   if pid="$(running_pid "$dir")"; then
     if [[ "$(cat "$dir/port" 2>/dev/null)" == "$port" && "$(cat "$dir/version" 2>/dev/null)" == "$version" &&
-      "$(cat "$dir/authorizer" 2>/dev/null || echo 0)" == "$authorizer" ]]; then
+      "$(cat "$dir/authorizer" 2>/dev/null || echo 0)" == "$authorizer" &&
+      "$(cat "$dir/secure" 2>/dev/null || echo 0)" == "$secure" ]]; then
       wait_ready "$name" "$port" "$pid" "$SECONDS"
       log "$name already running (Kafka $version, pid $pid) on 127.0.0.1:$port"
       echo "127.0.0.1:$port"
@@ -230,6 +319,8 @@ start_cluster() {
   echo "$port" >"$dir/port"
   echo "$version" >"$dir/version"
   echo "$authorizer" >"$dir/authorizer"
+  echo "$secure" >"$dir/secure"
+  if [[ "$secure" == 1 ]]; then make_test_pki "$dir"; fi
   launch "$name" "$port" "$version" "$libs" fresh
 }
 
@@ -237,7 +328,9 @@ start_cluster() {
 # broker on that port and taking it for ours.
 ports_free() {
   local name="$1" port="$2" p
-  for p in "$port" "$((port + 1))"; do
+  local -a ports=("$port" "$((port + 1))")
+  if [[ "$secure" == 1 ]]; then ports+=("$((port + 2))" "$((port + 3))" "$((port + 4))"); fi
+  for p in "${ports[@]}"; do
     port_busy "$p" && die "port 127.0.0.1:$p is already in use; cannot start $name"
   done
   return 0
@@ -260,8 +353,11 @@ launch() {
 
   # The storage tool (kafka.tools.StorageTool on both 3.9 and 4.x) writes meta.properties
   # and the bootstrap metadata; a static quorum needs no --standalone/--initial-controllers.
+  local -a extra_format
+  mapfile -t extra_format < <(format_args "$dir")
   if [[ "$mode" == fresh ]] && ! java "${jvm[@]}" -cp "$libs/*" kafka.tools.StorageTool format \
-    -t "$(random_cluster_id)" -c "$dir/server.properties" >"$dir/format.log" 2>&1; then
+    -t "$(random_cluster_id)" -c "$dir/server.properties" ${extra_format[@]+"${extra_format[@]}"} \
+    >"$dir/format.log" 2>&1; then
     tail -n 40 "$dir/format.log" >&2
     rm -rf "$dir/data"
     die "formatting the storage of $name failed"
@@ -279,6 +375,7 @@ launch() {
   wait_ready "$name" "$port" "$!" "$started" "$mode"
   local with="" verb=started
   [[ "$authorizer" == 1 ]] && with=", StandardAuthorizer"
+  [[ "$secure" == 1 ]] && with="$with, secured listeners on $((port + 2))-$((port + 4))"
   [[ "$mode" == fresh ]] || verb="restarted"
   log "$verb $name (Kafka $version$with, pid $(cat "$dir/pid")) on 127.0.0.1:$port" \
     "in $((SECONDS - started))s; logs in $dir"
@@ -315,6 +412,7 @@ restart_cluster() {
   port="$(cat "$dir/port")"
   version="$(cat "$dir/version")"
   authorizer="$(cat "$dir/authorizer" 2>/dev/null || echo 0)"
+  secure="$(cat "$dir/secure" 2>/dev/null || echo 0)"
   command -v java >/dev/null || die "java is required"
   command -v kcat >/dev/null || die "kcat is required (scripts/setup installs it)"
   stop_broker "$name"
@@ -341,7 +439,7 @@ status() {
     [[ -f "$dir/port" ]] || continue
     if pid="$(running_pid "$dir")"; then
       echo "$(basename "$dir") running pid=$pid kafka=$(cat "$dir/version") bootstrap=127.0.0.1:$(cat "$dir/port")" \
-        "authorizer=$(cat "$dir/authorizer" 2>/dev/null || echo 0)"
+        "authorizer=$(cat "$dir/authorizer" 2>/dev/null || echo 0) secure=$(cat "$dir/secure" 2>/dev/null || echo 0)"
     else
       echo "$(basename "$dir") stopped kafka=$(cat "$dir/version" 2>/dev/null) port=$(cat "$dir/port")"
     fi

@@ -12,7 +12,7 @@ use crate::config::{Config, FlowConfig};
 use crate::topics::{target_topic_name, TopicFilter};
 
 pub(super) async fn check(config: &Config) -> Result<(), Failure> {
-    let clusters = connect_all(config, check_client_config()).await;
+    let clusters = connect_all(config, check_client_config()).await?;
     let mut healthy = true;
     for (name, cluster) in &clusters {
         match cluster {
@@ -54,16 +54,16 @@ pub(super) fn check_client_config() -> ClientConfig {
     config
 }
 
-/// Connects to every configured cluster, concurrently.
+/// Connects to every configured cluster, concurrently; fails only when a cluster's
+/// security settings cannot be used at all (an unreadable certificate file).
 pub(super) async fn connect_all(
     config: &Config,
     client: ClientConfig,
-) -> BTreeMap<String, Result<Arc<Cluster>, ClientError>> {
+) -> Result<BTreeMap<String, Result<Arc<Cluster>, ClientError>>, Failure> {
     let mut pending = tokio::task::JoinSet::new();
-    for (name, cluster) in &config.clusters {
-        let (name, bootstrap, client) = (name.clone(), cluster.bootstrap_servers.clone(), client.clone());
+    for (name, access) in super::cluster_access(config, &client)? {
         pending.spawn(async move {
-            let cluster = Cluster::connect(&name, &bootstrap, client).await;
+            let cluster = Cluster::connect(&name, &access.bootstrap, access.client).await;
             (name, cluster)
         });
     }
@@ -73,7 +73,7 @@ pub(super) async fn connect_all(
         let (name, cluster) = joined.expect("cluster connect task panicked");
         clusters.insert(name, cluster);
     }
-    clusters
+    Ok(clusters)
 }
 
 async fn print_cluster(cluster: &Cluster) -> bool {
@@ -86,6 +86,7 @@ async fn print_cluster(cluster: &Cluster) -> bool {
         }
     };
     println!("cluster {}: id {}, {} broker(s)", cluster.name(), description.cluster_id, description.brokers.len());
+    println!("  security: {}", cluster.config().connection.security.describe());
     let mut healthy = true;
     for broker in &description.brokers {
         let controller = if description.controller_id == Some(broker.node_id) { ", controller" } else { "" };

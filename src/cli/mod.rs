@@ -4,6 +4,9 @@
 //! Exit codes: 0 success, 1 a cluster or broker problem, 2 a configuration problem.
 
 mod check;
+mod failback;
+mod failover;
+mod offsets;
 mod plan;
 mod run;
 
@@ -13,6 +16,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::recovery::failback::FailbackMode;
+use crate::recovery::failover::Mode;
 
 /// Replicates Kafka topics from one cluster to another (a MirrorMaker 2 replacement).
 #[derive(Debug, Parser)]
@@ -43,6 +48,82 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Prints, per group and partition, the source group's committed offset, the target
+    /// offset it translates to, the group's offset on the target and the lag; changes
+    /// nothing.
+    Offsets {
+        /// The YAML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fails a flow over to its target: waits until everything is replicated (--planned) or
+    /// takes what is there (--force), syncs group offsets, fences the flow and records the
+    /// failover point.
+    Failover {
+        /// The YAML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The flow, as `source->target`.
+        #[arg(long)]
+        flow: String,
+        /// The source is still up: wait until replication lag is zero.
+        #[arg(long, conflicts_with = "force", required_unless_present = "force")]
+        planned: bool,
+        /// The source is lost: fail over with what was replicated so far.
+        #[arg(long)]
+        force: bool,
+        /// Print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds a planned failover waits for replication to catch up.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// After a failover, brings the data written on the target back to the source through
+    /// the reverse flow (--mode reset|incremental, then runs it), or switches back once it
+    /// has caught up (--complete).
+    Failback {
+        /// The YAML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The flow that was failed over, as `source->target`.
+        #[arg(long)]
+        flow: String,
+        /// reset: delete the old source's records and copy everything back; incremental:
+        /// copy back only what was written after the failover point.
+        #[arg(long, value_enum, conflicts_with = "complete", required_unless_present = "complete")]
+        mode: Option<FailbackModeArg>,
+        /// Wait for the reverse flow to catch up, fence it, and resume the forward flow.
+        #[arg(long)]
+        complete: bool,
+        /// Print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds --complete waits for the reverse flow to catch up.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Where incremental failback writes the divergent records.
+        #[arg(long, default_value = ".")]
+        export_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum FailbackModeArg {
+    Reset,
+    Incremental,
 }
 
 /// Why a command failed, mapped to the exit code.
@@ -66,12 +147,64 @@ pub fn main() -> ExitCode {
             Command::Run { config } => run::run(&load(&config)?).await,
             Command::Check { config } => check::check(&load(&config)?).await,
             Command::Plan { config } => plan::plan(&load(&config)?).await,
+            Command::Failover { config, flow, planned, force: _, dry_run, timeout, json } => {
+                let mode = if planned { Mode::Planned } else { Mode::Force };
+                let timeout = std::time::Duration::from_secs(timeout);
+                failover::failover(&load(&config)?, &flow, mode, dry_run, timeout, json).await
+            }
+            Command::Failback { config, flow, mode, complete: _, dry_run, timeout, json, export_dir } => {
+                let mode = mode.map(|m| match m {
+                    FailbackModeArg::Reset => FailbackMode::Reset,
+                    FailbackModeArg::Incremental => FailbackMode::Incremental,
+                });
+                let timeout = std::time::Duration::from_secs(timeout);
+                let args =
+                    failback::FailbackArgs { flow: &flow, mode, dry_run, timeout, json, export_dir: &export_dir };
+                failback::failback(&load(&config)?, args).await
+            }
+            Command::Offsets { config, group, json } => offsets::offsets(&load(&config)?, group.as_deref(), json).await,
         }
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Cluster) => ExitCode::from(1),
         Err(Failure::Config) => ExitCode::from(2),
+    }
+}
+
+/// How to reach one configured cluster: its bootstrap servers and client settings with its
+/// security (certificates read, credentials prepared).
+#[derive(Clone)]
+struct ClusterAccess {
+    bootstrap: Vec<String>,
+    client: crate::client::ClientConfig,
+}
+
+/// [`ClusterAccess`] of every cluster, from `base` settings. A certificate file that cannot
+/// be used is a configuration error, reported before any connection is tried.
+fn cluster_access(
+    config: &Config,
+    base: &crate::client::ClientConfig,
+) -> Result<std::collections::BTreeMap<String, ClusterAccess>, Failure> {
+    let mut access = std::collections::BTreeMap::new();
+    let mut failed = false;
+    for (name, cluster) in &config.clusters {
+        match crate::client::security::Security::from_config(name, &cluster.security) {
+            Ok(security) => {
+                let mut client = base.clone();
+                client.connection.security = std::sync::Arc::new(security);
+                access.insert(name.clone(), ClusterAccess { bootstrap: cluster.bootstrap_servers.clone(), client });
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        Err(Failure::Config)
+    } else {
+        Ok(access)
     }
 }
 

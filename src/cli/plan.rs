@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::topics::sync::TopicSync;
 
 pub(super) async fn plan(config: &Config) -> Result<(), Failure> {
-    let clusters = connect_all(config, super::check::check_client_config()).await;
+    let clusters = connect_all(config, super::check::check_client_config()).await?;
     let mut healthy = true;
     for flow in &config.flows {
         println!("flow {} ({} names), changes on {}:", flow.name(), flow.policy, flow.target);

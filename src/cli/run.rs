@@ -6,6 +6,8 @@
 //! topics to copy) and the replicator (records). On a signal the replicator finishes the
 //! cycle in progress, so a transaction is committed or never started, and `run` exits 0.
 //! It exits 1 once every flow has stopped on an error it cannot recover from.
+//! A third loop, on its own interval, syncs consumer-group offsets (`groups`): it only reads
+//! the state the replicator commits, so it never slows the hot path.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,9 +15,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::Failure;
+use super::{ClusterAccess, Failure};
 use crate::client::{ClientConfig, ClientError, Cluster};
 use crate::config::{Config, FlowConfig};
+use crate::groups::sync::GroupSync;
 use crate::replicate::engine::Replicator;
 use crate::topics::sync::TopicSync;
 
@@ -23,11 +26,12 @@ use crate::topics::sync::TopicSync;
 const CONNECT_RETRY: Duration = Duration::from_secs(5);
 
 pub(super) async fn run(config: &Config) -> Result<(), Failure> {
+    let access = super::cluster_access(config, &ClientConfig::default())?;
     let (stop, stopped) = watch::channel(false);
     let mut flows = tokio::task::JoinSet::new();
     for flow in &config.flows {
-        let source = config.clusters[&flow.source].bootstrap_servers.clone();
-        let target = config.clusters[&flow.target].bootstrap_servers.clone();
+        let source = access[&flow.source].clone();
+        let target = access[&flow.target].clone();
         flows.spawn(run_flow(flow.clone(), source, target, stopped.clone()));
     }
     tracing::info!(flows = config.flows.len(), "running");
@@ -62,7 +66,7 @@ pub(super) async fn run(config: &Config) -> Result<(), Failure> {
     }
 }
 
-async fn wait_for_signal() {
+pub(super) async fn wait_for_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut sigterm) => {
@@ -82,10 +86,10 @@ async fn wait_for_signal() {
 
 /// One flow: connect (retrying), then topic sync and replication side by side. Returns
 /// whether the flow ended without a fatal error.
-async fn run_flow(
+pub(super) async fn run_flow(
     flow: FlowConfig,
-    source: Vec<String>,
-    target: Vec<String>,
+    source: ClusterAccess,
+    target: ClusterAccess,
     mut stopped: watch::Receiver<bool>,
 ) -> bool {
     let (source, target) = loop {
@@ -107,9 +111,17 @@ async fn run_flow(
             return false;
         }
     };
+    let groups = match GroupSync::new(&flow, Arc::clone(&source), Arc::clone(&target)) {
+        Ok(groups) => groups,
+        Err(e) => {
+            tracing::error!(flow = %flow.name(), error = %e, "flow cannot start");
+            return false;
+        }
+    };
     let (topics, replicated) = watch::channel(BTreeMap::new());
     let (flow_stop, flow_stopped) = watch::channel(false);
     let mut flow_stopped_for_sync = flow_stopped.clone();
+    let mut flow_stopped_for_groups = flow_stopped.clone();
     let replicator = Replicator::new(&flow, source, target, replicated);
     let replication = async {
         let outcome = replicator.run(stopped.clone()).await;
@@ -118,7 +130,8 @@ async fn run_flow(
         outcome
     };
     let syncing = topic_sync_loop(&flow, sync, topics, stopped.clone(), &mut flow_stopped_for_sync);
-    let (outcome, ()) = tokio::join!(replication, syncing);
+    let group_syncing = group_sync_loop(&flow, groups, stopped.clone(), &mut flow_stopped_for_groups);
+    let (outcome, (), ()) = tokio::join!(replication, syncing, group_syncing);
     drop(flow_stopped);
     match outcome {
         Ok(totals) => {
@@ -164,12 +177,39 @@ async fn topic_sync_loop(
     }
 }
 
+async fn group_sync_loop(
+    flow: &FlowConfig,
+    mut groups: GroupSync,
+    mut stopped: watch::Receiver<bool>,
+    flow_stopped: &mut watch::Receiver<bool>,
+) {
+    if !flow.sync_group_offsets {
+        return;
+    }
+    let interval = Duration::from_secs(flow.sync_group_offsets_interval_seconds);
+    loop {
+        match groups.round().await {
+            Ok(report) => {
+                tracing::debug!(flow = %flow.name(), groups = report.groups, committed = report.committed, active = report.active.len(), "group offset sync round done")
+            }
+            Err(e) => {
+                tracing::warn!(flow = %flow.name(), error = %e, "group offset sync round failed; next try in {interval:?}")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+            _ = flow_stopped.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
 async fn connect(
     flow: &FlowConfig,
-    source: &[String],
-    target: &[String],
+    source: &ClusterAccess,
+    target: &ClusterAccess,
 ) -> Result<(Arc<Cluster>, Arc<Cluster>), ClientError> {
-    let source = Cluster::connect(&flow.source, source, ClientConfig::default()).await?;
-    let target = Cluster::connect(&flow.target, target, ClientConfig::default()).await?;
+    let source = Cluster::connect(&flow.source, &source.bootstrap, source.client.clone()).await?;
+    let target = Cluster::connect(&flow.target, &target.bootstrap, target.client.clone()).await?;
     Ok((source, target))
 }

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
 use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreateTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest, DescribeClusterRequest, DescribeConfigsRequest,
     IncrementalAlterConfigsRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -94,6 +95,44 @@ impl Cluster {
                     })
                     .collect(),
             })
+        })
+        .await
+    }
+
+    /// Deletes the records of `topic`/`partition` before `before` (DeleteRecords, sent to
+    /// the partition's leader); returns the new log start offset.
+    pub async fn delete_records(&self, topic: &str, partition: i32, before: i64) -> Result<i64, ClientError> {
+        let request =
+            DeleteRecordsRequest::default().with_timeout_ms(30_000).with_topics(vec![DeleteRecordsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![DeleteRecordsPartition::default()
+                    .with_partition_index(partition)
+                    .with_offset(before)])]);
+        self.retrying(|| async {
+            let (leader, _) = self.leader_once(topic, partition).await?;
+            let (_, response) = leader.request(&request).await?;
+            let answer = response.topics.iter().flat_map(|t| &t.partitions).find(|p| p.partition_index == partition);
+            let Some(answer) = answer else {
+                return Err(ClientError::IncompleteResponse {
+                    cluster: self.name().clone(),
+                    what: "DeleteRecords",
+                    missing: format!("an answer for {topic} partition {partition}"),
+                });
+            };
+            if let Some(code) = ErrorCode::from_code(answer.error_code) {
+                if code.needs_metadata_refresh() {
+                    self.invalidate_metadata();
+                }
+                return Err(ClientError::Partition {
+                    broker: leader.broker().clone(),
+                    api: "DeleteRecords",
+                    topic: topic.to_string(),
+                    partition,
+                    code,
+                    message: None,
+                });
+            }
+            Ok(answer.low_watermark)
         })
         .await
     }

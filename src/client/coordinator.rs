@@ -1,5 +1,5 @@
 //! Coordinators and group offsets: FindCoordinator (for consumer groups and transactional
-//! ids), OffsetFetch and OffsetCommit. kferry commits its own progress as a group's
+//! ids), ListGroups, OffsetFetch and OffsetCommit. kferry commits its own progress as a group's
 //! offsets, and the group-sync loop reads and writes other groups' offsets.
 
 use std::collections::BTreeMap;
@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
-use kafka_protocol::messages::{FindCoordinatorRequest, GroupId, OffsetCommitRequest, OffsetFetchRequest, TopicName};
+use kafka_protocol::messages::{
+    FindCoordinatorRequest, GroupId, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use super::cluster::Cluster;
@@ -40,6 +42,24 @@ pub struct CommittedOffset {
 
 /// Committed offsets by (topic, partition).
 pub type GroupOffsets = BTreeMap<(String, i32), CommittedOffset>;
+
+/// A group as ListGroups reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedGroup {
+    pub id: String,
+    /// `consumer` for consumer groups, empty for groups that only ever committed offsets.
+    pub protocol_type: String,
+    /// `Empty`, `Stable`, `PreparingRebalance`, ... (ListGroups v4+, else `None`).
+    pub state: Option<String>,
+}
+
+impl ListedGroup {
+    /// Whether the group has no members right now, so offsets may be committed for it from
+    /// outside. Without a state (brokers before Kafka 2.6) that cannot be known: no.
+    pub fn is_memberless(&self) -> bool {
+        matches!(self.state.as_deref(), Some("Empty" | "Dead"))
+    }
+}
 
 /// Whether `code` means the coordinator moved or is not ready: find it again and retry.
 pub(super) fn coordinator_moved(code: ErrorCode) -> bool {
@@ -80,6 +100,32 @@ impl Cluster {
         }
         self.cache_coordinator(kind, key, node);
         self.broker(node).await
+    }
+
+    /// Every group of the cluster: each broker lists the groups it coordinates, so all
+    /// brokers are asked.
+    pub async fn list_groups(&self) -> Result<Vec<ListedGroup>, ClientError> {
+        let brokers: Vec<i32> = self.all_topics().await?.brokers.keys().copied().collect();
+        let mut groups = Vec::new();
+        for node in brokers {
+            let response = self
+                .retrying(|| async {
+                    let broker = self.broker(node).await?;
+                    let (_, response) = broker.request(&ListGroupsRequest::default()).await?;
+                    if let Some(code) = ErrorCode::from_code(response.error_code) {
+                        let broker = broker.broker().clone();
+                        return Err(ClientError::Request { broker, api: "ListGroups", code, message: None });
+                    }
+                    Ok(response)
+                })
+                .await?;
+            groups.extend(response.groups.into_iter().map(|g| ListedGroup {
+                id: g.group_id.0.to_string(),
+                protocol_type: g.protocol_type.to_string(),
+                state: Some(g.group_state.to_string()).filter(|s| !s.is_empty()),
+            }));
+        }
+        Ok(groups)
     }
 
     /// The committed offsets of `group`, all topics.

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use kafka_protocol::protocol::VersionRange;
 
+use super::security::{CredentialError, SecurityError};
+use crate::config::SaslMechanism;
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::ProtocolError;
 
@@ -41,8 +43,17 @@ pub enum ConnectionError {
     ConnectTimeout { broker: BrokerRef, after: Duration },
     #[error("{broker}: connection lost: {source}")]
     Io { broker: BrokerRef, source: Arc<std::io::Error> },
-    #[error("{broker}: the broker closed the connection{}", if *.mid_response { " in the middle of a response" } else { "" })]
-    Closed { broker: BrokerRef, mid_response: bool },
+    #[error(
+        "{broker}: the broker closed the connection{}{}",
+        if *.mid_response { " in the middle of a response" } else { "" },
+        if *.after_first_response {
+            " right after its first answer, as a SASL listener does to a client that does not \
+             authenticate (set security.sasl for this cluster, or use the broker's PLAINTEXT or SSL port)"
+        } else {
+            ""
+        }
+    )]
+    Closed { broker: BrokerRef, mid_response: bool, after_first_response: bool },
     #[error("{broker}: no response to {api} within {after:?}; connection dropped")]
     RequestTimeout { broker: BrokerRef, api: &'static str, after: Duration },
     #[error("{broker}: {source}; connection dropped")]
@@ -61,12 +72,46 @@ pub enum ConnectionError {
     Handshake { broker: BrokerRef, code: ErrorCode },
     #[error("{broker}: connection closed by kferry")]
     Shutdown { broker: BrokerRef },
+    /// The TLS handshake failed: untrusted certificate, wrong name, refused client
+    /// certificate, or no TLS listener at the address.
+    #[error("{broker}: TLS: {reason}")]
+    Tls { broker: BrokerRef, reason: String },
+    /// Plaintext sent to a TLS listener: its answer is a TLS alert.
+    #[error(
+        "{broker}: the broker answered with TLS: this is a TLS listener (SSL or SASL_SSL); \
+         set security.tls for this cluster, or use the broker's plaintext port"
+    )]
+    TlsListener { broker: BrokerRef },
+    #[error("{broker}: SASL mechanism {mechanism} is not enabled on this listener; enabled: {}", if .enabled.is_empty() { "none" } else { .enabled.as_str() })]
+    SaslMechanism { broker: BrokerRef, mechanism: SaslMechanism, enabled: String },
+    /// The broker refused the credentials.
+    #[error("{broker}: {mechanism} authentication{} failed: {message}", .user.as_ref().map_or(String::new(), |u| format!(" as user {u}")))]
+    Authentication { broker: BrokerRef, mechanism: SaslMechanism, user: Option<String>, message: String },
+    #[error("{broker}: {mechanism} authentication: {reason}")]
+    Sasl { broker: BrokerRef, mechanism: SaslMechanism, reason: String },
+    #[error("{broker}: no credentials to authenticate with: {source}")]
+    Credentials { broker: BrokerRef, source: CredentialError },
+    /// The SASL session ran out before it could be renewed (the connection sat idle).
+    #[error("{broker}: SASL session expired; reconnecting")]
+    SessionExpired { broker: BrokerRef },
 }
 
 impl ConnectionError {
     /// Whether a new connection may succeed where this one failed.
     pub fn is_retriable(&self) -> bool {
-        !matches!(self, Self::UnsupportedApi { .. } | Self::Handshake { .. } | Self::Encode { .. })
+        // Configuration problems stay until an operator acts; retrying only delays the
+        // message. Credentials (a token endpoint down, a file being rotated) may come back.
+        !matches!(
+            self,
+            Self::UnsupportedApi { .. }
+                | Self::Handshake { .. }
+                | Self::Encode { .. }
+                | Self::Tls { .. }
+                | Self::TlsListener { .. }
+                | Self::SaslMechanism { .. }
+                | Self::Authentication { .. }
+                | Self::Sasl { .. }
+        )
     }
 }
 
@@ -107,6 +152,8 @@ pub enum ClientError {
     UnknownBroker { cluster: Arc<str>, node_id: i32 },
     #[error("cluster {cluster}: {what} answered without {missing}")]
     IncompleteResponse { cluster: Arc<str>, what: &'static str, missing: String },
+    #[error(transparent)]
+    Security(#[from] SecurityError),
     #[error("{last} (gave up after {attempts} attempts in {elapsed:?})")]
     RetriesExhausted { attempts: u32, elapsed: Duration, last: Box<ClientError> },
 }
@@ -124,7 +171,11 @@ impl ClientError {
     pub fn is_retriable(&self) -> bool {
         match self {
             Self::Connection(e) => e.is_retriable(),
-            Self::NoBootstrap { .. } | Self::NoLeader { .. } | Self::UnknownBroker { .. } => true,
+            // Every bootstrap server refusing kferry's TLS or credentials will refuse again.
+            Self::NoBootstrap { attempts, .. } => {
+                attempts.is_empty() || attempts.iter().any(ConnectionError::is_retriable)
+            }
+            Self::NoLeader { .. } | Self::UnknownBroker { .. } => true,
             Self::Partition { code, .. }
             | Self::Topic { code, .. }
             | Self::Request { code, .. }

@@ -12,22 +12,27 @@
 //! new connection. Cancelling a request is safe at any point: a frame is either queued whole
 //! or not at all, and the slot of a request already on the wire is kept (with its in-flight
 //! permit) until its response arrives and is discarded.
+//!
+//! Under the messenger is a [`super::transport`] stream (TCP or TLS). With SASL, the
+//! connection authenticates before it is handed out, and re-authenticates (KIP-368) before
+//! the session the broker announced runs out: the next request after 85% of the lifetime
+//! first runs the SASL exchange again, with later requests held back until it is done.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
 use kafka_protocol::protocol::{Message, StrBytes, VersionRange};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, RwLock, RwLockReadGuard, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::error::{BrokerRef, ConnectionError};
+use super::security::{sasl, Security};
+use super::transport::{self, Transport};
 use crate::protocol::api::{self, ApiRequest};
 use crate::protocol::error_code::{ErrorCode, ResponseError};
 use crate::protocol::frame::decode_frame;
@@ -45,6 +50,8 @@ pub struct ConnectionConfig {
     pub max_in_flight: usize,
     /// Largest response frame accepted; a larger size prefix means a corrupt stream.
     pub max_frame_bytes: usize,
+    /// TLS and SASL of the cluster (default: plaintext, no authentication).
+    pub security: Arc<Security>,
 }
 
 impl Default for ConnectionConfig {
@@ -55,6 +62,7 @@ impl Default for ConnectionConfig {
             request_timeout: Duration::from_secs(30),
             max_in_flight: 64,
             max_frame_bytes: 256 * 1024 * 1024,
+            security: Arc::default(),
         }
     }
 }
@@ -81,6 +89,11 @@ struct Shared {
     permits: Arc<Semaphore>,
     /// Flipped to `true` once poisoned, so both I/O tasks stop and the socket closes.
     closed: watch::Sender<bool>,
+    /// Responses received; a close after only the first (ApiVersions) on a connection
+    /// without SASL is what a SASL listener does to a client that does not authenticate.
+    responses: AtomicU64,
+    /// Whether the connection authenticates with SASL.
+    sasl: bool,
 }
 
 impl Shared {
@@ -123,6 +136,42 @@ pub struct Messenger {
     frames: mpsc::Sender<Bytes>,
     versions: ApiVersionTable,
     tasks: [JoinHandle<()>; 2],
+    /// Present when the broker limits the SASL session's lifetime.
+    session: Option<SaslSession>,
+    security: Arc<Security>,
+}
+
+/// A SASL session with a lifetime, and the lock that holds requests back while it is renewed.
+struct SaslSession {
+    /// Requests take it shared while they are queued; re-authentication takes it exclusive,
+    /// so no request slips between its SaslHandshake and SaslAuthenticate.
+    gate: RwLock<()>,
+    /// `None` once a renewal announced no lifetime: the session no longer expires.
+    times: Mutex<Option<SessionTimes>>,
+}
+
+#[derive(Clone, Copy)]
+struct SessionTimes {
+    reauthenticate_at: Instant,
+    /// After this the broker closes the connection at the next request (KIP-368).
+    expires_at: Instant,
+}
+
+impl SessionTimes {
+    fn starting_now(lifetime: Duration) -> Self {
+        let now = Instant::now();
+        Self { reauthenticate_at: now + sasl::reauthenticate_after(lifetime), expires_at: now + lifetime }
+    }
+}
+
+impl SaslSession {
+    fn times(&self) -> Option<SessionTimes> {
+        *self.times.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_times(&self, times: Option<SessionTimes>) {
+        *self.times.lock().unwrap_or_else(|p| p.into_inner()) = times;
+    }
 }
 
 impl std::fmt::Debug for Messenger {
@@ -140,33 +189,69 @@ impl Drop for Messenger {
 }
 
 impl Messenger {
-    /// Connects, starts the I/O tasks and learns the broker's API versions.
+    /// Connects (with TLS when configured), starts the I/O tasks, learns the broker's API
+    /// versions and authenticates (when SASL is configured).
     pub async fn connect(broker: BrokerRef, config: &ConnectionConfig) -> Result<Self, ConnectionError> {
-        let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(&*broker.address))
-            .await
-            .map_err(|_| ConnectionError::ConnectTimeout { broker: broker.clone(), after: config.connect_timeout })?
-            .map_err(|e| ConnectionError::Connect { broker: broker.clone(), source: Arc::new(e) })?;
-        // Requests are small and latency matters more than packet count.
-        stream
-            .set_nodelay(true)
-            .map_err(|e| ConnectionError::Connect { broker: broker.clone(), source: Arc::new(e) })?;
+        let stream = transport::connect(&broker, config).await?;
         let mut messenger = Self::start(stream, broker, config);
-        messenger.versions = messenger.handshake().await?;
+        messenger.versions = messenger.handshake().await.map_err(|e| messenger.explain_first_failure(e))?;
+        if let Some(settings) = &config.security.sasl {
+            let lifetime = sasl::authenticate(&messenger, settings).await.map_err(|e| messenger.fail(e))?;
+            tracing::debug!(broker = %messenger.broker(), mechanism = %settings.mechanism, ?lifetime, "authenticated");
+            messenger.session = lifetime.map(|lifetime| SaslSession {
+                gate: RwLock::new(()),
+                times: Mutex::new(Some(SessionTimes::starting_now(lifetime))),
+            });
+        }
         Ok(messenger)
     }
 
-    fn start(stream: TcpStream, broker: BrokerRef, config: &ConnectionConfig) -> Self {
-        let (read, write) = stream.into_split();
+    /// The first request failing is where a plaintext client meets a TLS listener (the
+    /// answer is a TLS alert record, whose first bytes read as a huge frame size) or a TLS
+    /// client meets a broker that refuses its certificate: say so rather than "bad frame".
+    fn explain_first_failure(&self, error: ConnectionError) -> ConnectionError {
+        let broker = self.broker().clone();
+        match &error {
+            ConnectionError::Protocol { source: crate::protocol::ProtocolError::FrameSize { size, .. }, .. }
+                if !self.security.uses_tls() && matches!(size >> 24, 0x15 | 0x16) =>
+            {
+                ConnectionError::TlsListener { broker }
+            }
+            ConnectionError::Io { source, .. } if self.security.uses_tls() => transport::tls_error(&broker, source),
+            _ => error,
+        }
+    }
+
+    fn start(stream: Transport, broker: BrokerRef, config: &ConnectionConfig) -> Self {
         let (closed, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             broker,
             pending: Mutex::new(Pending::default()),
             permits: Arc::new(Semaphore::new(config.max_in_flight)),
             closed,
+            responses: AtomicU64::new(0),
+            sasl: config.security.sasl.is_some(),
         });
         let (frames, frame_queue) = mpsc::channel(config.max_in_flight);
-        let reader = tokio::spawn(read_responses(read, Arc::clone(&shared), config.max_frame_bytes));
-        let writer = tokio::spawn(write_requests(write, frame_queue, Arc::clone(&shared)));
+        let max_frame = config.max_frame_bytes;
+        let (reader, writer) = match stream {
+            // TCP splits into owned halves without a lock: the plaintext path is unchanged.
+            Transport::Plain(tcp) => {
+                let (read, write) = tcp.into_split();
+                (
+                    tokio::spawn(read_responses(read, Arc::clone(&shared), max_frame)),
+                    tokio::spawn(write_requests(write, frame_queue, Arc::clone(&shared))),
+                )
+            }
+            // A TLS session is one state machine for both directions: split behind a lock.
+            Transport::Tls(tls) => {
+                let (read, write) = tokio::io::split(*tls);
+                (
+                    tokio::spawn(read_responses(read, Arc::clone(&shared), max_frame)),
+                    tokio::spawn(write_requests(write, frame_queue, Arc::clone(&shared))),
+                )
+            }
+        };
         Self {
             shared,
             client_id: StrBytes::from_string(config.client_id.clone()),
@@ -175,6 +260,8 @@ impl Messenger {
             frames,
             versions: ApiVersionTable::default(),
             tasks: [reader, writer],
+            session: None,
+            security: Arc::clone(&config.security),
         }
     }
 
@@ -221,9 +308,11 @@ impl Messenger {
         &self.versions
     }
 
-    /// Whether the connection has failed and must be replaced.
+    /// Whether the connection has failed and must be replaced (also when its SASL session
+    /// ran out while it was idle: the broker would close it at the next request).
     pub fn is_poisoned(&self) -> bool {
         self.shared.poisoned().is_some()
+            || self.session.as_ref().and_then(SaslSession::times).is_some_and(|t| Instant::now() >= t.expires_at)
     }
 
     /// The version kferry uses for `R` with this broker: the highest both support.
@@ -318,6 +407,55 @@ impl Messenger {
     /// enqueued one after the other reach the broker in that order (which idempotent
     /// produce needs), while their responses are awaited later.
     async fn enqueue<R: ApiRequest>(
+        &self,
+        request: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<Queued<'_, R>, ConnectionError> {
+        // Held until the frame is queued, so a re-authentication never interleaves with it.
+        let _session = match &self.session {
+            Some(session) => Some(self.keep_session(session).await?),
+            None => None,
+        };
+        self.enqueue_unguarded(request, version, timeout).await
+    }
+
+    /// Re-authenticates when the session is due for it (KIP-368), then lets the request go.
+    async fn keep_session<'a>(&'a self, session: &'a SaslSession) -> Result<RwLockReadGuard<'a, ()>, ConnectionError> {
+        // A session exists only on a SASL connection; without settings there is nothing to renew.
+        let Some(settings) = &self.security.sasl else { return Ok(session.gate.read().await) };
+        let due = || session.times().is_some_and(|t| Instant::now() >= t.reauthenticate_at);
+        loop {
+            if session.times().is_some_and(|t| Instant::now() >= t.expires_at) {
+                return Err(self.fail(ConnectionError::SessionExpired { broker: self.broker().clone() }));
+            }
+            if !due() {
+                return Ok(session.gate.read().await);
+            }
+            let _exclusive = session.gate.write().await;
+            // Another request may have renewed the session while this one waited.
+            if !due() {
+                continue;
+            }
+            let lifetime = sasl::authenticate(self, settings).await.map_err(|e| self.fail(e))?;
+            tracing::debug!(broker = %self.broker(), mechanism = %settings.mechanism, ?lifetime, "re-authenticated (KIP-368)");
+            session.set_times(lifetime.map(SessionTimes::starting_now));
+        }
+    }
+
+    /// Sends `request` without waiting for a re-authentication: for the SASL exchange itself.
+    pub(super) async fn request_unguarded<R: ApiRequest>(
+        &self,
+        request: &R,
+    ) -> Result<(i16, R::Response), ConnectionError> {
+        let version = self.version_for::<R>()?;
+        let frame = self.enqueue_unguarded(request, version, self.request_timeout).await?.frame().await?;
+        let response = api::decode_response::<R>(frame, version)
+            .map_err(|source| self.fail(ConnectionError::Protocol { broker: self.broker().clone(), source }))?;
+        Ok((version, response))
+    }
+
+    async fn enqueue_unguarded<R: ApiRequest>(
         &self,
         request: &R,
         version: i16,
@@ -435,7 +573,7 @@ impl Drop for SlotGuard<'_> {
     }
 }
 
-async fn write_requests(write: OwnedWriteHalf, mut frames: mpsc::Receiver<Bytes>, shared: Arc<Shared>) {
+async fn write_requests<W: AsyncWrite + Unpin>(write: W, mut frames: mpsc::Receiver<Bytes>, shared: Arc<Shared>) {
     let mut closed = shared.closed.subscribe();
     let mut write = BufWriter::with_capacity(64 * 1024, write);
     loop {
@@ -460,7 +598,7 @@ async fn write_requests(write: OwnedWriteHalf, mut frames: mpsc::Receiver<Bytes>
     let _ = write.shutdown().await;
 }
 
-async fn read_responses(mut read: OwnedReadHalf, shared: Arc<Shared>, max_frame_bytes: usize) {
+async fn read_responses<R: AsyncRead + Unpin>(mut read: R, shared: Arc<Shared>, max_frame_bytes: usize) {
     let mut closed = shared.closed.subscribe();
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let error = loop {
@@ -472,7 +610,14 @@ async fn read_responses(mut read: OwnedReadHalf, shared: Arc<Shared>, max_frame_
             read = read.read_buf(&mut buf) => read,
         };
         match read {
-            Ok(0) => break ConnectionError::Closed { broker: shared.broker.clone(), mid_response: !buf.is_empty() },
+            Ok(0) => {
+                let unauthenticated = !shared.sasl && shared.responses.load(Ordering::Relaxed) == 1;
+                break ConnectionError::Closed {
+                    broker: shared.broker.clone(),
+                    mid_response: !buf.is_empty(),
+                    after_first_response: unauthenticated,
+                };
+            }
             Ok(_) => {}
             Err(e) => break ConnectionError::Io { broker: shared.broker.clone(), source: Arc::new(e) },
         }
@@ -489,6 +634,7 @@ fn dispatch_frames(buf: &mut BytesMut, shared: &Shared, max_frame_bytes: usize) 
         let correlation_id = api::response_correlation_id(&frame)
             .map_err(|source| ConnectionError::Protocol { broker: broker(), source })?;
         let slot = shared.pending().slots.remove(&correlation_id);
+        shared.responses.fetch_add(1, Ordering::Relaxed);
         match slot {
             Some(Slot::Waiting(tx)) => {
                 let _ = tx.send(Ok(frame));

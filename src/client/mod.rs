@@ -3,6 +3,8 @@
 //! - [`Messenger`]: one pipelined connection to one broker (correlation ids, bounded
 //!   in-flight requests, poisoning, cancel-safety, API version negotiation).
 //! - [`Cluster`]: the broker pool of one cluster, its metadata cache and retry policy.
+//! - `transport` (TCP or TLS stream) and [`security`] (TLS settings, SASL mechanisms,
+//!   KIP-368 re-authentication): what sits under a messenger.
 //! - `records` (ListOffsets, Produce, Fetch), `admin` (DescribeCluster, DescribeConfigs,
 //!   CreateTopics, CreatePartitions, IncrementalAlterConfigs) and `acls` (DescribeAcls,
 //!   CreateAcls): the calls, as methods on [`Cluster`].
@@ -18,12 +20,14 @@ mod error;
 mod messenger;
 mod metadata;
 mod records;
+pub mod security;
 mod transactions;
+mod transport;
 
 pub use acls::{AclOperation, AclPattern, AclPermission, TopicAcl};
 pub use admin::{ClusterDescription, ConfigEntry, ConfigSource, NewTopic, TopicConfigs};
 pub use cluster::{ClientConfig, Cluster, RetryPolicy};
-pub use coordinator::{CommittedOffset, CoordinatorKind, GroupOffsets};
+pub use coordinator::{CommittedOffset, CoordinatorKind, GroupOffsets, ListedGroup};
 pub use error::{BrokerRef, ClientError, ConnectionError};
 pub use messenger::{ConnectionConfig, Messenger, Queued};
 pub use metadata::{BrokerInfo, MetadataSnapshot, PartitionInfo, TopicInfo};

@@ -10,6 +10,7 @@
 
 mod error;
 mod locate;
+mod security;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 pub use error::{ConfigError, Problem};
+pub use security::{Expanded, SaslConfig, SaslMechanism, Secret, SecurityConfig, TlsConfig};
 pub(crate) use validate::regex_error_reason;
 
 /// A whole kferry configuration.
@@ -44,6 +46,9 @@ pub struct Config {
 pub struct ClusterConfig {
     /// `host:port` of brokers to ask for cluster metadata; one reachable broker is enough.
     pub bootstrap_servers: Vec<String>,
+    /// TLS and SASL; absent: plaintext without authentication.
+    #[serde(default)]
+    pub security: SecurityConfig,
 }
 
 /// One replication flow: which topics of `source` are copied to `target`, and how they
@@ -98,6 +103,22 @@ pub struct FlowConfig {
     /// whatever the number of partitions.
     #[serde(default = "buffer_bytes")]
     pub buffer_bytes: u64,
+    /// Translate the committed offsets of the source's consumer groups and commit them on
+    /// the target (MM2's `sync.group.offsets.enabled`, off by default there), and write
+    /// MM2-format checkpoints.
+    #[serde(default = "yes")]
+    pub sync_group_offsets: bool,
+    /// Regexes, each matched against the whole group id; a group is synced if any matches
+    /// (and no `groups_exclude` does). kferry's own groups are never synced.
+    #[serde(default = "all_groups")]
+    pub groups: Vec<String>,
+    /// Regexes, each matched against the whole group id; a match is never synced.
+    #[serde(default)]
+    pub groups_exclude: Vec<String>,
+    /// Seconds between two group-offset sync rounds (MM2's
+    /// `sync.group.offsets.interval.seconds`, 60 there).
+    #[serde(default = "five")]
+    pub sync_group_offsets_interval_seconds: u64,
 }
 
 /// 256 MiB.
@@ -205,6 +226,10 @@ impl FlowConfig {
             delivery: Delivery::default(),
             start: StartPosition::default(),
             buffer_bytes: buffer_bytes(),
+            sync_group_offsets: yes(),
+            groups: all_groups(),
+            groups_exclude: Vec::new(),
+            sync_group_offsets_interval_seconds: five(),
         }
     }
 
@@ -276,6 +301,14 @@ fn yes() -> bool {
 
 fn ten() -> u64 {
     10
+}
+
+fn five() -> u64 {
+    5
+}
+
+fn all_groups() -> Vec<String> {
+    vec![".*".to_owned()]
 }
 
 fn all_topics() -> Vec<String> {

@@ -29,7 +29,8 @@ fn example_file_parses() {
         Ok(config) => config,
         Err(err) => panic!("{err}"),
     };
-    let cluster = |address: &str| ClusterConfig { bootstrap_servers: strings(&[address]) };
+    let cluster =
+        |address: &str| ClusterConfig { bootstrap_servers: strings(&[address]), security: SecurityConfig::default() };
     let expected = Config {
         clusters: BTreeMap::from([
             ("primary".to_owned(), cluster("127.0.0.1:9092")),
@@ -93,12 +94,12 @@ fn parse_errors_name_key_line_and_what_is_allowed() {
             "config.yaml line 8: flows[0]: unknown key \"polcy\"; \
              allowed: source, target, topics, topics_exclude, policy, separator, replication_factor, \
              sync_topic_configs, topic_configs_exclude, sync_topic_acls, refresh_topics_interval_seconds, delivery, start, \
-             buffer_bytes",
+             buffer_bytes, sync_group_offsets, groups, groups_exclude, sync_group_offsets_interval_seconds",
         ),
         (
             "clusters:\n  primary:\n    bootstrap_server: [a]\n".to_owned(),
             "config.yaml line 3: clusters.primary: unknown key \"bootstrap_server\"; \
-             allowed: bootstrap_servers",
+             allowed: bootstrap_servers, security",
         ),
         (
             // serde_yaml_ng points at the document start; kferry finds the key's line.
@@ -301,4 +302,74 @@ fn unreadable_file_names_the_path() {
     let err = Config::load(Path::new("/nonexistent/kferry.yaml")).err();
     let text = err.map(|e| e.to_string()).unwrap_or_default();
     assert!(text.starts_with("cannot read config file /nonexistent/kferry.yaml: "), "{text}");
+}
+
+/// A config whose `primary` cluster has `security` as given (YAML flow mapping).
+fn with_security(security: &str) -> String {
+    format!(
+        "clusters:\n  primary:\n    bootstrap_servers: [\"a:1\"]\n    security: {security}\n\
+         \x20 secondary: {{ bootstrap_servers: [\"b:1\"] }}\nflows: [{{source: primary, target: secondary}}]\n"
+    )
+}
+
+#[test]
+fn security_parses_with_env_expansion() {
+    // A variable only this test sets, so parallel tests cannot disturb it.
+    std::env::set_var("KFERRY_CONFIG_TEST_PASSWORD", "from-env");
+    let text = with_security(
+        "{ tls: { ca: ca.pem, cert: c.pem, key: c.key, server_name: kafka.example.com }, \
+         sasl: { mechanism: SCRAM-SHA-512, username: kferry, password: \"${KFERRY_CONFIG_TEST_PASSWORD}\" } }",
+    );
+    let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let security = &config.clusters["primary"].security;
+    let tls = security.tls.as_ref().unwrap();
+    assert_eq!(tls.ca.as_ref().unwrap().as_str(), "ca.pem");
+    assert_eq!(tls.server_name.as_ref().unwrap().as_str(), "kafka.example.com");
+    let sasl = security.sasl.as_ref().unwrap();
+    assert_eq!(sasl.mechanism, SaslMechanism::ScramSha512);
+    assert_eq!(sasl.password.as_ref().unwrap().expose(), "from-env");
+    assert!(!format!("{config:?}").contains("from-env"), "the password shows in Debug output");
+}
+
+#[test]
+fn security_problems_are_named() {
+    let cases = [
+        (
+            "{ sasl: { mechanism: SCRAM-SHA-256, password: \"${KFERRY_CONFIG_TEST_UNSET}\" } }",
+            "environment variable KFERRY_CONFIG_TEST_UNSET is not set",
+        ),
+        ("{ sasl: { mechanism: SCRAM-SHA-256, password: x } }", "SCRAM-SHA-256 needs username"),
+        ("{ sasl: { mechanism: PLAIN, username: u } }", "PLAIN needs one of password, password_file"),
+        (
+            "{ sasl: { mechanism: PLAIN, username: u, password: x, password_file: f } }",
+            "give only one of password, password_file",
+        ),
+        (
+            "{ sasl: { mechanism: PLAIN, username: u, password: x, token: t } }",
+            "token: does not apply to mechanism PLAIN",
+        ),
+        ("{ sasl: { mechanism: OAUTHBEARER } }", "OAUTHBEARER needs one of token, token_file, token_endpoint"),
+        ("{ sasl: { mechanism: OAUTHBEARER, token: t, client_id: c } }", "client_id: applies only with token_endpoint"),
+        (
+            "{ sasl: { mechanism: OAUTHBEARER, token_endpoint: \"ftp://x\", client_id: c, client_secret: s } }",
+            "\"ftp://x\" is not an http:// or https:// URL",
+        ),
+        ("{ sasl: { mechanism: OAUTHBEARER, token_endpoint: \"http://x/t\" } }", "needs client_id"),
+        (
+            "{ sasl: { mechanism: GSSAPI } }",
+            "unknown value \"GSSAPI\"; allowed: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER",
+        ),
+        ("{ tls: { cert: c.pem } }", "security.tls.cert: needs key"),
+        (
+            "{ sasl: { mechanism: OAUTHBEARER, token: t, extensions: { auth: x } } }",
+            "extensions.auth: an extension name",
+        ),
+        ("{ sasl: { mechanism: PLAIN, username: u, password: p, extensions: { a: b } } }", "does not apply"),
+    ];
+    for (security, want) in cases {
+        let text = with_security(security);
+        let got = error_text(&text);
+        assert!(got.contains(want), "{security}: {got}");
+        assert!(got.contains("line 4") || got.contains("line 5"), "{security}: no line in {got}");
+    }
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use super::error::Problem;
 use super::locate::{KeyPath, Locator};
-use super::{ClusterConfig, Config, FlowConfig, ReplicationPolicy};
+use super::{ClusterConfig, Config, FlowConfig, ReplicationPolicy, SaslConfig, SaslMechanism, SecurityConfig};
 
 /// Every problem in `config`, ordered by line (problems without a line last).
 pub(super) fn problems(config: &Config, text: &str) -> Vec<Problem> {
@@ -52,6 +52,111 @@ fn check_clusters(clusters: &BTreeMap<String, ClusterConfig>, report: &mut Repor
             );
         }
         check_bootstrap(&cluster.bootstrap_servers, &path.key("bootstrap_servers"), report);
+        check_security(&cluster.security, &path.key("security"), report);
+    }
+}
+
+/// Keys that must go together or exclude each other; whether the files exist is checked
+/// when connecting (a file may be mounted after the config is written).
+fn check_security(security: &SecurityConfig, path: &KeyPath, report: &mut Report<'_>) {
+    if let Some(tls) = &security.tls {
+        let path = path.key("tls");
+        match (&tls.cert, &tls.key) {
+            (Some(_), None) => {
+                report.add(&path.key("cert"), "needs key: the client certificate's private key".to_owned())
+            }
+            (None, Some(_)) => {
+                report.add(&path.key("key"), "needs cert: the client certificate it belongs to".to_owned())
+            }
+            _ => {}
+        }
+        if tls.server_name.as_ref().is_some_and(|name| name.as_str().is_empty()) {
+            report.add(&path.key("server_name"), "empty; leave it out to use the host of each address".to_owned());
+        }
+    }
+    if let Some(sasl) = &security.sasl {
+        check_sasl(sasl, &path.key("sasl"), report);
+    }
+}
+
+fn check_sasl(sasl: &SaslConfig, path: &KeyPath, report: &mut Report<'_>) {
+    let mechanism = sasl.mechanism;
+    let password_keys = [
+        ("username", sasl.username.is_some()),
+        ("password", sasl.password.is_some()),
+        ("password_file", sasl.password_file.is_some()),
+    ];
+    let token_keys = [
+        ("token", sasl.token.is_some()),
+        ("token_file", sasl.token_file.is_some()),
+        ("token_endpoint", sasl.token_endpoint.is_some()),
+        ("client_id", sasl.client_id.is_some()),
+        ("client_secret", sasl.client_secret.is_some()),
+        ("client_secret_file", sasl.client_secret_file.is_some()),
+        ("scope", sasl.scope.is_some()),
+        ("extensions", !sasl.extensions.is_empty()),
+    ];
+    let (own, foreign) = if mechanism.uses_password() {
+        (&password_keys[..], &token_keys[..])
+    } else {
+        (&token_keys[..], &password_keys[..])
+    };
+    for (key, _) in foreign.iter().filter(|(_, set)| *set) {
+        report.add(&path.key(key), format!("does not apply to mechanism {mechanism}"));
+    }
+    let set = |key: &str| own.iter().any(|(k, set)| *k == key && *set);
+    if mechanism.uses_password() {
+        if !set("username") {
+            report.add(&path.key("mechanism"), format!("{mechanism} needs username"));
+        }
+        one_of(&["password", "password_file"], &set, mechanism, path, report);
+        return;
+    }
+    one_of(&["token", "token_file", "token_endpoint"], &set, mechanism, path, report);
+    for (key, value) in &sasl.extensions {
+        // RFC 7628 §3.1: key = 1*(ALPHA), value = *(VCHAR / SP / HTAB / CR / LF); "auth" is
+        // the token's own key.
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphabetic()) || key == "auth" {
+            report.add(
+                &path.key("extensions").key(key),
+                "an extension name is letters only, and not \"auth\"".to_owned(),
+            );
+        }
+        if value.as_str().chars().any(|c| c == '\u{1}' || !(c.is_ascii_graphic() || c.is_ascii_whitespace())) {
+            report.add(&path.key("extensions").key(key), "an extension value is printable ASCII only".to_owned());
+        }
+    }
+    if let Some(endpoint) = &sasl.token_endpoint {
+        let url = endpoint.as_str();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            report.add(&path.key("token_endpoint"), format!("\"{url}\" is not an http:// or https:// URL"));
+        }
+        if !set("client_id") {
+            report.add(&path.key("token_endpoint"), "needs client_id".to_owned());
+        }
+        one_of(&["client_secret", "client_secret_file"], &set, SaslMechanism::OauthBearer, path, report);
+    } else {
+        for key in ["client_id", "client_secret", "client_secret_file", "scope"] {
+            if set(key) {
+                report.add(&path.key(key), "applies only with token_endpoint".to_owned());
+            }
+        }
+    }
+}
+
+/// Exactly one of `keys` must be set.
+fn one_of(
+    keys: &[&str],
+    set: &impl Fn(&str) -> bool,
+    mechanism: SaslMechanism,
+    path: &KeyPath,
+    report: &mut Report<'_>,
+) {
+    let given: Vec<&str> = keys.iter().copied().filter(|k| set(k)).collect();
+    match given.len() {
+        1 => {}
+        0 => report.add(&path.key("mechanism"), format!("{mechanism} needs one of {}", keys.join(", "))),
+        _ => report.add(&path.key(given[1]), format!("give only one of {}", given.join(", "))),
     }
 }
 
@@ -131,6 +236,11 @@ fn check_flows(config: &Config, report: &mut Report<'_>) {
         }
         if flow.refresh_topics_interval_seconds == 0 {
             report.add(&path.key("refresh_topics_interval_seconds"), "must be 1 or more".to_owned());
+        }
+        check_patterns(&flow.groups, &path.key("groups"), report);
+        check_patterns(&flow.groups_exclude, &path.key("groups_exclude"), report);
+        if flow.sync_group_offsets_interval_seconds == 0 {
+            report.add(&path.key("sync_group_offsets_interval_seconds"), "must be 1 or more".to_owned());
         }
     }
 }

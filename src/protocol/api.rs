@@ -56,6 +56,10 @@ api_requests! {
     AddOffsetsToTxn: AddOffsetsToTxnRequest => AddOffsetsToTxnResponse;
     TxnOffsetCommit: TxnOffsetCommitRequest => TxnOffsetCommitResponse;
     EndTxn: EndTxnRequest => EndTxnResponse;
+    ListGroups: ListGroupsRequest => ListGroupsResponse;
+    DeleteRecords: DeleteRecordsRequest => DeleteRecordsResponse;
+    SaslHandshake: SaslHandshakeRequest => SaslHandshakeResponse;
+    SaslAuthenticate: SaslAuthenticateRequest => SaslAuthenticateResponse;
 }
 
 /// The version both sides speak: the highest version in both ranges.

@@ -207,7 +207,29 @@ pub struct StateRecord {
     pub value: Option<Bytes>,
 }
 
+/// A record's key, value and headers (`None` for null).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordFields<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<(&'a [u8], Option<&'a [u8]>)>,
+}
+
 impl<'a> RawRecord<'a> {
+    /// The record's key, value and headers.
+    pub(crate) fn fields(&self) -> Result<RecordFields<'a>, Corruption> {
+        let mut fields = Reader { data: self.rest, at: 0 };
+        let key = fields.nullable_bytes()?;
+        let value = fields.nullable_bytes()?;
+        let count = fields.varint()?;
+        let mut headers = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(self.rest.len()));
+        for _ in 0..count {
+            let name = fields.nullable_bytes()?.unwrap_or_default();
+            headers.push((name, fields.nullable_bytes()?));
+        }
+        Ok(RecordFields { key, value, headers })
+    }
+
     /// The record's key and value (`None` for null), the headers left out.
     pub(crate) fn key_value(&self) -> Result<KeyValueRef<'a>, Corruption> {
         let mut fields = Reader { data: self.rest, at: 0 };

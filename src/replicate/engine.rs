@@ -30,6 +30,7 @@ use crate::client::{
 };
 use crate::config::{Delivery, FlowConfig, StartPosition};
 use crate::protocol::error_code::{ErrorCode, ResponseError};
+use crate::recovery::marker::{self, FlowState, MarkerError};
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, FindCoordinatorRequest, InitProducerIdRequest,
     TxnOffsetCommitRequest,
@@ -72,6 +73,13 @@ pub enum ReplicateError {
     Fenced { flow: String, target: String, transactional_id: String, reason: ClientError },
     #[error("flow {flow}: the target refuses kferry's producer: {reason}")]
     ProducerRefused { flow: String, reason: ClientError },
+    #[error(
+        "flow {flow}: failed over ({reason}, recorded in {topic} on {target}); it stays stopped so it cannot write to \
+         {target} again. Run `kferry failback` to bring data back and resume it"
+    )]
+    FailedOver { flow: String, target: String, topic: &'static str, reason: String },
+    #[error("flow {flow}: cannot read its failover record: {reason}")]
+    FailoverRecord { flow: String, reason: crate::recovery::marker::MarkerError },
 }
 
 /// What went wrong in one cycle; everything but `Fatal` is retried after a reset.
@@ -153,6 +161,8 @@ struct Outgoing {
     target_topic: String,
     batches: Vec<Forwarded>,
     next_offset: i64,
+    /// The source partition's high watermark in this fetch.
+    source_end: i64,
 }
 
 impl Replicator {
@@ -263,6 +273,7 @@ impl Replicator {
     /// InitProducerId (fencing an earlier instance with the same transactional id) and
     /// positions from the committed progress.
     async fn start_producer(&mut self) -> Result<(), CycleError> {
+        self.check_not_failed_over().await?;
         if self.transactional() {
             self.check_transaction_apis().await?;
         }
@@ -278,15 +289,29 @@ impl Replicator {
             state::load(&self.target, &self.state_topic).await?.into_iter().map(|(k, (_, m))| (k, m)).collect();
         self.producer = Some(producer);
         self.sequences.clear();
-        let committed = self.target.fetch_group_offsets(&self.progress_group).await?;
-        self.positions = committed
+        self.positions = state::read_progress(&self.target, &self.progress_group)
+            .await?
             .into_iter()
-            .map(|((target_topic, partition), c)| {
-                let source_topic = c.metadata.filter(|m| !m.is_empty()).unwrap_or(target_topic);
-                ((source_topic, partition), c.offset)
-            })
+            .map(|p| (p.source, p.next_offset))
             .collect();
         Ok(())
+    }
+
+    /// Refuses to write to a target the flow was failed over to: its records there now come
+    /// from the target's own producers.
+    async fn check_not_failed_over(&self) -> Result<(), CycleError> {
+        let fatal = |e| CycleError::Fatal(Box::new(e));
+        match marker::read(&self.target, &self.name()).await {
+            Ok(Some(record)) if record.state == FlowState::FailedOver => Err(fatal(ReplicateError::FailedOver {
+                flow: self.name(),
+                target: self.flow.target.clone(),
+                topic: marker::FAILOVER_TOPIC,
+                reason: record.reason,
+            })),
+            Ok(_) => Ok(()),
+            Err(MarkerError::Client(e)) => Err(CycleError::Retry(e)),
+            Err(reason) => Err(fatal(ReplicateError::FailoverRecord { flow: self.name(), reason })),
+        }
     }
 
     /// Refuses, before anything is produced, a target that lacks one of the transaction
@@ -436,6 +461,7 @@ impl Replicator {
                             source: key,
                             batches: coalesced.batches,
                             next_offset: selection.next_offset,
+                            source_end: data.high_watermark,
                         });
                     }
                     Err(error) => {
@@ -535,7 +561,8 @@ impl Replicator {
             .iter()
             .map(|o| {
                 let key = (o.target_topic.clone(), o.source.1);
-                (key, CommittedOffset { offset: o.next_offset, metadata: Some(o.source.0.clone()) })
+                let metadata = state::progress_metadata(&o.source.0, o.source_end);
+                (key, CommittedOffset { offset: o.next_offset, metadata: Some(metadata) })
             })
             .collect();
         if transactional {

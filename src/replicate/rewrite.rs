@@ -123,6 +123,52 @@ pub fn rewrite(batch: &RecordBatch) -> Result<Option<Rewritten>, RewriteError> {
     rewrite_within(batch, MAX_RECORDS_BYTES)
 }
 
+/// A record as a consumer reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedRecord {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+/// Every record of a data batch, decompressed: what failback exports for the operator.
+pub fn decode_records(batch: &RecordBatch) -> Result<Vec<DecodedRecord>, RewriteError> {
+    let base_offset = batch.base_offset();
+    let codec = batch.compression();
+    if let Compression::Unknown(id) = codec {
+        return Err(RewriteError::UnknownCodec { base_offset, id });
+    }
+    let raw =
+        decompress(codec, &batch.as_bytes()[HEADER_BYTES..], MAX_RECORDS_BYTES).map_err(|failure| match failure {
+            Failure::TooLarge => RewriteError::TooLarge { base_offset, codec, limit: MAX_RECORDS_BYTES },
+            Failure::Codec(detail) => RewriteError::Decompress { base_offset, codec, detail },
+        })?;
+    let corrupt = |(index, position, problem)| RewriteError::Corrupt { base_offset, codec, index, position, problem };
+    let records = parse_records(&raw, batch.records_count(), batch.last_offset_delta()).map_err(corrupt)?;
+    let owned = |bytes: Option<&[u8]>| bytes.map(<[u8]>::to_vec);
+    records
+        .iter()
+        .enumerate()
+        .map(|(index, r)| {
+            let fields = r.fields().map_err(|problem| corrupt((index, r.position, problem)))?;
+            let timestamp = if batch.has_log_append_time() {
+                batch.max_timestamp()
+            } else {
+                batch.base_timestamp() + r.timestamp_delta
+            };
+            Ok(DecodedRecord {
+                offset: base_offset + i64::from(r.offset_delta),
+                timestamp,
+                key: owned(fields.key),
+                value: owned(fields.value),
+                headers: fields.headers.into_iter().map(|(k, v)| (k.to_vec(), owned(v))).collect(),
+            })
+        })
+        .collect()
+}
+
 /// Whether the target refuses `batch` as it is and [`rewrite`] must run first.
 pub fn needs_rewrite(batch: &RecordBatch) -> bool {
     i64::from(batch.records_count()) != i64::from(batch.last_offset_delta()) + 1 || batch.has_log_append_time()

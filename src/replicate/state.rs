@@ -52,6 +52,42 @@ pub fn decode_segment(key: &[u8], value: &[u8]) -> Option<(SourcePartition, Stri
     Some(((topic, partition), target_topic, Segment { source_start, source_end, target_start }))
 }
 
+/// The metadata committed with a progress offset: the source topic (the target's name may
+/// differ) and the source partition's high watermark as last fetched, which tells a forced
+/// failover how much was not replicated when the source cluster is gone.
+pub fn progress_metadata(source_topic: &str, source_end: i64) -> String {
+    format!("{source_topic} {source_end}")
+}
+
+/// One partition of a flow's progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionProgress {
+    pub source: SourcePartition,
+    pub target_topic: String,
+    /// The next source offset to replicate: everything before it is on the target.
+    pub next_offset: i64,
+    /// The source's high watermark when kferry last fetched the partition.
+    pub source_end: Option<i64>,
+}
+
+/// Reads a flow's progress group back (topic names cannot hold a space, so the metadata
+/// splits unambiguously; older metadata is the source topic alone).
+pub async fn read_progress(target: &Cluster, progress_group: &str) -> Result<Vec<PartitionProgress>, ClientError> {
+    let committed = target.fetch_group_offsets(progress_group).await?;
+    Ok(committed
+        .into_iter()
+        .map(|((target_topic, partition), c)| {
+            let metadata = c.metadata.unwrap_or_default();
+            let (source_topic, source_end) = match metadata.split_once(' ') {
+                Some((topic, end)) => (topic.to_string(), end.parse().ok()),
+                None => (metadata.clone(), None),
+            };
+            let source_topic = if source_topic.is_empty() { target_topic.clone() } else { source_topic };
+            PartitionProgress { source: (source_topic, partition), target_topic, next_offset: c.offset, source_end }
+        })
+        .collect())
+}
+
 /// A batch of state records for `segments`.
 pub fn state_batch(segments: &[(SourcePartition, String, Segment)], timestamp: i64) -> RecordBatch {
     let records: Vec<(String, String)> = segments.iter().map(|(s, t, seg)| encode_segment(s, t, seg)).collect();
@@ -79,9 +115,84 @@ pub async fn ensure_topic(target: &Cluster, topic: &str) -> Result<(), ClientErr
 
 /// Reads a flow's offset maps back from its state topic (committed records only).
 pub async fn load(target: &Cluster, topic: &str) -> Result<OffsetMaps, ClientError> {
-    let mut maps = OffsetMaps::new();
-    let end = target.list_offset(topic, 0, OffsetSpec::Latest, Isolation::ReadCommitted).await?;
-    let mut offset = target.list_offset(topic, 0, OffsetSpec::Earliest, Isolation::ReadCommitted).await?;
+    let mut reader = StateReader::new(topic);
+    reader.catch_up(target).await?;
+    Ok(reader.maps)
+}
+
+/// Follows a state topic: each [`StateReader::catch_up`] reads only what was committed
+/// since the last one, so a loop can keep its view of the offset maps current cheaply.
+#[derive(Debug)]
+pub struct StateReader {
+    topic: String,
+    /// The next offset to read; `None` until the first read finds the log start.
+    next_offset: Option<i64>,
+    maps: OffsetMaps,
+}
+
+impl StateReader {
+    pub fn new(topic: &str) -> Self {
+        Self { topic: topic.to_string(), next_offset: None, maps: OffsetMaps::new() }
+    }
+
+    /// The maps as of the last catch-up.
+    pub fn maps(&self) -> &OffsetMaps {
+        &self.maps
+    }
+
+    /// Reads every record committed to the state topic since the last call. A state topic
+    /// that does not exist yet (no data replicated) leaves the maps empty.
+    pub async fn catch_up(&mut self, target: &Cluster) -> Result<&OffsetMaps, ClientError> {
+        let maps = &mut self.maps;
+        let next = read_records(target, &self.topic, self.next_offset, |key, value| {
+            if let Some((source, target_topic, segment)) = decode_segment(key, value) {
+                let entry = maps.entry(source).or_insert_with(|| (target_topic.clone(), OffsetMap::default()));
+                entry.0 = target_topic;
+                entry.1.upsert(segment);
+            }
+        })
+        .await?;
+        self.next_offset = next.or(self.next_offset);
+        Ok(&self.maps)
+    }
+}
+
+/// The newest value of every key of a compacted kferry topic (partition 0, committed
+/// records only); empty when the topic does not exist.
+pub async fn latest_values(cluster: &Cluster, topic: &str) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, ClientError> {
+    let mut values = BTreeMap::new();
+    read_records(cluster, topic, None, |key, value| {
+        values.insert(key.to_vec(), value.to_vec());
+    })
+    .await?;
+    Ok(values)
+}
+
+/// Calls `on_record` with the key and value of every committed record of partition 0 of
+/// `topic` from `from` (the log start if `None`) to its end; records without a key or value
+/// are skipped. Returns the offset after the last one read, `None` if the topic does not
+/// exist.
+async fn read_records(
+    cluster: &Cluster,
+    topic: &str,
+    from: Option<i64>,
+    mut on_record: impl FnMut(&[u8], &[u8]),
+) -> Result<Option<i64>, ClientError> {
+    match cluster.topic(topic).await {
+        Ok(_) => {}
+        Err(ClientError::UnknownTopic { .. }) => return Ok(None),
+        Err(other) => return Err(other),
+    }
+    let malformed = |missing: String| ClientError::IncompleteResponse {
+        cluster: cluster.name().clone(),
+        what: "kferry state topic",
+        missing,
+    };
+    let end = cluster.list_offset(topic, 0, OffsetSpec::Latest, Isolation::ReadCommitted).await?;
+    let mut offset = match from {
+        Some(offset) => offset,
+        None => cluster.list_offset(topic, 0, OffsetSpec::Earliest, Isolation::ReadCommitted).await?,
+    };
     while offset < end {
         let spec = FetchSpec {
             offset,
@@ -89,36 +200,25 @@ pub async fn load(target: &Cluster, topic: &str) -> Result<OffsetMaps, ClientErr
             max_wait: Duration::from_millis(100),
             isolation: Isolation::ReadCommitted,
         };
-        let fetched = target.fetch(topic, 0, &spec).await?;
+        let fetched = cluster.fetch(topic, 0, &spec).await?;
         // Markers and aborted batches are dropped as for replicated data.
-        let selection = forward::select(fetched.records, offset, &fetched.aborted_transactions).map_err(|e| {
-            ClientError::IncompleteResponse {
-                cluster: target.name().clone(),
-                what: "state topic",
-                missing: e.to_string(),
-            }
-        })?;
-        if selection.next_offset == offset {
-            break;
-        }
+        let selection = forward::select(fetched.records, offset, &fetched.aborted_transactions)
+            .map_err(|e| malformed(e.to_string()))?;
         for forwarded in &selection.batches {
-            let records = uncompressed_key_values(&forwarded.batch).map_err(|e| ClientError::IncompleteResponse {
-                cluster: target.name().clone(),
-                what: "state topic",
-                missing: format!("well-formed records ({e})"),
-            })?;
+            let records = uncompressed_key_values(&forwarded.batch)
+                .map_err(|e| malformed(format!("well-formed records ({e})")))?;
             for record in records {
-                let (Some(key), Some(value)) = (record.key, record.value) else { continue };
-                if let Some((source, target_topic, segment)) = decode_segment(&key, &value) {
-                    let entry = maps.entry(source).or_insert_with(|| (target_topic.clone(), OffsetMap::default()));
-                    entry.0 = target_topic;
-                    entry.1.upsert(segment);
+                if let (Some(key), Some(value)) = (record.key, record.value) {
+                    on_record(&key, &value);
                 }
             }
         }
+        if selection.next_offset == offset {
+            break;
+        }
         offset = selection.next_offset;
     }
-    Ok(maps)
+    Ok(Some(offset))
 }
 
 #[cfg(test)]

@@ -1,0 +1,359 @@
+//! Failover and failback on real Kafka, as an operator runs them: `kferry run`, `kferry
+//! failover` and `kferry failback` are subprocesses; what the clusters hold afterwards and
+//! where groups continue is read with confluent-kafka (read_committed), never with kferry.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use protocol_tests::{
+    alias, by_partition, consume, content, create_topic, eventually, group_consume, primary, produce, secondary,
+    two_cluster_config, unique_name, ConsumedRecord, Content, Kferry,
+};
+use serde_json::Value;
+
+/// A config with the flow `<p> -> <s>` over `topic`, syncing `group`, every second.
+fn dr_config(source: &str, target: &str, topic: &str, group: &str) -> String {
+    two_cluster_config(
+        source,
+        target,
+        &format!(
+            "    topics: [\"{topic}\"]\n    groups: [\"{group}\"]\n    refresh_topics_interval_seconds: 1\n    \
+             sync_group_offsets_interval_seconds: 1\n"
+        ),
+    )
+}
+
+async fn wait_for_content(bootstrap: &str, topic: &str, expected: &Content, what: &str) {
+    let total: usize = expected.values().map(Vec::len).sum();
+    eventually(what, Duration::from_secs(120), || async {
+        let records = consume(bootstrap, topic, "read_committed", 0).await;
+        assert!(records.len() <= total, "{what}: {} records, more than the {total} expected", records.len());
+        (content(&records) == *expected).then_some(())
+    })
+    .await;
+}
+
+/// Runs a kferry command to its end; it must succeed; returns its stdout as JSON.
+async fn kferry_json(command: &str, args: &[&str], config: &str) -> Value {
+    let (code, stdout, stderr) = Kferry::run_to_end_with(command, args, config).await;
+    assert_eq!(code, Some(0), "kferry {command} {args:?} failed:\n{stderr}\n{stdout}");
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("kferry {command} {args:?} printed no JSON ({e}):\n{stdout}"))
+}
+
+/// The first record of every partition the group reads on `bootstrap` (not committed).
+async fn first_records(bootstrap: &str, topic: &str, group: &str) -> BTreeMap<i32, ConsumedRecord> {
+    by_partition(&group_consume(bootstrap, topic, group, "1", &["--no-commit", "--timeout", "20"]).await)
+        .into_iter()
+        .map(|(p, records)| (p, records[0].clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planned_failover_then_reset_failback_returns_the_pair_without_duplicates() {
+    let (p, s) = (alias("p"), alias("s"));
+    let flow = format!("{p}->{s}");
+    let topic = unique_name("dr-planned");
+    let group = unique_name("dr-group");
+    let config = dr_config(&p, &s, &topic, &group);
+    create_topic(&primary(), &topic, 3, &[]).await;
+    let txn = unique_name("txn");
+    produce(&primary(), &topic, 300, "lz4", &["--transactional-id", &txn, "--txn-size", "7", "--abort-every", "3"])
+        .await;
+    let kferry = Kferry::start("run", &config);
+    let consumed_on_primary = by_partition(&group_consume(&primary(), &topic, &group, "20", &[]).await);
+    let on_primary = consume(&primary(), &topic, "read_committed", 0).await;
+    wait_for_content(&secondary(), &topic, &content(&on_primary), "everything on the secondary").await;
+
+    // Planned failover: producers stopped; nothing left behind; the running flow is fenced.
+    let dry_run = kferry_json("failover", &["--flow", &flow, "--planned", "--dry-run", "--json"], &config).await;
+    let failover = kferry_json("failover", &["--flow", &flow, "--planned", "--json"], &config).await;
+    for point in failover["partitions"].as_array().unwrap() {
+        assert_eq!(point["source_end"], point["replicated_to"], "{point}");
+    }
+    assert_eq!(dry_run["partitions"], failover["partitions"], "the dry run shows the failover point it then records");
+    let (code, _, stderr) = tokio::time::timeout(Duration::from_secs(60), kferry.stop()).await.expect("kferry ends");
+    assert!(stderr.contains("another kferry instance took over") || code == Some(0), "{stderr}");
+    let (code, _, stderr) = Kferry::run_to_end("run", &config).await;
+    assert_eq!(code, Some(1), "a failed-over flow must not run again:\n{stderr}");
+    assert!(stderr.contains("failed over"), "{stderr}");
+    let (code, _, stderr) = Kferry::run_to_end_with("failover", &["--flow", &flow, "--force"], &config).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("flow {flow}: already failed over (planned)")), "{stderr}");
+
+    // The group resumes on the secondary at exactly the next record.
+    let source = by_partition(&on_primary);
+    let first = first_records(&secondary(), &topic, &group).await;
+    for (partition, record) in &first {
+        let next = &source[partition][consumed_on_primary[partition].len()];
+        assert!(record.same_as(next), "partition {partition}: got {record:?}, expected {next:?}");
+    }
+    let groups = failover["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 3, "{groups:?}");
+
+    // Producers write to the secondary; the group moves on there.
+    produce(&secondary(), &topic, 90, "zstd", &["--base-timestamp", "1600000000000"]).await;
+    let moved_on_secondary = by_partition(&group_consume(&secondary(), &topic, &group, "30", &[]).await);
+    let on_secondary = consume(&secondary(), &topic, "read_committed", 0).await;
+
+    // Failback, reset mode: the primary's copy is deleted and everything comes back once.
+    let plan = kferry_json("failback", &["--flow", &flow, "--mode", "reset", "--dry-run", "--json"], &config).await;
+    let runner = Kferry::start_with("failback", &["--flow", &flow, "--mode", "reset", "--json"], &config);
+    // The failback process dies once the reverse flow has started; run again, it resumes
+    // the reverse flow without deleting or copying anything a second time.
+    eventually("the reverse flow copying", Duration::from_secs(60), || async {
+        (!consume(&primary(), &topic, "read_committed", 0).await.is_empty()).then_some(())
+    })
+    .await;
+    let (_, first_stdout, _) = tokio::time::timeout(Duration::from_secs(30), async {
+        let pid = runner.pid().unwrap().to_string();
+        let _ = std::process::Command::new("kill").args(["-KILL", &pid]).status();
+        runner.stop().await
+    })
+    .await
+    .expect("the first failback process ends");
+    let runner = Kferry::start_with("failback", &["--flow", &flow, "--mode", "reset", "--json"], &config);
+    wait_for_content(&primary(), &topic, &content(&on_secondary), "the secondary's records back on the primary").await;
+    let complete = kferry_json("failback", &["--flow", &flow, "--complete", "--json"], &config).await;
+    let (code, _, stderr) = tokio::time::timeout(Duration::from_secs(60), runner.stop()).await.expect("runner ends");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("in progress (failback reset): resuming the reverse flow"), "{stderr}");
+    assert!(stderr.contains("fenced by `failback --complete`"), "{stderr}");
+    let acted: Value = serde_json::Deserializer::from_str(&first_stdout).into_iter().next().unwrap().unwrap();
+    assert_eq!(acted["partitions"], plan["partitions"], "the dry run lists what the real run then does");
+    assert_eq!(acted["groups"], plan["groups"]);
+    for partition in complete["lag"].as_array().unwrap() {
+        assert_eq!(partition[2], 0, "{partition}");
+    }
+
+    // The primary holds every record exactly once in its live range, and the group
+    // continues there at the next record.
+    let back_on_primary = consume(&primary(), &topic, "read_committed", 0).await;
+    assert_eq!(content(&back_on_primary), content(&on_secondary));
+    let secondary_records = by_partition(&on_secondary);
+    let first = first_records(&primary(), &topic, &group).await;
+    for (partition, record) in &first {
+        let read = consumed_on_primary[partition].len() + moved_on_secondary[partition].len();
+        let next = &secondary_records[partition][read];
+        assert!(record.same_as(next), "partition {partition}: got {record:?}, expected {next:?}");
+    }
+
+    // The forward flow runs again from the right place: new records reach the secondary
+    // once, nothing already there comes back a second time.
+    let kferry = Kferry::start("run", &config);
+    produce(&primary(), &topic, 60, "gzip", &["--base-timestamp", "1700000000000"]).await;
+    let everything = consume(&primary(), &topic, "read_committed", 0).await;
+    wait_for_content(&secondary(), &topic, &content(&everything), "the forward flow copying new records").await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// Port of the source cluster the disaster test starts and kills (its controller uses the
+/// next one); outside every range scripts/test and the benchmarks use.
+const DISASTER_SOURCE_PORT: u16 = 19692;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disaster_failover_then_incremental_failback_keeps_every_record_once() {
+    let source = protocol_tests::OwnCluster::start("drsource", DISASTER_SOURCE_PORT).await;
+    let (p, s) = (alias("p"), alias("s"));
+    let flow = format!("{p}->{s}");
+    let topic = unique_name("dr-disaster");
+    let groups = unique_name("dr-groups");
+    let (moved, drained) = (format!("{groups}-moved"), format!("{groups}-drained"));
+    let config = format!(
+        "clusters:\n  {p}: {{ bootstrap_servers: [\"{}\"] }}\n  {s}: {{ bootstrap_servers: [\"{}\"] }}\n\
+         flows:\n  - source: {p}\n    target: {s}\n    topics: [\"{topic}\"]\n    groups: [\"{groups}.*\"]\n    \
+         refresh_topics_interval_seconds: 1\n    sync_group_offsets_interval_seconds: 1\n    buffer_bytes: 1048576\n",
+        source.bootstrap,
+        secondary()
+    );
+    create_topic(&source.bootstrap, &topic, 2, &[]).await;
+    produce(&source.bootstrap, &topic, 2_000, "lz4", &[]).await;
+    let kferry = Kferry::start("run", &config);
+    let before = consume(&source.bootstrap, &topic, "read_committed", 0).await;
+    wait_for_content(&secondary(), &topic, &content(&before), "the first records on the secondary").await;
+    group_consume(&source.bootstrap, &topic, &moved, "100", &[]).await;
+    eventually("the group's offsets on the secondary", Duration::from_secs(30), || async {
+        let offsets = protocol_tests::describe_group(&secondary(), &moved).await.offsets;
+        (offsets.len() == 2).then_some(())
+    })
+    .await;
+
+    // The disaster: the source broker dies in the middle of replicating a backlog. kferry
+    // (restarted with a backlog waiting and a small buffer, so it takes many cycles) has
+    // seen the source's end but not copied everything when the broker is killed.
+    kferry.kill().await;
+    produce(&source.bootstrap, &topic, 200_000, "lz4", &["--base-timestamp", "1500000000000"]).await;
+    let kferry = Kferry::start("run", &config);
+    let target = protocol_tests::connect("secondary", &secondary()).await;
+    let progress_group = format!("kferry.progress.{p}.{s}");
+    eventually("kferry behind a source end it has seen", Duration::from_secs(60), || async {
+        let progress = kferry::replicate::state::read_progress(&target, &progress_group).await.ok()?;
+        progress.iter().any(|p| p.source_end.is_some_and(|end| end > p.next_offset + 1_000)).then_some(())
+    })
+    .await;
+    source.kill().await;
+    let failover = kferry_json("failover", &["--flow", &flow, "--force", "--json"], &config).await;
+    kferry.kill().await;
+    assert_eq!(failover["source_reachable"], false);
+    let on_secondary = by_partition(&consume(&secondary(), &topic, "read_committed", 0).await);
+    let mut points = BTreeMap::new();
+    for point in failover["partitions"].as_array().unwrap() {
+        let partition = point["partition"].as_i64().unwrap() as i32;
+        let (replicated_to, source_end) =
+            (point["replicated_to"].as_i64().unwrap(), point["source_end"].as_i64().unwrap());
+        assert!(source_end >= replicated_to, "{point}");
+        assert_eq!(point["not_replicated"].as_i64(), Some(source_end - replicated_to), "{point}");
+        // Nothing is compacted or transactional here: source offsets count records.
+        assert_eq!(
+            on_secondary[&partition].len() as i64,
+            replicated_to,
+            "{point}: the secondary holds what was replicated"
+        );
+        points.insert(partition, (replicated_to, source_end));
+    }
+    let at_risk: i64 = points.values().map(|(to, end)| end - to).sum();
+    assert!(at_risk > 1_000, "the failover reports the source offsets it knows were not replicated: {failover}");
+
+    // Life goes on on the secondary: producers write there, groups read there.
+    produce(&secondary(), &topic, 100, "zstd", &["--base-timestamp", "1600000000000"]).await;
+    group_consume(&secondary(), &topic, &moved, "10", &[]).await;
+    let pre_failover: Vec<String> = on_secondary.iter().map(|(p, r)| format!("{p}={}", r.len())).collect();
+    group_consume(&secondary(), &topic, &drained, &pre_failover.join(","), &[]).await;
+    let after_failover = by_partition(&consume(&secondary(), &topic, "read_committed", 0).await);
+
+    // The old primary comes back with records the secondary never got (the divergent tail).
+    source.restart().await;
+    let old_primary = by_partition(&consume(&source.bootstrap, &topic, "read_committed", 0).await);
+    for (partition, (replicated_to, source_end)) in &points {
+        let old = &old_primary[partition];
+        assert!(old.len() as i64 >= *source_end, "partition {partition}: the last seen end is not beyond the log");
+        let replicated: Vec<_> = old[..*replicated_to as usize].to_vec();
+        assert_eq!(content(&replicated), content(&on_secondary[partition]), "partition {partition}");
+    }
+
+    let dir = std::env::temp_dir().join(unique_name("dr-export"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let export = ["--export-dir", dir.to_str().unwrap()];
+    let mut args = vec!["--flow", flow.as_str(), "--mode", "incremental", "--json"];
+    args.extend(export);
+    let plan = kferry_json("failback", &[args.clone(), vec!["--dry-run"]].concat(), &config).await;
+    let runner = Kferry::start_with("failback", &args, &config);
+    // The primary gets the records written on the secondary after the failover point,
+    // after everything it already had.
+    let mut expected = Content::new();
+    for (partition, old) in &old_primary {
+        let written_on_secondary = &after_failover[partition][on_secondary[partition].len()..];
+        expected.insert(*partition, content(old).remove(partition).unwrap());
+        expected
+            .get_mut(partition)
+            .unwrap()
+            .extend(content(written_on_secondary).remove(partition).unwrap_or_default());
+    }
+    wait_for_content(&source.bootstrap, &topic, &expected, "the secondary's new records on the primary").await;
+    kferry_json("failback", &["--flow", &flow, "--complete", "--json"], &config).await;
+    let (code, stdout, stderr) =
+        tokio::time::timeout(Duration::from_secs(60), runner.stop()).await.expect("runner ends");
+    assert_eq!(code, Some(0), "{stderr}");
+    let acted: Value = serde_json::Deserializer::from_str(&stdout).into_iter().next().unwrap().unwrap();
+    assert_eq!(acted["partitions"], plan["partitions"], "the dry run lists what the real run then does");
+
+    // The divergent tail went to the export file, record for record.
+    let exported: Vec<Value> = std::fs::read_to_string(acted["export"].as_str().expect("an export file"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let divergent: usize = points.iter().map(|(p, (to, _))| old_primary[p].len() - *to as usize).sum();
+    assert_eq!(exported.len(), divergent);
+    for line in &exported {
+        let (partition, offset) = (line["partition"].as_i64().unwrap() as i32, line["offset"].as_i64().unwrap());
+        let record = old_primary[&partition].iter().find(|r| r.offset == offset).expect("exported record exists");
+        let key: Option<Vec<u8>> = serde_json::from_value(line["key"].clone()).unwrap();
+        let value: Option<Vec<u8>> = serde_json::from_value(line["value"].clone()).unwrap();
+        assert_eq!(
+            (key, value, line["timestamp"].as_i64().unwrap()),
+            (record.key.clone(), record.value.clone(), record.timestamp)
+        );
+    }
+
+    // Groups that moved continue on the primary at the next record, never in the tail.
+    let primary_now = by_partition(&consume(&source.bootstrap, &topic, "read_committed", 0).await);
+    let first = first_records(&source.bootstrap, &topic, &moved).await;
+    for (partition, record) in &first {
+        assert!(record.same_as(&after_failover[partition][110]), "{moved} partition {partition}: {record:?}");
+    }
+    let first = first_records(&source.bootstrap, &topic, &drained).await;
+    for (partition, record) in &first {
+        let first_written_on_secondary = &after_failover[partition][on_secondary[partition].len()];
+        assert!(record.same_as(first_written_on_secondary), "{drained} partition {partition}: {record:?}");
+        assert!(record.offset >= old_primary[partition].last().unwrap().offset, "never in the divergent tail");
+    }
+    assert_eq!(content(&primary_now.values().flatten().cloned().collect::<Vec<_>>()), expected);
+
+    // The forward flow runs again: new records only, the tail never reaches the secondary.
+    let kferry = Kferry::start("run", &config);
+    produce(&source.bootstrap, &topic, 40, "gzip", &["--base-timestamp", "1700000000000"]).await;
+    let mut expected_secondary = content(&after_failover.values().flatten().cloned().collect::<Vec<_>>());
+    let all_now = by_partition(&consume(&source.bootstrap, &topic, "read_committed", 0).await);
+    for (partition, records) in &all_now {
+        let new = &records[primary_now[partition].len()..];
+        expected_secondary.get_mut(partition).unwrap().extend(content(new).remove(partition).unwrap_or_default());
+    }
+    wait_for_content(&secondary(), &topic, &expected_secondary, "the forward flow copying only new records").await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_name_the_problem() {
+    let (p, s) = (alias("p"), alias("s"));
+    let flow = format!("{p}->{s}");
+    let topic = unique_name("dr-refusals");
+    let with_target = |target: &str, keys: &str| {
+        format!(
+            "clusters:\n  {p}: {{ bootstrap_servers: [\"{}\"] }}\n  {s}: {{ bootstrap_servers: [\"{target}\"] }}\n\
+             flows:\n  - source: {p}\n    target: {s}\n    topics: [\"{topic}\"]\n{keys}",
+            primary()
+        )
+    };
+    let config = with_target(&secondary(), "");
+    let cases = [
+        (
+            "failover",
+            vec!["--flow", flow.as_str(), "--planned"],
+            with_target("127.0.0.1:1", ""),
+            1,
+            format!("failover refused: the flow's target cluster {s} is unreachable"),
+        ),
+        ("failover", vec!["--flow", flow.as_str(), "--force"], config.clone(), 1, "nothing replicated yet".into()),
+        ("failover", vec!["--flow", "nowhere->else", "--force"], config.clone(), 2, "no such flow".into()),
+        (
+            "failback",
+            vec!["--flow", flow.as_str(), "--mode", "reset"],
+            config.clone(),
+            1,
+            format!("flow {flow}: failback refused: the flow is not failed over"),
+        ),
+        (
+            "failback",
+            vec!["--flow", flow.as_str(), "--mode", "incremental"],
+            with_target(&secondary(), "    policy: prefix\n"),
+            1,
+            "this flow uses the prefix policy".into(),
+        ),
+        (
+            "failback",
+            vec!["--flow", flow.as_str(), "--complete"],
+            config.clone(),
+            1,
+            format!("no failback in progress (the reverse flow {s}->{p} has no active record on {p})"),
+        ),
+    ];
+    for (command, args, config, expected_code, message) in cases {
+        let (code, stdout, stderr) = Kferry::run_to_end_with(command, &args, &config).await;
+        assert_eq!(code, Some(expected_code), "kferry {command} {args:?}:\n{stderr}\n{stdout}");
+        assert!(stderr.contains(&message), "kferry {command} {args:?} must say \"{message}\":\n{stderr}");
+    }
+}

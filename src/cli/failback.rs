@@ -1,0 +1,163 @@
+//! `kferry failback`: `--mode reset|incremental` prints the plan (`--dry-run`) or carries it
+//! out and then runs the reverse flow until `--complete` (another invocation) fences it;
+//! `--complete` waits for the reverse flow to catch up and resumes the forward flow.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::check::{close_all, connect_all};
+use super::failover::find_flow;
+use super::Failure;
+use crate::client::{ClientConfig, Cluster};
+use crate::config::{Config, FlowConfig};
+use crate::recovery::failback::{self, FailbackMode};
+use crate::recovery::marker::{self, FlowState};
+
+pub(super) struct FailbackArgs<'a> {
+    pub(super) flow: &'a str,
+    /// `None`: `--complete`.
+    pub(super) mode: Option<FailbackMode>,
+    pub(super) dry_run: bool,
+    pub(super) timeout: Duration,
+    pub(super) json: bool,
+    pub(super) export_dir: &'a Path,
+}
+
+pub(super) async fn failback(config: &Config, args: FailbackArgs<'_>) -> Result<(), Failure> {
+    let flow = find_flow(config, args.flow)?;
+    let clusters = connect_all(config, super::check::check_client_config()).await?;
+    let (Ok(primary), Ok(secondary)) = (&clusters[&flow.source], &clusters[&flow.target]) else {
+        for (alias, cluster) in [(&flow.source, &clusters[&flow.source]), (&flow.target, &clusters[&flow.target])] {
+            if let Err(e) = cluster {
+                eprintln!("error: failback needs cluster {alias}, which is unreachable: {e}");
+            }
+        }
+        return close_all(&clusters, false);
+    };
+    let healthy = match args.mode {
+        Some(mode) => start(config, flow, mode, &args, primary, secondary).await,
+        None => complete(flow, &args, primary, secondary).await,
+    };
+    close_all(&clusters, healthy)
+}
+
+fn print(value: &(impl serde::Serialize + std::fmt::Display), json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    } else {
+        print!("{value}");
+    }
+}
+
+async fn start(
+    config: &Config,
+    flow: &FlowConfig,
+    mode: FailbackMode,
+    args: &FailbackArgs<'_>,
+    primary: &Arc<Cluster>,
+    secondary: &Arc<Cluster>,
+) -> bool {
+    let failover = match failback::check_preconditions(flow, secondary).await {
+        Ok(failover) => failover,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return false;
+        }
+    };
+    let reverse = failback::reverse_flow(flow);
+    if let Ok(Some(record)) = marker::read(primary, &reverse.name()).await {
+        if record.state == FlowState::Active && !args.dry_run {
+            eprintln!(
+                "failback of flow {} in progress ({}): resuming the reverse flow {}; nothing is deleted or copied twice",
+                flow.name(),
+                record.reason,
+                reverse.name()
+            );
+            return run_reverse_flow(config, &reverse, primary).await;
+        }
+    }
+    let plan = match failback::plan(flow, mode, &failover, primary, secondary, args.export_dir).await {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return false;
+        }
+    };
+    if args.dry_run {
+        if !args.json {
+            println!("dry run: nothing changed; a failback now would do this:");
+        }
+        print(&plan, args.json);
+        return true;
+    }
+    print(&plan, args.json);
+    if let Err(e) = failback::prepare(flow, &plan, primary, secondary).await {
+        eprintln!("error: {e}");
+        return false;
+    }
+    eprintln!(
+        "reverse flow {} running; once producers on {} stop and it has caught up, run `kferry failback --flow {} --complete`",
+        reverse.name(),
+        flow.target,
+        flow.name()
+    );
+    run_reverse_flow(config, &reverse, primary).await
+}
+
+/// Runs the reverse flow until a signal, or until `--complete` fences it (a success).
+async fn run_reverse_flow(config: &Config, reverse: &FlowConfig, primary: &Cluster) -> bool {
+    let access = match super::cluster_access(config, &ClientConfig::default()) {
+        Ok(access) => access,
+        Err(_) => return false,
+    };
+    let (stop, stopped) = watch::channel(false);
+    let (source, target) = (access[&reverse.source].clone(), access[&reverse.target].clone());
+    let running = super::run::run_flow(reverse.clone(), source, target, stopped);
+    tokio::pin!(running);
+    let ended_well = tokio::select! {
+        ended = &mut running => ended,
+        _ = super::run::wait_for_signal() => {
+            stop.send_replace(true);
+            running.await
+        }
+    };
+    match marker::read(primary, &reverse.name()).await {
+        Ok(Some(record)) if record.state == FlowState::FailedOver => {
+            eprintln!("reverse flow {} fenced by `failback --complete`: done", reverse.name());
+            true
+        }
+        _ => ended_well,
+    }
+}
+
+async fn complete(
+    flow: &FlowConfig,
+    args: &FailbackArgs<'_>,
+    primary: &Arc<Cluster>,
+    secondary: &Arc<Cluster>,
+) -> bool {
+    let outcome = if args.dry_run {
+        failback::complete_plan(flow, primary, secondary).await
+    } else {
+        failback::complete(flow, primary, secondary, args.timeout).await
+    };
+    match outcome {
+        Ok(plan) => {
+            if args.dry_run && !args.json {
+                println!("dry run: nothing changed; completing the failback now would do this:");
+            }
+            print(&plan, args.json);
+            if !args.dry_run && !args.json {
+                println!("failback complete: restart `kferry run` to resume flow {}", flow.name());
+            }
+            true
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            false
+        }
+    }
+}

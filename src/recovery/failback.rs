@@ -1,0 +1,637 @@
+//! `kferry failback`: after a failover of `primary -> secondary`, the data written on
+//! `secondary` goes back to `primary` through the reverse flow `secondary -> primary`
+//! (identity names), and `--complete` returns the pair to where it started.
+//!
+//! - `reset` (what MM2's runbook describes): the old primary's records in the replicated
+//!   topics are deleted (DeleteRecords; topics, configs and ACLs stay), then everything on
+//!   `secondary` is copied back.
+//! - `incremental`: only what `secondary` received after the failover point is copied back.
+//!   What reached `primary` but never `secondary` (the divergent tail) is exported to a file
+//!   and reported; groups that moved never land in it. The reverse flow's offset map is
+//!   seeded with the inverse of the forward one, so a group positioned before the failover
+//!   point translates to the original record on `primary`.
+//! - `complete`: waits for the reverse flow to catch up, syncs groups a last time, fences it,
+//!   and sets the forward flow's progress and offset map so that it resumes right after the
+//!   copied-back data, never copying it to `secondary` a second time.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::failover::{failover_point, write_table, GroupPosition};
+use super::marker::{self, FailoverRecord, FlowState, MarkerError};
+use crate::client::{ClientError, Cluster, CommittedOffset, FetchSpec, GroupOffsets, Isolation, OffsetSpec};
+use crate::config::{Delivery, FlowConfig, ReplicationPolicy};
+use crate::groups::sync::{GroupSync, GroupsError};
+use crate::replicate::engine::{progress_group, transactional_id};
+use crate::replicate::forward;
+use crate::replicate::offset_map::Segment;
+use crate::replicate::rewrite::decode_records;
+use crate::replicate::state::{self, offset_map_topic, progress_metadata, SourcePartition};
+
+/// How long the fencing InitProducerId may keep a transaction open (it aborts it at once).
+const FENCE_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailbackMode {
+    Reset,
+    Incremental,
+}
+
+impl fmt::Display for FailbackMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Reset => "reset",
+            Self::Incremental => "incremental",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FailbackError {
+    #[error("flow {flow}: failback refused: it copies topics back under the same names, and this flow uses the {policy} policy")]
+    NotIdentity { flow: String, policy: ReplicationPolicy },
+    #[error(
+        "flow {flow}: failback refused: the flow is not failed over (no failover record on {target}), so it may still \
+         be running and the reverse flow would copy its data straight back (a cycle). Run `kferry failover` first"
+    )]
+    NotFailedOver { flow: String, target: String },
+    #[error(
+        "flow {flow}: reset failback refused: Kafka does not delete records of compact-only topics ({topics}) with \
+         DeleteRecords, so their old records would stay beside the copies; use --mode incremental, or add \
+         `delete` to their cleanup.policy on {source_alias} first"
+    )]
+    ResetOnCompacted { flow: String, topics: String, source_alias: String },
+    #[error("flow {flow}: no failback in progress (the reverse flow {reverse} has no active record on {source_alias}): run `kferry failback --mode reset|incremental` first")]
+    NotFailingBack { flow: String, reverse: String, source_alias: String },
+    #[error("flow {flow}: the reverse flow still lags by {lag} offsets after {waited:?}; stop producers on {target} and keep `kferry failback` running, then try again (or raise --timeout)")]
+    LagNotZero { flow: String, target: String, lag: i64, waited: Duration },
+    #[error("flow {flow}: cannot write the divergent records to {path}: {source}")]
+    Export {
+        flow: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("flow {flow}: a divergent record of {topic} partition {partition} cannot be read: {reason}")]
+    Decode { flow: String, topic: String, partition: i32, reason: String },
+    #[error("flow {flow}: {source}")]
+    Client {
+        flow: String,
+        #[source]
+        source: Box<ClientError>,
+    },
+    #[error("flow {flow}: {source}")]
+    Marker {
+        flow: String,
+        #[source]
+        source: MarkerError,
+    },
+    #[error(transparent)]
+    Failover(#[from] Box<super::failover::FailoverError>),
+    #[error(transparent)]
+    Groups(#[from] GroupsError),
+}
+
+/// One partition of a failback plan. "Primary" is the forward flow's source, where the
+/// data goes back to; "secondary" its target, where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionFailback {
+    pub topic: String,
+    pub partition: i32,
+    /// The primary's end offset when the plan was made: copied-back records land after it.
+    pub primary_end: i64,
+    /// `reset`: records of the primary before this offset are deleted.
+    pub delete_before: Option<i64>,
+    /// `incremental`: primary offsets `[from, to)` that never reached the secondary.
+    pub divergent: Option<(i64, i64)>,
+    /// Secondary offsets `[from, to)` copied back (the reverse flow then keeps copying
+    /// whatever arrives after `to`).
+    pub copy: (i64, i64),
+}
+
+/// What a failback does (dry run) or did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FailbackPlan {
+    pub flow: String,
+    pub reverse_flow: String,
+    pub mode: FailbackMode,
+    pub partitions: Vec<PartitionFailback>,
+    /// Groups on the secondary and where they are there now; the reverse flow's group sync
+    /// carries them to the primary as the data arrives.
+    pub groups: Vec<GroupPosition>,
+    /// Where the divergent records go (`incremental` with a divergent tail).
+    pub export: Option<PathBuf>,
+}
+
+/// The reverse flow of `flow`: its target back to its source, same topics and groups,
+/// identity names. Topic configs and ACLs are not copied back: the primary has its own.
+pub fn reverse_flow(flow: &FlowConfig) -> FlowConfig {
+    FlowConfig {
+        topics: flow.topics.clone(),
+        topics_exclude: flow.topics_exclude.clone(),
+        replication_factor: flow.replication_factor,
+        sync_topic_configs: false,
+        sync_topic_acls: false,
+        refresh_topics_interval_seconds: flow.refresh_topics_interval_seconds,
+        delivery: flow.delivery,
+        buffer_bytes: flow.buffer_bytes,
+        groups: flow.groups.clone(),
+        groups_exclude: flow.groups_exclude.clone(),
+        sync_group_offsets: flow.sync_group_offsets,
+        sync_group_offsets_interval_seconds: flow.sync_group_offsets_interval_seconds,
+        ..FlowConfig::between(&flow.target, &flow.source)
+    }
+}
+
+fn client(flow: &FlowConfig) -> impl Fn(ClientError) -> FailbackError + '_ {
+    move |e| FailbackError::Client { flow: flow.name(), source: Box::new(e) }
+}
+
+fn marker_error(flow: &FlowConfig) -> impl Fn(MarkerError) -> FailbackError + '_ {
+    move |source| FailbackError::Marker { flow: flow.name(), source }
+}
+
+/// The checks before a failback starts: identity names, and the flow failed over (so
+/// fenced: the reverse flow with identity names would otherwise form a cycle with it; a
+/// configured identity flow back is refused by config validation already). Returns the
+/// failover record.
+pub async fn check_preconditions(flow: &FlowConfig, secondary: &Cluster) -> Result<FailoverRecord, FailbackError> {
+    if flow.policy != ReplicationPolicy::Identity {
+        return Err(FailbackError::NotIdentity { flow: flow.name(), policy: flow.policy });
+    }
+    match marker::read(secondary, &flow.name()).await.map_err(marker_error(flow))? {
+        Some(record) if record.state == FlowState::FailedOver => Ok(record),
+        _ => Err(FailbackError::NotFailedOver { flow: flow.name(), target: flow.target.clone() }),
+    }
+}
+
+/// The failback plan: per partition what is deleted, exported and copied back, and the
+/// groups on the secondary.
+pub async fn plan(
+    flow: &FlowConfig,
+    mode: FailbackMode,
+    failover: &FailoverRecord,
+    primary: &Arc<Cluster>,
+    secondary: &Arc<Cluster>,
+    export_dir: &Path,
+) -> Result<FailbackPlan, FailbackError> {
+    if mode == FailbackMode::Reset {
+        refuse_compact_only_topics(flow, failover, primary).await?;
+    }
+    let mut partitions = Vec::new();
+    for point in &failover.partitions {
+        let (topic, partition) = (point.target_topic.clone(), point.partition);
+        let primary_end = primary
+            .list_offset(&topic, partition, OffsetSpec::Latest, Isolation::ReadCommitted)
+            .await
+            .map_err(client(flow))?;
+        let secondary_end = secondary
+            .list_offset(&topic, partition, OffsetSpec::Latest, Isolation::ReadCommitted)
+            .await
+            .map_err(client(flow))?;
+        let entry = match mode {
+            FailbackMode::Reset => {
+                let secondary_start = secondary
+                    .list_offset(&topic, partition, OffsetSpec::Earliest, Isolation::ReadCommitted)
+                    .await
+                    .map_err(client(flow))?;
+                PartitionFailback {
+                    topic,
+                    partition,
+                    primary_end,
+                    delete_before: Some(primary_end),
+                    divergent: None,
+                    copy: (secondary_start, secondary_end),
+                }
+            }
+            FailbackMode::Incremental => PartitionFailback {
+                topic,
+                partition,
+                primary_end,
+                delete_before: None,
+                divergent: (point.replicated_to < primary_end).then_some((point.replicated_to, primary_end)),
+                copy: (point.target_end, secondary_end),
+            },
+        };
+        partitions.push(entry);
+    }
+    let export = partitions
+        .iter()
+        .any(|p| p.divergent.is_some())
+        .then(|| export_dir.join(format!("kferry-divergent-{}-{}.jsonl", flow.source, failover.at_ms)));
+    let groups = secondary_groups(flow, primary, secondary).await?;
+    Ok(FailbackPlan { flow: flow.name(), reverse_flow: reverse_flow(flow).name(), mode, partitions, groups, export })
+}
+
+/// Reset deletes records, which Kafka refuses for compact-only topics: checked for every
+/// topic before anything is deleted.
+async fn refuse_compact_only_topics(
+    flow: &FlowConfig,
+    failover: &FailoverRecord,
+    primary: &Cluster,
+) -> Result<(), FailbackError> {
+    let mut topics: Vec<String> = failover.partitions.iter().map(|p| p.source_topic.clone()).collect();
+    topics.dedup();
+    let mut compacted = Vec::new();
+    for (topic, configs) in primary.describe_topics_configs(&topics).await.map_err(client(flow))? {
+        let policy = configs.map_err(client(flow))?.get("cleanup.policy").and_then(|c| c.value.clone());
+        if policy.is_some_and(|p| !p.split(',').any(|part| part.trim() == "delete")) {
+            compacted.push(topic);
+        }
+    }
+    if compacted.is_empty() {
+        return Ok(());
+    }
+    Err(FailbackError::ResetOnCompacted {
+        flow: flow.name(),
+        topics: compacted.join(", "),
+        source_alias: flow.source.clone(),
+    })
+}
+
+/// The groups' committed offsets on the secondary for the replicated topics.
+async fn secondary_groups(
+    flow: &FlowConfig,
+    primary: &Arc<Cluster>,
+    secondary: &Arc<Cluster>,
+) -> Result<Vec<GroupPosition>, FailbackError> {
+    let reverse = reverse_flow(flow);
+    let mut sync = GroupSync::new(&reverse, Arc::clone(secondary), Arc::clone(primary))?;
+    let mut positions = Vec::new();
+    for view in sync.view(None).await? {
+        for p in &view.partitions {
+            let (group, topic, partition) = (view.group.clone(), p.source_topic.clone(), p.partition);
+            positions.push(GroupPosition { group, topic, partition, offset: p.source.offset });
+        }
+    }
+    Ok(positions)
+}
+
+/// Carries out `plan` up to the point where the reverse flow can run: deletes (reset) or
+/// exports (incremental), sets the reverse flow's starting positions and offset map, and
+/// marks it active.
+pub async fn prepare(
+    flow: &FlowConfig,
+    plan: &FailbackPlan,
+    primary: &Arc<Cluster>,
+    secondary: &Arc<Cluster>,
+) -> Result<(), FailbackError> {
+    let reverse = reverse_flow(flow);
+    if let Some(path) = &plan.export {
+        export_divergent(flow, plan, primary, path).await?;
+    }
+    for p in &plan.partitions {
+        if let Some(before) = p.delete_before {
+            primary.delete_records(&p.topic, p.partition, before).await.map_err(client(flow))?;
+        }
+    }
+    if plan.mode == FailbackMode::Incremental {
+        seed_reverse_map(flow, plan, primary, secondary).await?;
+    }
+    // The reverse flow starts where the plan copies from.
+    let start: GroupOffsets = plan
+        .partitions
+        .iter()
+        .map(|p| {
+            let metadata = progress_metadata(&p.topic, p.copy.1);
+            ((p.topic.clone(), p.partition), CommittedOffset { offset: p.copy.0, metadata: Some(metadata) })
+        })
+        .collect();
+    primary.commit_group_offsets(&progress_group(&reverse), &start).await.map_err(client(flow))?;
+    let record = FailoverRecord {
+        flow: reverse.name(),
+        state: FlowState::Active,
+        reason: format!("failback {}", plan.mode),
+        at_ms: marker::now_ms(),
+        source_reachable: true,
+        partitions: Vec::new(),
+    };
+    marker::write(primary, &record).await.map_err(marker_error(flow))
+}
+
+/// Writes the divergent records (primary offsets `[from, to)` of each partition) to `path`
+/// as JSON lines: topic, partition, offset, timestamp, key, value, headers (bytes as
+/// arrays, `null` kept).
+async fn export_divergent(
+    flow: &FlowConfig,
+    plan: &FailbackPlan,
+    primary: &Cluster,
+    path: &Path,
+) -> Result<(), FailbackError> {
+    let export_error = |source| FailbackError::Export { flow: flow.name(), path: path.to_owned(), source };
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(export_error)?);
+    for p in &plan.partitions {
+        let Some((from, to)) = p.divergent else { continue };
+        let mut offset = from;
+        while offset < to {
+            let spec = FetchSpec {
+                offset,
+                max_bytes: 4 * 1024 * 1024,
+                max_wait: Duration::from_millis(100),
+                isolation: Isolation::ReadCommitted,
+            };
+            let fetched = primary.fetch(&p.topic, p.partition, &spec).await.map_err(client(flow))?;
+            let decode_error = |reason: String| FailbackError::Decode {
+                flow: flow.name(),
+                topic: p.topic.clone(),
+                partition: p.partition,
+                reason,
+            };
+            let selection = forward::select(fetched.records, offset, &fetched.aborted_transactions)
+                .map_err(|e| decode_error(e.to_string()))?;
+            for forwarded in &selection.batches {
+                for record in decode_records(&forwarded.batch).map_err(|e| decode_error(e.to_string()))? {
+                    if record.offset < from || record.offset >= to {
+                        continue;
+                    }
+                    let line = serde_json::json!({
+                        "topic": p.topic, "partition": p.partition, "offset": record.offset,
+                        "timestamp": record.timestamp, "key": record.key, "value": record.value,
+                        "headers": record.headers,
+                    });
+                    writeln!(file, "{line}").map_err(export_error)?;
+                }
+            }
+            if selection.next_offset == offset {
+                break;
+            }
+            offset = selection.next_offset;
+        }
+    }
+    file.flush().map_err(export_error)
+}
+
+/// Seeds the reverse flow's offset map (on the primary) with the inverse of the forward
+/// one, plus an empty segment at each failover point leading to the primary's end: a group
+/// positioned before the failover point translates to the original record, one at it to
+/// the first record copied back, never into the divergent tail.
+async fn seed_reverse_map(
+    flow: &FlowConfig,
+    plan: &FailbackPlan,
+    primary: &Cluster,
+    secondary: &Cluster,
+) -> Result<(), FailbackError> {
+    let reverse = reverse_flow(flow);
+    let forward_maps = state::load(secondary, &offset_map_topic(flow)).await.map_err(client(flow))?;
+    let mut seeds: Vec<(SourcePartition, String, Segment)> = Vec::new();
+    for p in &plan.partitions {
+        let key = (p.topic.clone(), p.partition);
+        if let Some((_, map)) = forward_maps.get(&key) {
+            seeds.extend(map.segments().iter().map(|s| (key.clone(), p.topic.clone(), invert(s))));
+        }
+        // Forward segments all lie before the failover point, so the bridge comes last.
+        let bridge = Segment { source_start: p.copy.0, source_end: p.copy.0, target_start: p.primary_end };
+        seeds.push((key, p.topic.clone(), bridge));
+    }
+    write_segments(flow, primary, &offset_map_topic(&reverse), &seeds).await
+}
+
+/// A segment of one direction as a segment of the other.
+fn invert(segment: &Segment) -> Segment {
+    Segment {
+        source_start: segment.target_start,
+        source_end: segment.target_start + (segment.source_end - segment.source_start),
+        target_start: segment.source_start,
+    }
+}
+
+async fn write_segments(
+    flow: &FlowConfig,
+    cluster: &Cluster,
+    topic: &str,
+    segments: &[(SourcePartition, String, Segment)],
+) -> Result<(), FailbackError> {
+    state::ensure_topic(cluster, topic).await.map_err(client(flow))?;
+    for chunk in segments.chunks(1_000) {
+        let batch = state::state_batch(chunk, marker::now_ms());
+        cluster.produce(topic, 0, batch.into_bytes(), Duration::from_secs(30)).await.map_err(client(flow))?;
+    }
+    Ok(())
+}
+
+/// What `--complete` does (dry run) or did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CompletePlan {
+    pub flow: String,
+    pub reverse_flow: String,
+    /// Reverse-flow offsets not yet copied back, per partition.
+    pub lag: Vec<(String, i32, i64)>,
+    /// Where the forward flow resumes: (topic, partition, primary offset).
+    pub forward_positions: Vec<(String, i32, i64)>,
+    /// Groups on the primary after the last sync.
+    pub groups: Vec<GroupPosition>,
+    pub fence: Option<String>,
+}
+
+/// The plan of `--complete`: the reverse flow's lag now and where the forward flow would
+/// resume.
+pub async fn complete_plan(
+    flow: &FlowConfig,
+    primary: &Arc<Cluster>,
+    secondary: &Arc<Cluster>,
+) -> Result<CompletePlan, FailbackError> {
+    let reverse = reverse_flow(flow);
+    match marker::read(primary, &reverse.name()).await.map_err(marker_error(flow))? {
+        Some(record) if record.state == FlowState::Active => {}
+        _ => {
+            return Err(FailbackError::NotFailingBack {
+                flow: flow.name(),
+                reverse: reverse.name(),
+                source_alias: flow.source.clone(),
+            })
+        }
+    }
+    let points = failover_point(&reverse, Some(secondary), primary).await.map_err(Box::new)?;
+    let lag = points.iter().map(|p| (p.source_topic.clone(), p.partition, p.not_replicated().unwrap_or(0))).collect();
+    let mut forward_positions = Vec::new();
+    for p in &points {
+        let end = primary
+            .list_offset(&p.target_topic, p.partition, OffsetSpec::Latest, Isolation::ReadCommitted)
+            .await
+            .map_err(client(flow))?;
+        forward_positions.push((p.target_topic.clone(), p.partition, end));
+    }
+    let mut groups = Vec::new();
+    for (group, offsets) in primary_groups(&reverse, primary, secondary).await? {
+        for ((topic, partition), offset) in offsets {
+            groups.push(GroupPosition { group: group.clone(), topic, partition, offset });
+        }
+    }
+    Ok(CompletePlan {
+        flow: flow.name(),
+        reverse_flow: reverse.name(),
+        lag,
+        forward_positions,
+        groups,
+        fence: (reverse.delivery == Delivery::ExactlyOnce).then(|| transactional_id(&reverse)),
+    })
+}
+
+/// The reverse flow's groups as translated to the primary now.
+async fn primary_groups(
+    reverse: &FlowConfig,
+    primary: &Arc<Cluster>,
+    secondary: &Arc<Cluster>,
+) -> Result<Vec<(String, Vec<((String, i32), i64)>)>, FailbackError> {
+    let mut sync = GroupSync::new(reverse, Arc::clone(secondary), Arc::clone(primary))?;
+    Ok(sync
+        .view(None)
+        .await?
+        .into_iter()
+        .map(|v| {
+            let offsets = v
+                .partitions
+                .iter()
+                .filter_map(|p| p.translated().map(|(t, o)| ((t.to_string(), p.partition), o)))
+                .collect();
+            (v.group, offsets)
+        })
+        .collect())
+}
+
+/// `--complete`: waits until the reverse flow has copied everything, syncs groups a last
+/// time, fences the reverse flow, and sets the forward flow up to resume after the
+/// copied-back data; returns what it did.
+pub async fn complete(
+    flow: &FlowConfig,
+    primary: &Arc<Cluster>,
+    secondary: &Arc<Cluster>,
+    timeout: Duration,
+) -> Result<CompletePlan, FailbackError> {
+    let reverse = reverse_flow(flow);
+    let started = Instant::now();
+    loop {
+        let plan = complete_plan(flow, primary, secondary).await?;
+        let lag: i64 = plan.lag.iter().map(|(_, _, lag)| lag).sum();
+        if lag == 0 {
+            break;
+        }
+        if started.elapsed() >= timeout {
+            return Err(FailbackError::LagNotZero {
+                flow: flow.name(),
+                target: flow.target.clone(),
+                lag,
+                waited: started.elapsed(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    GroupSync::new(&reverse, Arc::clone(secondary), Arc::clone(primary))?.round().await?;
+    let plan = complete_plan(flow, primary, secondary).await?;
+    if let Some(id) = &plan.fence {
+        primary.init_producer_id(Some(id), FENCE_TRANSACTION_TIMEOUT).await.map_err(client(flow))?;
+    }
+    let fenced = FailoverRecord {
+        flow: reverse.name(),
+        state: FlowState::FailedOver,
+        reason: "failback complete".into(),
+        at_ms: marker::now_ms(),
+        source_reachable: true,
+        partitions: Vec::new(),
+    };
+    marker::write(primary, &fenced).await.map_err(marker_error(flow))?;
+    resume_forward(flow, &plan, primary, secondary).await?;
+    Ok(plan)
+}
+
+/// The forward flow resumes at the primary's end, with the reverse flow's offset map
+/// inverted into its own so that groups moving back are translated exactly.
+async fn resume_forward(
+    flow: &FlowConfig,
+    plan: &CompletePlan,
+    primary: &Cluster,
+    secondary: &Cluster,
+) -> Result<(), FailbackError> {
+    let reverse = reverse_flow(flow);
+    let reverse_maps = state::load(primary, &offset_map_topic(&reverse)).await.map_err(client(flow))?;
+    let inverted: Vec<(SourcePartition, String, Segment)> = reverse_maps
+        .iter()
+        .flat_map(|((topic, partition), (target_topic, map))| {
+            map.segments()
+                .iter()
+                .filter(|s| s.source_end > s.source_start)
+                .map(move |s| ((target_topic.clone(), *partition), topic.clone(), invert(s)))
+        })
+        .collect();
+    write_segments(flow, secondary, &offset_map_topic(flow), &inverted).await?;
+    let progress: GroupOffsets = plan
+        .forward_positions
+        .iter()
+        .map(|(topic, partition, end)| {
+            let metadata = progress_metadata(topic, *end);
+            ((topic.clone(), *partition), CommittedOffset { offset: *end, metadata: Some(metadata) })
+        })
+        .collect();
+    secondary.commit_group_offsets(&progress_group(flow), &progress).await.map_err(client(flow))?;
+    let active = FailoverRecord {
+        flow: flow.name(),
+        state: FlowState::Active,
+        reason: "failback complete".into(),
+        at_ms: marker::now_ms(),
+        source_reachable: true,
+        partitions: Vec::new(),
+    };
+    marker::write(secondary, &active).await.map_err(marker_error(flow))
+}
+
+impl fmt::Display for FailbackPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "flow {} failback ({}), reverse flow {}:", self.flow, self.mode, self.reverse_flow)?;
+        let range = |r: Option<(i64, i64)>| r.map_or("-".to_string(), |(a, b)| format!("{a}..{b} ({})", b - a));
+        let mut rows = vec![[
+            "TOPIC".to_string(),
+            "PARTITION".into(),
+            "PRIMARY-END".into(),
+            "DELETE-ON-PRIMARY-BEFORE".into(),
+            "DIVERGENT-ON-PRIMARY".into(),
+            "COPY-FROM-SECONDARY".into(),
+        ]];
+        for p in &self.partitions {
+            rows.push([
+                p.topic.clone(),
+                p.partition.to_string(),
+                p.primary_end.to_string(),
+                p.delete_before.map_or("-".to_string(), |o| o.to_string()),
+                range(p.divergent),
+                range(Some(p.copy)),
+            ]);
+        }
+        write_table(f, &rows)?;
+        if let Some(path) = &self.export {
+            writeln!(f, "  divergent records go to {} (written when the failback runs)", path.display())?;
+        }
+        writeln!(f, "  groups on the secondary (carried to the primary as the data arrives):")?;
+        let mut rows = vec![["GROUP".to_string(), "TOPIC".into(), "PARTITION".into(), "OFFSET".into()]];
+        for g in &self.groups {
+            rows.push([g.group.clone(), g.topic.clone(), g.partition.to_string(), g.offset.to_string()]);
+        }
+        write_table(f, &rows)
+    }
+}
+
+impl fmt::Display for CompletePlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "flow {} failback completion (reverse flow {}):", self.flow, self.reverse_flow)?;
+        let mut rows =
+            vec![["TOPIC".to_string(), "PARTITION".into(), "REVERSE-LAG".into(), "FORWARD-RESUMES-AT".into()]];
+        for ((topic, partition, lag), (_, _, resume)) in self.lag.iter().zip(&self.forward_positions) {
+            rows.push([topic.clone(), partition.to_string(), lag.to_string(), resume.to_string()]);
+        }
+        write_table(f, &rows)?;
+        match &self.fence {
+            Some(id) => writeln!(f, "  fence: transactional id {id}")?,
+            None => writeln!(f, "  fence: the reverse flow's record (at_least_once: stop `kferry failback` first)")?,
+        }
+        writeln!(f, "  groups on the primary:")?;
+        let mut rows = vec![["GROUP".to_string(), "TOPIC".into(), "PARTITION".into(), "OFFSET".into()]];
+        for g in &self.groups {
+            rows.push([g.group.clone(), g.topic.clone(), g.partition.to_string(), g.offset.to_string()]);
+        }
+        write_table(f, &rows)
+    }
+}

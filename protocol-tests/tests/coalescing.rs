@@ -6,14 +6,13 @@
 //! source (fetched with kferry's client), and the offset map kferry wrote must translate
 //! every source offset, and every offset in a gap, exactly.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kferry::client::{Cluster, FetchSpec, Isolation, OffsetSpec};
 use kferry::protocol::batch::{BatchItem, BatchIter};
 use protocol_tests::{
-    alias, connect, consume, create_topic, describe_topic, eventually, primary, produce, secondary, two_cluster_config,
-    unique_name, ConsumedRecord, Kferry,
+    alias, by_partition, connect, consume, content, create_topic, describe_topic, eventually, primary, produce,
+    secondary, two_cluster_config, unique_name, Kferry,
 };
 
 const PARTITIONS: i32 = 2;
@@ -46,23 +45,6 @@ async fn data_batches(cluster: &Cluster, topic: &str, partition: i32) -> usize {
     }
     assert_eq!(offset, end, "{topic}/{partition}: fetched to the end");
     batches
-}
-
-/// (key, value, headers, timestamp) per partition, in order.
-type Content = BTreeMap<i32, Vec<(Option<Vec<u8>>, Option<Vec<u8>>, protocol_tests::Headers, i64)>>;
-
-fn content(records: &[ConsumedRecord]) -> Content {
-    let mut by_partition = Content::new();
-    for r in records {
-        assert_eq!(r.timestamp_type, "create_time");
-        by_partition.entry(r.partition).or_default().push((
-            r.key.clone(),
-            r.value.clone(),
-            r.headers.clone(),
-            r.timestamp,
-        ));
-    }
-    by_partition
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,6 +87,7 @@ async fn one_record_batches_are_coalesced_with_records_and_offset_map_exact() {
     let (code, _, stderr) = kferry.stop().await;
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!stderr.contains("ERROR") && !stderr.contains("WARN"), "{stderr}");
+    assert!(target_records.iter().all(|r| r.timestamp_type == "create_time"));
     assert_eq!(content(&target_records), content(&source_records), "records, order, keys, headers, timestamps");
 
     // The source holds one batch per record; the target far fewer (kferry merged them).
@@ -127,12 +110,12 @@ async fn one_record_batches_are_coalesced_with_records_and_offset_map_exact() {
     // a gap (aborted records, markers) continues at the next record, on both sides.
     let state_topic = format!("__kferry.offset-map.{source_alias}");
     let maps = kferry::replicate::state::load(&target, &state_topic).await.expect("state topic readable");
+    let (source_by_partition, target_by_partition) = (by_partition(&source_records), by_partition(&target_records));
     for partition in 0..PARTITIONS {
         let (target_topic, map) = &maps[&(topic.clone(), partition)];
         assert_eq!(target_topic, &topic);
-        let on_source: Vec<&ConsumedRecord> = source_records.iter().filter(|r| r.partition == partition).collect();
-        let on_target: Vec<&ConsumedRecord> = target_records.iter().filter(|r| r.partition == partition).collect();
-        for (s, t) in on_source.iter().zip(&on_target) {
+        let (on_source, on_target) = (&source_by_partition[&partition], &target_by_partition[&partition]);
+        for (s, t) in on_source.iter().zip(on_target) {
             assert_eq!(map.translate(s.offset), Some(t.offset), "partition {partition}: source offset {}", s.offset);
         }
         for (s, t) in on_source.windows(2).zip(on_target.windows(2)) {

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::coalesce::coalesce;
@@ -29,6 +30,7 @@ use crate::client::{
     GroupOffsets, Isolation, Messenger, OffsetSpec, PartitionFetch, ProduceBatch, ProduceOutcome, ProducerIdentity,
 };
 use crate::config::{Delivery, FlowConfig, StartPosition};
+use crate::protocol::batch::RecordBatch;
 use crate::protocol::error_code::{ErrorCode, ResponseError};
 use crate::recovery::marker::{self, FlowState, MarkerError};
 use kafka_protocol::messages::{
@@ -147,7 +149,12 @@ pub struct Replicator {
 /// One stamped batch on its way to the target, with where it came from.
 struct InFlight {
     source: SourcePartition,
+    /// The target partition; its records are the stamped batch once its round is sent.
     batch: ProduceBatch,
+    /// The batch and its stamp until its round is sent: stamping (a copy, for a slice of the
+    /// fetch answer) waits until then, so a cycle never holds a stamped copy of all its
+    /// batches next to the fetch answer, only of the rounds on the wire.
+    unstamped: Option<(RecordBatch, Stamp)>,
     source_base: i64,
     /// Offsets the batch covers (lastOffsetDelta + 1).
     span: i64,
@@ -538,15 +545,15 @@ impl Replicator {
                 self.sequences.insert(sequence_key.clone(), forward::next_sequence(sequence, batch.records_count()));
                 let span = i64::from(batch.last_offset_delta()) + 1;
                 let source_base = batch.base_offset();
-                let records = forward::stamp_owned(batch, stamp);
                 by_leader.entry(node).or_default().push(InFlight {
                     source: o.source.clone(),
                     batch: ProduceBatch {
                         topic: o.target_topic.clone(),
                         topic_id: info.id,
                         partition: o.source.1,
-                        records,
+                        records: Bytes::new(),
                     },
+                    unstamped: Some((batch, stamp)),
                     source_base,
                     span,
                     source_offsets,
@@ -659,7 +666,12 @@ impl Replicator {
         let mut waiting = VecDeque::new();
         loop {
             while waiting.len() < PRODUCE_ROUNDS_IN_FLIGHT {
-                let Some(round) = rounds.next() else { break };
+                let Some(mut round) = rounds.next() else { break };
+                for in_flight in &mut round {
+                    if let Some((batch, stamp)) = in_flight.unstamped.take() {
+                        in_flight.batch.records = forward::stamp_owned(batch, stamp);
+                    }
+                }
                 let requests: Vec<ProduceBatch> = round.iter().map(|f: &InFlight| f.batch.clone()).collect();
                 let queued = submit_produce(&leader, transactional_id.as_deref(), &requests, PRODUCE_TIMEOUT)
                     .await
@@ -682,7 +694,7 @@ impl Replicator {
         in_flight: InFlight,
         outcomes: &[ProduceOutcome],
     ) -> Result<(), CycleError> {
-        let InFlight { source, batch, source_base, span, source_offsets } = in_flight;
+        let InFlight { source, batch, source_base, span, source_offsets, .. } = in_flight;
         let outcome =
             outcomes.iter().find(|o| o.topic == batch.topic && o.partition == batch.partition).ok_or_else(|| {
                 ClientError::IncompleteResponse {

@@ -125,3 +125,37 @@ async fn one_record_batches_are_coalesced_with_records_and_offset_map_exact() {
         }
     }
 }
+
+/// A target topic whose `max.message.bytes` (copied from the source by topic sync) is below
+/// what coalescing builds: the target refuses the coalesced batch (MESSAGE_TOO_LARGE), kferry
+/// says so once and forwards that partition's batches as they came; every record arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_topic_refusing_coalesced_batches_gets_them_as_they_came() {
+    let topic = unique_name("coalesce-small-max");
+    create_topic(&primary(), &topic, 1, &["max.message.bytes=8192"]).await;
+    let args = ["--linger-ms", "0", "--batch-records", "1"];
+    produce(&primary(), &topic, 600, "none", &args).await;
+    let source_records = consume(&primary(), &topic, "read_committed", 600).await;
+
+    let flow =
+        format!("    topics: [\"{topic}\"]\n    delivery: exactly_once\n    refresh_topics_interval_seconds: 1\n");
+    let kferry = Kferry::start("run", &two_cluster_config(&alias("cs"), &alias("ct"), &flow));
+    let target_records =
+        eventually(&format!("600 records of {topic} on the target"), Duration::from_secs(120), || async {
+            if !describe_topic(&secondary(), &topic).await.exists {
+                return None;
+            }
+            let records = consume(&secondary(), &topic, "read_committed", 0).await;
+            (records.len() == 600).then_some(records)
+        })
+        .await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        describe_topic(&secondary(), &topic).await.configs.get("max.message.bytes").map(String::as_str),
+        Some("8192")
+    );
+    assert_eq!(content(&target_records), content(&source_records));
+    assert_eq!(stderr.matches("refuses a coalesced batch as too large").count(), 1, "{stderr}");
+    assert!(!stderr.contains("ERROR") && !stderr.contains("partition stopped"), "{stderr}");
+}

@@ -14,14 +14,14 @@
 //! committed state: the open transaction is aborted, the producer is initialised again and
 //! positions are read back from the progress group.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::coalesce::coalesce;
+use super::coalesce::{coalesce, Coalesced};
 use super::forward::{self, Forwarded, Stamp};
 use super::offset_map::OffsetMap;
 use super::state;
@@ -139,6 +139,11 @@ pub struct Replicator {
     offset_maps: BTreeMap<SourcePartition, OffsetMap>,
     /// Partitions stopped by a batch that cannot be forwarded, with the reason.
     stalled: BTreeMap<SourcePartition, String>,
+    /// Partitions whose coalesced batch the target refused as too large (its
+    /// `max.message.bytes` is below what coalescing builds): their batches go as they came.
+    uncoalesced: BTreeSet<SourcePartition>,
+    /// Partitions with coalesced batches in the current cycle.
+    coalesced_now: BTreeSet<SourcePartition>,
     /// Incremental fetch sessions (KIP-227), per source leader.
     fetch_sessions: BTreeMap<i32, FetchSession>,
     /// Partitions whose first slow-path batch was logged.
@@ -192,6 +197,8 @@ impl Replicator {
             sequences: BTreeMap::new(),
             offset_maps: BTreeMap::new(),
             stalled: BTreeMap::new(),
+            uncoalesced: BTreeSet::new(),
+            coalesced_now: BTreeSet::new(),
             slow_path_reported: Default::default(),
             fetch_sessions: BTreeMap::new(),
             totals: Totals::default(),
@@ -408,8 +415,10 @@ impl Replicator {
 
     /// One Fetch per source leader; returns the batches to forward per partition.
     async fn fetch(&mut self, topics: &BTreeMap<String, String>) -> Result<Vec<Outgoing>, ClientError> {
-        // A third of the budget for fetched records: they exist three times at the peak
-        // (the fetch response, the stamped copies, the Produce frames being written).
+        self.coalesced_now.clear();
+        // A third of the budget for fetched records: they exist up to three times at the
+        // peak (the fetch response, coalesced copies of small batches, stamped copies and
+        // Produce frames of the rounds on the wire).
         // Shared by every partition, so memory does not grow with their number.
         let fetch_budget = i64::try_from(self.flow.buffer_bytes / 3).unwrap_or(i64::MAX);
         let partition_bytes =
@@ -452,11 +461,20 @@ impl Replicator {
                         continue;
                     }
                 };
-                let selected = forward::select(data.records, position, &data.aborted_transactions)
-                    .and_then(|mut selection| Ok((coalesce(std::mem::take(&mut selection.batches))?, selection)));
+                let may_coalesce = !self.uncoalesced.contains(&key);
+                let selected =
+                    forward::select(data.records, position, &data.aborted_transactions).and_then(|mut selection| {
+                        let batches = std::mem::take(&mut selection.batches);
+                        let coalesced =
+                            if may_coalesce { coalesce(batches)? } else { Coalesced { batches, merged: 0 } };
+                        Ok((coalesced, selection))
+                    });
                 match selected {
                     Ok((coalesced, selection)) => {
                         self.totals.coalesced += coalesced.merged as u64;
+                        if coalesced.merged > 0 {
+                            self.coalesced_now.insert(key.clone());
+                        }
                         if selection.rewritten > 0 {
                             self.totals.rewritten += selection.rewritten as u64;
                             if self.slow_path_reported.insert(key.clone()) {
@@ -730,6 +748,16 @@ impl Replicator {
                     message: message.clone(),
                 };
                 let outcome = self.fenced_or_retry(error.clone());
+                // Coalescing built a batch larger than the target topic accepts, where the
+                // batches as they came may pass: the cycle is retried with this partition's
+                // batches forwarded as they are (and stops it only if they are refused too).
+                if code.0 == ResponseError::MessageTooLarge
+                    && self.coalesced_now.contains(&source)
+                    && self.uncoalesced.insert(source.clone())
+                {
+                    tracing::warn!(flow = %self.name(), topic = %source.0, partition = source.1, offset = source_base, %error, "the target refuses a coalesced batch as too large (its max.message.bytes is below kferry's coalescing limit); this partition's batches are forwarded as they came from now on");
+                    return Err(outcome);
+                }
                 // A batch the target will never take (MESSAGE_TOO_LARGE, INVALID_TIMESTAMP,
                 // ...) stops its partition, with the reason, and only that partition: the
                 // cycle is retried without it. Never skipped silently.

@@ -524,7 +524,7 @@ fn run_case(args: &Args, partitions: i32) -> Result<String, String> {
     stop.send_replace(true);
     let totals = kferry.block_on(handle).map_err(|e| e.to_string())??;
     let gib = total_bytes / MIB / 1024.0;
-    let other = (busy_after - busy_before) - kferry_cpu - fake_cpu;
+    let other = ((busy_after - busy_before) - kferry_cpu - fake_cpu).max(0.0);
     Ok(format!(
         "| {partitions} | {:.0} | {seconds:.2} | {:.0} | {:.0} | {kferry_cpu:.2} | {:.2} | {fake_cpu:.2} | {peak_rss:.0} \
          | {:.0} | {other:.1} of {:.1} | {} |",

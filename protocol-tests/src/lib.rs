@@ -352,6 +352,24 @@ pub async fn list_topics(bootstrap: &str) -> Vec<String> {
     serde_json::from_value(json["topics"].clone()).expect("list-topics output")
 }
 
+/// Waits until the secondary holds `expected` committed records of `topic` (read back with
+/// confluent-kafka); more than that fails at once: a record was copied twice.
+pub async fn wait_until_replicated(topic: &str, expected: usize) -> Vec<ConsumedRecord> {
+    eventually(&format!("{expected} records of {topic} on the target"), Duration::from_secs(120), || async {
+        if !describe_topic(&secondary(), topic).await.exists {
+            return None;
+        }
+        let records = consume(&secondary(), topic, "read_committed", 0).await;
+        assert!(
+            records.len() <= expected,
+            "{topic}: {} records on the target, more than the {expected} on the source",
+            records.len()
+        );
+        (records.len() == expected).then_some(records)
+    })
+    .await
+}
+
 /// Polls `check` (bounded by `timeout`, every 250 ms) until it returns `Some`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

@@ -9,7 +9,7 @@ use std::time::Duration;
 use protocol_tests::{
     alias, by_partition, consume, create_topic, describe_group, eventually, group_consume, mm2_translate_offsets,
     primary, produce, secondary, spawn_group_member, two_cluster_config, unique_flow_config, unique_name,
-    ConsumedRecord, Kferry,
+    wait_until_replicated, ConsumedRecord, Kferry,
 };
 
 /// A flow that replicates `topic` and syncs the groups matching `groups` every `interval`
@@ -19,15 +19,6 @@ fn flow_config(topic: &str, groups: &str, interval: u64) -> String {
         "    topics: [\"{topic}\"]\n    groups: [\"{groups}\"]\n    refresh_topics_interval_seconds: 1\n    \
          sync_group_offsets_interval_seconds: {interval}\n"
     ))
-}
-
-/// Waits until the target holds as many committed records of `topic` as the source.
-async fn wait_until_replicated(topic: &str, expected: usize) -> Vec<ConsumedRecord> {
-    eventually(&format!("{expected} records of {topic} on the target"), Duration::from_secs(120), || async {
-        let records = consume(&secondary(), topic, "read_committed", 0).await;
-        (records.len() == expected).then_some(records)
-    })
-    .await
 }
 
 /// Waits until `group` has committed offsets on the target for every one of `partitions`.

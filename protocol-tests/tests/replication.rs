@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use protocol_tests::{
-    consume, create_topic, describe_topic, eventually, primary, produce, secondary, unique_flow_config, unique_name,
-    ConsumedRecord, Content, Kferry, Payload, CODECS,
+    consume, create_topic, eventually, primary, produce, secondary, unique_flow_config, unique_name,
+    wait_until_replicated, ConsumedRecord, Content, Kferry, Payload, CODECS,
 };
 
 /// A record's key, value, headers and timestamp.
@@ -15,22 +15,6 @@ use protocol_tests::{
 fn content(records: &[ConsumedRecord]) -> Content {
     assert!(records.iter().all(|r| r.timestamp_type == "create_time"));
     protocol_tests::content(records)
-}
-
-async fn wait_until_replicated(topic: &str, expected: usize) -> Vec<ConsumedRecord> {
-    eventually(&format!("{expected} records of {topic} on the target"), Duration::from_secs(120), || async {
-        if !describe_topic(&secondary(), topic).await.exists {
-            return None;
-        }
-        let records = consume(&secondary(), topic, "read_committed", 0).await;
-        assert!(
-            records.len() <= expected,
-            "{topic}: {} records on the target, more than the {expected} on the source",
-            records.len()
-        );
-        (records.len() == expected).then_some(records)
-    })
-    .await
 }
 
 fn flow_config(topics: &str, delivery: &str) -> String {

@@ -68,8 +68,17 @@ async fn start(
         }
     };
     let reverse = failback::reverse_flow(flow);
-    if let Ok(Some(record)) = marker::read(primary, &reverse.name()).await {
-        if record.state == FlowState::Active && !args.dry_run {
+    // A failback already under way is resumed, never planned again (that would delete or
+    // copy a second time); so a record that cannot be read stops here.
+    let in_progress = match marker::read(primary, &reverse.name()).await {
+        Ok(record) => record.filter(|r| r.state == FlowState::Active),
+        Err(e) => {
+            eprintln!("error: flow {}: {e}", reverse.name());
+            return false;
+        }
+    };
+    if let Some(record) = in_progress {
+        if !args.dry_run {
             eprintln!(
                 "failback of flow {} in progress ({}): resuming the reverse flow {}; nothing is deleted or copied twice",
                 flow.name(),

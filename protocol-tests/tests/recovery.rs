@@ -26,6 +26,9 @@ fn dr_config(source: &str, target: &str, topic: &str, group: &str) -> String {
 async fn wait_for_content(bootstrap: &str, topic: &str, expected: &Content, what: &str) {
     let total: usize = expected.values().map(Vec::len).sum();
     eventually(what, Duration::from_secs(120), || async {
+        if !protocol_tests::describe_topic(bootstrap, topic).await.exists {
+            return None;
+        }
         let records = consume(bootstrap, topic, "read_committed", 0).await;
         assert!(records.len() <= total, "{what}: {} records, more than the {total} expected", records.len());
         (content(&records) == *expected).then_some(())
@@ -356,4 +359,31 @@ async fn refusals_name_the_problem() {
         assert_eq!(code, Some(expected_code), "kferry {command} {args:?}:\n{stderr}\n{stdout}");
         assert!(stderr.contains(&message), "kferry {command} {args:?} must say \"{message}\":\n{stderr}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_failback_refuses_compact_only_topics_before_deleting_anything() {
+    let (p, s) = (alias("p"), alias("s"));
+    let flow = format!("{p}->{s}");
+    let topic = unique_name("dr-compacted");
+    let config = dr_config(&p, &s, &topic, "none");
+    create_topic(&primary(), &topic, 2, &["cleanup.policy=compact"]).await;
+    produce(&primary(), &topic, 100, "none", &["--key-space", "30"]).await;
+    let on_primary = consume(&primary(), &topic, "read_committed", 0).await;
+    let kferry = Kferry::start("run", &config);
+    wait_for_content(&secondary(), &topic, &content(&on_primary), "the compacted topic on the secondary").await;
+    kferry_json("failover", &["--flow", &flow, "--planned", "--json"], &config).await;
+    let _ = tokio::time::timeout(Duration::from_secs(60), kferry.stop()).await.expect("kferry ends");
+    let (code, _, stderr) =
+        Kferry::run_to_end_with("failback", &["--flow", &flow, "--mode", "reset", "--dry-run"], &config).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    let expected = format!("reset failback refused: Kafka does not delete records of compact-only topics ({topic})");
+    assert!(stderr.contains(&expected), "{stderr}");
+    let (code, _, stderr) = Kferry::run_to_end_with("failback", &["--flow", &flow, "--mode", "reset"], &config).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(
+        content(&consume(&primary(), &topic, "read_committed", 0).await),
+        content(&on_primary),
+        "nothing deleted"
+    );
 }

@@ -1,0 +1,133 @@
+//! Which source partitions the flow replicates: those of the topics topic sync planned,
+//! each with its start position when it has no progress (resolved once and committed with
+//! the next round, so it is never resolved again), and the partitions whose source was
+//! reset under kferry (the topic recreated, the log truncated below kferry's position),
+//! handled by the flow's `on_source_reset` policy. A topic that cannot be looked at now is
+//! skipped and looked at again later: it never holds back the others.
+
+use std::time::{Duration, Instant};
+
+use super::partition::{PartitionState, SourcePartition};
+use super::Replicator;
+use crate::client::{ClientError, Isolation, OffsetSpec};
+use crate::config::{OnSourceReset, StartPosition};
+
+/// How often the replicated partitions are compared with the plan and the source's
+/// metadata (partition increases, recreated topics) when the plan did not change.
+const TRACK_EVERY: Duration = Duration::from_secs(2);
+
+impl Replicator {
+    /// Adds new partitions, drops those no longer replicated, and notices recreated
+    /// source topics.
+    pub(super) async fn track_partitions(&mut self) {
+        if self.producer.is_none() || self.tracked_at.is_some_and(|at| at.elapsed() < TRACK_EVERY) {
+            return;
+        }
+        self.tracked_at = Some(Instant::now());
+        let topics = self.topics.borrow().clone();
+        self.partitions.retain(|(topic, _), _| topics.contains_key(topic));
+        for (source_topic, target_topic) in &topics {
+            if let Err(error) = self.track_topic(source_topic, target_topic).await {
+                tracing::warn!(flow = %self.name(), topic = %source_topic, %error, "cannot look at the source topic now; its new partitions wait");
+            }
+        }
+    }
+
+    async fn track_topic(&mut self, source_topic: &str, target_topic: &str) -> Result<(), ClientError> {
+        let info = self.source.topic(source_topic).await?;
+        let mut started = 0;
+        for &partition in info.partitions.keys() {
+            let key = (source_topic.to_string(), partition);
+            match self.partitions.get_mut(&key) {
+                Some(state) if state.source_topic_id.is_nil() => state.source_topic_id = info.id,
+                Some(state) if state.source_topic_id != info.id && !info.id.is_nil() => {
+                    let reason = format!(
+                        "the source topic was deleted and recreated (topic id {} is now {})",
+                        state.source_topic_id, info.id
+                    );
+                    let new_id = info.id;
+                    self.source_reset(&key, reason, Some(new_id)).await?;
+                }
+                Some(_) => {}
+                None => {
+                    let start = self.start_position(source_topic, partition).await?;
+                    tracing::debug!(flow = %self.name(), topic = %source_topic, partition, offset = start, "partition starts");
+                    let state = PartitionState::new(target_topic.to_string(), info.id, start);
+                    self.partitions.insert(key, state);
+                    started += 1;
+                }
+            }
+        }
+        if started > 0 {
+            tracing::info!(flow = %self.name(), topic = %source_topic, partitions = started, start = ?self.flow.start, "replication of new partitions starts");
+        }
+        Ok(())
+    }
+
+    async fn start_position(&self, topic: &str, partition: i32) -> Result<i64, ClientError> {
+        let spec = match self.flow.start {
+            StartPosition::Earliest => OffsetSpec::Earliest,
+            StartPosition::Latest => OffsetSpec::Latest,
+            StartPosition::Timestamp(ms) => OffsetSpec::Timestamp(ms),
+        };
+        let offset = self.source.list_offset(topic, partition, spec, Isolation::ReadCommitted).await?;
+        if offset >= 0 {
+            return Ok(offset);
+        }
+        // No record at or after the timestamp yet: start at the end.
+        self.source.list_offset(topic, partition, OffsetSpec::Latest, Isolation::ReadCommitted).await
+    }
+
+    /// The source answered OFFSET_OUT_OF_RANGE at the partition's fetch position: either
+    /// retention deleted records kferry had not copied (counted and reported, replication
+    /// resumes at the log start, as a consumer with `auto.offset.reset=earliest` would), or
+    /// the log now ends below kferry's position (truncated, or recreated): a source reset.
+    pub(super) async fn out_of_range(&mut self, key: &SourcePartition) -> Result<(), ClientError> {
+        let Some(position) = self.partitions.get(key).map(|p| p.fetch_position) else { return Ok(()) };
+        let start = self.source.list_offset(&key.0, key.1, OffsetSpec::Earliest, Isolation::ReadUncommitted).await?;
+        let end = self.source.list_offset(&key.0, key.1, OffsetSpec::Latest, Isolation::ReadUncommitted).await?;
+        if position < start {
+            let lost = start - position;
+            self.totals.lost += lost as u64;
+            tracing::error!(flow = %self.name(), topic = %key.0, partition = key.1, lost, from = position, to = start, "source deleted records before they were replicated (retention); resuming at the log start");
+            if let Some(state) = self.partitions.get_mut(key) {
+                state.fetch_position = start;
+            }
+        } else if position > end {
+            let reason = format!("the source log ends at offset {end}, below kferry's position {position} (truncated, e.g. by an unclean leader election, or recreated)");
+            self.source_reset(key, reason, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies `on_source_reset` to a partition whose source was reset.
+    async fn source_reset(
+        &mut self,
+        key: &SourcePartition,
+        reason: String,
+        new_topic_id: Option<uuid::Uuid>,
+    ) -> Result<(), ClientError> {
+        let policy = self.flow.on_source_reset;
+        let now = Instant::now();
+        match policy {
+            OnSourceReset::Fail => {
+                let Some(state) = self.partitions.get_mut(key) else { return Ok(()) };
+                let message = format!("{reason}; partition stopped (on_source_reset: fail). Set `on_source_reset: restart_from_log_start` to copy it again from its log start");
+                if state.stop(message.clone(), true, now) {
+                    tracing::error!(flow = %self.flow.name(), topic = %key.0, partition = key.1, committed = state.committed, "source reset: {message}");
+                }
+            }
+            OnSourceReset::RestartFromLogStart => {
+                let start =
+                    self.source.list_offset(&key.0, key.1, OffsetSpec::Earliest, Isolation::ReadCommitted).await?;
+                let Some(state) = self.partitions.get_mut(key) else { return Ok(()) };
+                tracing::error!(flow = %self.flow.name(), topic = %key.0, partition = key.1, was = state.committed, restart = start, "source reset: {reason}; copying it again from its log start (on_source_reset: restart_from_log_start)");
+                if let Some(id) = new_topic_id {
+                    state.source_topic_id = id;
+                }
+                state.restart_at(start);
+            }
+        }
+        Ok(())
+    }
+}

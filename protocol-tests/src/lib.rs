@@ -226,6 +226,16 @@ pub async fn consume_with(
     out.lines().map(|line| serde_json::from_str(line).expect("consumed record is JSON")).collect()
 }
 
+/// As [`consume`] (read_committed, what is there now), of `partitions` only: the others
+/// may have no leader at the moment.
+pub async fn consume_partitions(bootstrap: &str, topic: &str, partitions: &[i32]) -> Vec<ConsumedRecord> {
+    let list = partitions.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+    let args =
+        ["consume", "--bootstrap", bootstrap, "--topic", topic, "--isolation", "read_committed", "--partitions", &list];
+    let out = run_verifier(&args, Duration::from_secs(90)).await;
+    out.lines().map(|line| serde_json::from_str(line).expect("consumed record is JSON")).collect()
+}
+
 /// Consumes as a member of `group` with confluent-kafka (read_committed, from the group's
 /// committed offsets): `per_partition` records of each partition (`N` or `P=N,P=N`), then
 /// commits the offset after the last one read unless `extra` has `--no-commit`.

@@ -391,6 +391,9 @@ def cmd_consume(args):
     records, at_end, error, parts = [], set(), None, []
     try:
         parts = partition_ids(consumer, args.topic, args.timeout)
+        if args.partitions:
+            wanted = {int(p) for p in args.partitions.split(",")}
+            parts = [p for p in parts if p in wanted]
         consumer.assign([TopicPartition(args.topic, p, -2) for p in parts])  # -2: beginning
         while True:
             enough = args.expect is None or len(records) >= args.expect
@@ -560,6 +563,7 @@ def cmd_describe_topic(args):
         "exists": True,
         "partitions": len(desc.partitions),
         "replication_factor": max((len(p.replicas) for p in desc.partitions), default=0),
+        "leaders": {str(p.id): (p.leader.id if p.leader is not None else -1) for p in desc.partitions},
         "configs": overrides(entries),
         "all_configs": {name: e.value for name, e in entries.items()},
     })
@@ -733,6 +737,7 @@ def parse_args(argv):
     common(p)
     p.add_argument("--isolation", choices=("read_committed", "read_uncommitted"), default="read_uncommitted")
     p.add_argument("--expect", type=int, help="wait for at least N records")
+    p.add_argument("--partitions", help="P,P,... only these partitions (default: all)")
     p.set_defaults(func=cmd_consume)
 
     p = sub.add_parser("group-consume")

@@ -32,6 +32,7 @@ impl Replicator {
         for key in ready {
             let state = self.partitions.get_mut(&key).expect("listed above");
             let last_segment = state.last_segment();
+            let unrecorded_start = (!state.committed_on_target).then_some(state.committed);
             let (batches, progress_to) = state.take_for_round(per_partition);
             bytes += batches.iter().map(|(p, _)| p.bytes()).sum::<usize>();
             partitions.push(RoundPartition {
@@ -39,6 +40,7 @@ impl Replicator {
                 target_topic: state.target_topic.clone(),
                 batches,
                 progress_to,
+                unrecorded_start,
                 source_end: state.source_end,
                 last_segment,
                 retired: state.retired_segments.clone(),
@@ -124,7 +126,7 @@ impl Replicator {
                     tracing::warn!(flow, topic = %topic, partition, offset = state.committed, %error, "partition held back: the target cannot take its batches right now; the others go on, it is retried with backoff");
                 }
             }
-            Some(PartitionFailure::Refused { error, code, offset })
+            Some(PartitionFailure::Refused { error, code, offset, built: true })
                 if code.0 == ResponseError::MessageTooLarge && state.coalesce =>
             {
                 // Coalescing may have built a batch larger than the target topic accepts,

@@ -65,6 +65,10 @@ pub(super) struct RoundPartition {
     pub(super) batches: Vec<(Pending, i32)>,
     /// Progress committed if every batch lands.
     pub(super) progress_to: i64,
+    /// A start position not yet in the progress group: committed even if no batch lands,
+    /// so a later failure never resolves `start` again (records written after kferry first
+    /// placed the partition would be skipped).
+    pub(super) unrecorded_start: Option<i64>,
     pub(super) source_end: i64,
     /// The partition's last offset-map segment before the round.
     pub(super) last_segment: Option<Segment>,
@@ -103,8 +107,9 @@ pub(super) struct PartitionReport {
 pub(super) enum PartitionFailure {
     /// A transient cause outlasted the round's retries: the partition is held back.
     Transient(ClientError),
-    /// The target refuses the batch at `offset` for good.
-    Refused { error: ClientError, code: ErrorCode, offset: i64 },
+    /// The target refuses the batch at `offset` for good. `built`: kferry built that batch
+    /// (coalesced or rewritten) rather than forwarding it as it came.
+    Refused { error: ClientError, code: ErrorCode, offset: i64, built: bool },
     /// The source batch at `offset` is corrupt (its CRC does not match its content).
     Corrupt(ForwardError),
 }
@@ -196,13 +201,16 @@ pub(super) async fn run(plan: RoundPlan) -> RoundReport {
 
 fn report(partition: RoundPartition, work: Work, committed: bool) -> PartitionReport {
     let Work { queue, landed, failed, .. } = work;
-    let mut returned: Vec<(Pending, i32)> = queue.into_iter().map(|o| (o.pending, o.sequence)).collect();
     let failure = match failed {
         Some(Failed::Transient(e)) => Some(PartitionFailure::Transient(e)),
-        Some(Failed::Refused(error, code, offset)) => Some(PartitionFailure::Refused { error, code, offset }),
+        Some(Failed::Refused(error, code, offset)) => {
+            let built = queue.front().is_some_and(|o| o.pending.forwarded.source_offsets.is_some());
+            Some(PartitionFailure::Refused { error, code, offset, built })
+        }
         Some(Failed::Corrupt(e)) => Some(PartitionFailure::Corrupt(e)),
         _ => None,
     };
+    let mut returned: Vec<(Pending, i32)> = queue.into_iter().map(|o| (o.pending, o.sequence)).collect();
     if !committed {
         // Nothing of an abandoned round counts: every batch goes back, landed ones first.
         let mut all: Vec<(Pending, i32)> = Vec::with_capacity(landed.len() + returned.len());
@@ -227,7 +235,7 @@ fn committed_offset(partition: &RoundPartition, landed: &[(Pending, i64)], all_l
     if all_landed {
         return Some(partition.progress_to);
     }
-    landed.last().map(|(pending, _)| pending.source_next)
+    landed.last().map(|(pending, _)| pending.source_next).or(partition.unrecorded_start)
 }
 
 async fn add_partitions(context: &Context, id: &str, works: &[Work], state_topic: &str) -> Result<(), RoundError> {

@@ -1,0 +1,146 @@
+//! Replication on 3-broker clusters while a broker is down (issue 13), checked with
+//! confluent-kafka: with RF 3 and `min.insync.replicas` 2 every partition keeps
+//! replicating when one target broker stops; with RF 1 the partitions of the other brokers
+//! go on and the stopped broker's catch up when it returns; the same with one source broker
+//! cut off by the proxy in front of it. Exactly once, in order, at the end.
+//!
+//! The clusters are `protocol_tests::multi`'s (started by scripts/test); the tests of this
+//! file stop their nodes, so they run one at a time.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use protocol_tests::multi::{self, NodeGuard, Side};
+use protocol_tests::{
+    alias, consume, consume_partitions, content, eventually, produce, unique_name, verify_json, ConsumedRecord, Kferry,
+};
+
+/// The tests of this file take nodes down: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn config(topic: &str, extra: &str) -> String {
+    let list = |bootstrap: String| {
+        multi::servers(&bootstrap).iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+    };
+    let (source, target) = (alias("mp"), alias("ms"));
+    format!(
+        "clusters:\n  {source}: {{ bootstrap_servers: [{}] }}\n  {target}: {{ bootstrap_servers: [{}] }}\n\
+         flows:\n  - source: {source}\n    target: {target}\n    topics: [\"{topic}\"]\n    refresh_topics_interval_seconds: 1\n{extra}",
+        list(multi::primary()),
+        list(multi::secondary()),
+    )
+}
+
+async fn create(bootstrap: &str, topic: &str, partitions: u32, replication_factor: u32) {
+    let (partitions, rf) = (partitions.to_string(), replication_factor.to_string());
+    let args = ["create-topic", "--bootstrap", bootstrap, "--topic", topic, "--partitions", &partitions];
+    verify_json(&[&args[..], &["--replication-factor", &rf]].concat()).await;
+}
+
+/// Partition leaders (node ids) as confluent-kafka's admin client sees them.
+async fn leaders(bootstrap: &str, topic: &str) -> BTreeMap<i32, i32> {
+    let json = verify_json(&["describe-topic", "--bootstrap", bootstrap, "--topic", topic]).await;
+    let leaders: BTreeMap<String, i32> = serde_json::from_value(json["leaders"].clone()).expect("leaders");
+    leaders.into_iter().map(|(p, l)| (p.parse().expect("partition"), l)).collect()
+}
+
+/// Waits until each partition of the target topic holds the number of records `wanted`
+/// gives (read_committed); more than wanted fails at once (a duplicate).
+async fn wait_for_counts(topic: &str, wanted: &BTreeMap<i32, usize>, within: Duration) -> Vec<ConsumedRecord> {
+    eventually(&format!("{topic}: {wanted:?} records per partition on the target"), within, || async {
+        let records = consume(&multi::secondary(), topic, "read_committed", 0).await;
+        let mut counts: BTreeMap<i32, usize> = BTreeMap::new();
+        for r in &records {
+            *counts.entry(r.partition).or_default() += 1;
+        }
+        for (partition, &count) in &counts {
+            assert!(
+                count <= wanted.get(partition).copied().unwrap_or(0),
+                "{topic} partition {partition}: {count} records, more than on the source"
+            );
+        }
+        wanted.iter().all(|(p, &n)| counts.get(p).copied().unwrap_or(0) >= n).then_some(records)
+    })
+    .await
+}
+
+fn every(partitions: i32, count: usize) -> BTreeMap<i32, usize> {
+    (0..partitions).map(|p| (p, count)).collect()
+}
+
+/// Source and target hold the same records, partition by partition, in order.
+async fn assert_identical(topic: &str, total: usize) {
+    let source = consume(&multi::primary(), topic, "read_committed", total).await;
+    let target = consume(&multi::secondary(), topic, "read_committed", total).await;
+    assert_eq!(content(&target), content(&source), "{topic}: the target differs from the source");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_a_stopped_target_broker_with_rf3_stalls_no_partition() {
+    let _serial = SERIAL.lock().await;
+    let topic = unique_name("rf3");
+    create(&multi::primary(), &topic, 6, 3).await;
+    produce(&multi::primary(), &topic, 600, "lz4", &[]).await;
+    let kferry = Kferry::start("run", &config(&topic, "    replication_factor: 3\n"));
+    wait_for_counts(&topic, &every(6, 100), Duration::from_secs(120)).await;
+    let down = NodeGuard::stop(Side::Secondary, 2).await;
+    let stopped = Instant::now();
+    produce(&multi::primary(), &topic, 600, "lz4", &[]).await;
+    wait_for_counts(&topic, &every(6, 200), Duration::from_secs(90)).await;
+    let caught_up = stopped.elapsed();
+    down.start().await;
+    assert_identical(&topic, 1200).await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    eprintln!("every partition replicated again {caught_up:?} after a target broker stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_rf1_partitions_of_a_stopped_target_broker_wait_and_catch_up() {
+    let _serial = SERIAL.lock().await;
+    let topic = unique_name("rf1-target");
+    create(&multi::primary(), &topic, 6, 3).await;
+    produce(&multi::primary(), &topic, 600, "none", &[]).await;
+    let kferry = Kferry::start("run", &config(&topic, "    replication_factor: 1\n"));
+    wait_for_counts(&topic, &every(6, 100), Duration::from_secs(120)).await;
+    let on_node_3: Vec<i32> =
+        leaders(&multi::secondary(), &topic).await.into_iter().filter(|&(_, l)| l == 3).map(|(p, _)| p).collect();
+    assert!(!on_node_3.is_empty() && on_node_3.len() < 6, "RF 1 partitions are spread: {on_node_3:?} on node 3");
+    let down = NodeGuard::stop(Side::Secondary, 3).await;
+    produce(&multi::primary(), &topic, 600, "none", &[]).await;
+    let others: BTreeMap<i32, usize> = (0..6).map(|p| (p, if on_node_3.contains(&p) { 0 } else { 200 })).collect();
+    // The stopped broker's partitions cannot be read meanwhile: count only the others.
+    let healthy: Vec<i32> = others.iter().filter(|(_, &n)| n > 0).map(|(&p, _)| p).collect();
+    eventually("the other brokers' partitions replicate", Duration::from_secs(90), || async {
+        let records = consume_partitions(&multi::secondary(), &topic, &healthy).await;
+        (records.len() == healthy.len() * 200).then_some(())
+    })
+    .await;
+    down.start().await;
+    wait_for_counts(&topic, &every(6, 200), Duration::from_secs(120)).await;
+    assert_identical(&topic, 1200).await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("partition held back"), "the waiting partitions are reported:\n{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_a_source_broker_cut_off_holds_back_only_its_partitions() {
+    let _serial = SERIAL.lock().await;
+    let topic = unique_name("rf1-source");
+    create(&multi::primary(), &topic, 6, 1).await;
+    produce(&multi::primary(), &topic, 600, "snappy", &[]).await;
+    let on_node_2: Vec<i32> =
+        leaders(&multi::primary(), &topic).await.into_iter().filter(|&(_, l)| l == 2).map(|(p, _)| p).collect();
+    assert!(!on_node_2.is_empty() && on_node_2.len() < 6, "RF 1 partitions are spread: {on_node_2:?} on node 2");
+    multi::wan_cut(2).await;
+    let kferry = Kferry::start("run", &config(&topic, ""));
+    let others: BTreeMap<i32, usize> = (0..6).filter(|p| !on_node_2.contains(p)).map(|p| (p, 100)).collect();
+    wait_for_counts(&topic, &others, Duration::from_secs(120)).await;
+    multi::wan_restore(2).await;
+    wait_for_counts(&topic, &every(6, 100), Duration::from_secs(120)).await;
+    assert_identical(&topic, 600).await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("source broker cannot be fetched from"), "the cut-off broker is reported:\n{stderr}");
+}

@@ -12,8 +12,20 @@ use std::time::{Duration, Instant};
 
 use protocol_tests::multi::{self, NodeGuard, Side};
 use protocol_tests::{
-    alias, consume, consume_partitions, content, eventually, produce, unique_name, verify_json, ConsumedRecord, Kferry,
+    alias, consume, consume_partitions, content, describe_topic, eventually, produce, unique_name, verify_json,
+    ConsumedRecord, Kferry,
 };
+
+/// Restores a cut proxy when dropped, also when the test fails: the next tests need it.
+struct WanRestore(u32);
+
+impl Drop for WanRestore {
+    fn drop(&mut self) {
+        let wan = std::env::var("KFERRY_TEST_MULTI_WAN").unwrap_or_default();
+        let script = protocol_tests::crate_dir().join("../scripts/kafka/wan.sh");
+        let _ = std::process::Command::new(script).args(["restore", &wan, &self.0.to_string()]).status();
+    }
+}
 
 /// The tests of this file take nodes down: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -48,6 +60,9 @@ async fn leaders(bootstrap: &str, topic: &str) -> BTreeMap<i32, i32> {
 /// gives (read_committed); more than wanted fails at once (a duplicate).
 async fn wait_for_counts(topic: &str, wanted: &BTreeMap<i32, usize>, within: Duration) -> Vec<ConsumedRecord> {
     eventually(&format!("{topic}: {wanted:?} records per partition on the target"), within, || async {
+        if !describe_topic(&multi::secondary(), topic).await.exists {
+            return None;
+        }
         let records = consume(&multi::secondary(), topic, "read_committed", 0).await;
         let mut counts: BTreeMap<i32, usize> = BTreeMap::new();
         for r in &records {
@@ -78,21 +93,47 @@ async fn assert_identical(topic: &str, total: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_brokers_a_stopped_target_broker_with_rf3_stalls_no_partition() {
     let _serial = SERIAL.lock().await;
-    let topic = unique_name("rf3");
+    let prefix = unique_name("rf3");
+    let (topic, strict) = (format!("{prefix}-a"), format!("{prefix}-strict"));
     create(&multi::primary(), &topic, 6, 3).await;
+    create(&multi::primary(), &strict, 1, 3).await;
+    // All three replicas required in sync on the target: with a broker down, every produce
+    // answers NOT_ENOUGH_REPLICAS (min.insync.replicas is never synced from the source).
+    create(&multi::secondary(), &strict, 1, 3).await;
+    alter(&multi::secondary(), &strict, "min.insync.replicas=3").await;
     produce(&multi::primary(), &topic, 600, "lz4", &[]).await;
-    let kferry = Kferry::start("run", &config(&topic, "    replication_factor: 3\n"));
+    produce(&multi::primary(), &strict, 100, "lz4", &[]).await;
+    let kferry = Kferry::start("run", &config(&format!("{prefix}-.*"), "    replication_factor: 3\n"));
     wait_for_counts(&topic, &every(6, 100), Duration::from_secs(120)).await;
+    wait_for_counts(&strict, &every(1, 100), Duration::from_secs(60)).await;
     let down = NodeGuard::stop(Side::Secondary, 2).await;
     let stopped = Instant::now();
     produce(&multi::primary(), &topic, 600, "lz4", &[]).await;
+    produce(&multi::primary(), &strict, 100, "lz4", &[]).await;
     wait_for_counts(&topic, &every(6, 200), Duration::from_secs(90)).await;
     let caught_up = stopped.elapsed();
+    assert_eq!(
+        consume(&multi::secondary(), &strict, "read_committed", 0).await.len(),
+        100,
+        "the strict topic's new records wait while a replica is down"
+    );
     down.start().await;
+    wait_for_counts(&strict, &every(1, 200), Duration::from_secs(120)).await;
     assert_identical(&topic, 1200).await;
+    assert_identical(&strict, 200).await;
     let (code, _, stderr) = kferry.stop().await;
     assert_eq!(code, Some(0), "{stderr}");
-    eprintln!("every partition replicated again {caught_up:?} after a target broker stopped");
+    let held: Vec<&str> = stderr.lines().filter(|l| l.contains("partition held back")).collect();
+    assert!(
+        held.iter().any(|l| l.contains(&strict) && l.contains("NOT_ENOUGH_REPLICAS")),
+        "the refused partition is reported:\n{stderr}"
+    );
+    eprintln!("every partition of {topic} replicated again {caught_up:?} after a target broker stopped");
+}
+
+/// Sets a topic config with confluent-kafka's admin client.
+async fn alter(bootstrap: &str, topic: &str, set: &str) {
+    verify_json(&["alter-config", "--bootstrap", bootstrap, "--topic", topic, "--set", set]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,6 +174,7 @@ async fn three_brokers_a_source_broker_cut_off_holds_back_only_its_partitions() 
     let on_node_2: Vec<i32> =
         leaders(&multi::primary(), &topic).await.into_iter().filter(|&(_, l)| l == 2).map(|(p, _)| p).collect();
     assert!(!on_node_2.is_empty() && on_node_2.len() < 6, "RF 1 partitions are spread: {on_node_2:?} on node 2");
+    let _restore = WanRestore(2);
     multi::wan_cut(2).await;
     let kferry = Kferry::start("run", &config(&topic, ""));
     let others: BTreeMap<i32, usize> = (0..6).filter(|p| !on_node_2.contains(p)).map(|p| (p, 100)).collect();

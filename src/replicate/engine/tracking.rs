@@ -35,7 +35,7 @@ impl Replicator {
 
     async fn track_topic(&mut self, source_topic: &str, target_topic: &str) -> Result<(), ClientError> {
         let info = self.source.topic(source_topic).await?;
-        let mut started = 0;
+        let (mut started, mut unplaced) = (0, 0);
         for &partition in info.partitions.keys() {
             let key = (source_topic.to_string(), partition);
             match self.partitions.get_mut(&key) {
@@ -50,7 +50,16 @@ impl Replicator {
                 }
                 Some(_) => {}
                 None => {
-                    let start = self.start_position(source_topic, partition).await?;
+                    // One partition that cannot be placed now (its leader unreachable) waits;
+                    // the topic's others start.
+                    let start = match self.start_position(source_topic, partition).await {
+                        Ok(start) => start,
+                        Err(error) => {
+                            tracing::debug!(flow = %self.name(), topic = %source_topic, partition, %error, "cannot find the start position now; retried");
+                            unplaced += 1;
+                            continue;
+                        }
+                    };
                     tracing::debug!(flow = %self.name(), topic = %source_topic, partition, offset = start, "partition starts");
                     let state = PartitionState::new(target_topic.to_string(), info.id, start);
                     self.partitions.insert(key, state);
@@ -60,6 +69,11 @@ impl Replicator {
         }
         if started > 0 {
             tracing::info!(flow = %self.name(), topic = %source_topic, partitions = started, start = ?self.flow.start, "replication of new partitions starts");
+        }
+        if unplaced > 0 {
+            // Looked at again at the next tracking pass, a few seconds from now.
+            self.source.invalidate_metadata();
+            tracing::warn!(flow = %self.name(), topic = %source_topic, partitions = unplaced, "partitions wait for their start position: the source cannot answer for them now");
         }
         Ok(())
     }

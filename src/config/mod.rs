@@ -10,6 +10,7 @@
 
 mod error;
 mod locate;
+pub mod mm2;
 mod security;
 mod validate;
 

@@ -95,6 +95,31 @@ impl Security {
         }
     }
 
+    /// One line per credential that would cross the network unencrypted: a SASL PLAIN
+    /// password on a listener without TLS, a client secret sent to an `http://` token
+    /// endpoint. Allowed (test set-ups use them) but worth a warning.
+    pub fn cleartext_warnings(&self, cluster: &str) -> Vec<String> {
+        let Some(sasl) = &self.sasl else { return Vec::new() };
+        let mut warnings = Vec::new();
+        if sasl.mechanism == SaslMechanism::Plain && self.tls.is_none() {
+            warnings.push(format!(
+                "cluster {cluster}: SASL PLAIN without TLS sends the password of {} in clear text; \
+                 set security.tls (SASL_SSL) or use SCRAM",
+                sasl.username().unwrap_or("the user")
+            ));
+        }
+        if let Credentials::Token(oauth::TokenSource::Endpoint(endpoint), _) = &sasl.credentials {
+            if !endpoint.url.https {
+                warnings.push(format!(
+                    "cluster {cluster}: the token endpoint {} is http://, so the client secret of {} travels \
+                     in clear text; use https://",
+                    endpoint.url_text, endpoint.client_id
+                ));
+            }
+        }
+        warnings
+    }
+
     /// The SASL mechanism connections authenticate with, if any.
     pub fn sasl_mechanism(&self) -> Option<SaslMechanism> {
         self.sasl.as_ref().map(|s| s.mechanism)

@@ -28,7 +28,8 @@ impl Drop for TempFile {
 }
 
 async fn kferry(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let run = tokio::process::Command::new(kferry_binary()).args(args).envs(env.iter().copied()).kill_on_drop(true).output();
+    let run =
+        tokio::process::Command::new(kferry_binary()).args(args).envs(env.iter().copied()).kill_on_drop(true).output();
     tokio::time::timeout(Duration::from_secs(60), run).await.expect("kferry finishes").expect("kferry runs")
 }
 
@@ -62,7 +63,12 @@ async fn convert_and_check(properties: &str, env: &[(&str, &str)]) -> Converted 
     assert!(!stderr.contains("note: the converted config does not pass validation"), "{stderr}\n{yaml}");
     let config = TempFile::new(".yaml", &yaml);
     let out = kferry(&["check", "--json", "--config", config.0.to_str().unwrap()], env).await;
-    assert!(out.status.success(), "check on the converted config failed:\n{yaml}\n{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "check on the converted config failed:\n{yaml}\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let check: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
     assert_eq!(check["healthy"], true, "{check:#}");
     Converted { yaml, stderr, check }
@@ -89,11 +95,24 @@ async fn kafka_docs_config_converts_to_a_prefix_flow() {
         &[("@PRIMARY@", primary()), ("@SECONDARY@", secondary()), ("@TOPIC@", topic.clone())],
     );
     let out = convert_and_check(&properties, &[]).await;
-    assert_eq!(target_of(&out.check, "primary->secondary", &topic), Some(format!("primary.{topic}")), "{:#}", out.check);
+    assert_eq!(
+        target_of(&out.check, "primary->secondary", &topic),
+        Some(format!("primary.{topic}")),
+        "{:#}",
+        out.check
+    );
     assert_eq!(out.check["flows"].as_array().map(Vec::len), Some(1), "secondary->primary is disabled");
     assert!(out.yaml.contains("replication_factor: 1"), "{}", out.yaml);
-    assert!(out.yaml.contains("sync_topic_acls: true") && out.yaml.contains("sync_group_offsets: false"), "{}", out.yaml);
-    for key in ["heartbeats.topic.replication.factor", "offset-syncs.topic.replication.factor", "offset.storage.replication.factor"] {
+    assert!(
+        out.yaml.contains("sync_topic_acls: true") && out.yaml.contains("sync_group_offsets: false"),
+        "{}",
+        out.yaml
+    );
+    for key in [
+        "heartbeats.topic.replication.factor",
+        "offset-syncs.topic.replication.factor",
+        "offset.storage.replication.factor",
+    ] {
         assert!(reported(&out.stderr, key), "{key} not reported:\n{}", out.stderr);
     }
 }
@@ -108,11 +127,23 @@ async fn strimzi_identity_config_keeps_topic_names_and_syncs_groups() {
     );
     let out = convert_and_check(&properties, &[]).await;
     assert_eq!(target_of(&out.check, "source->target", &topic), Some(topic.clone()), "{:#}", out.check);
-    for line in ["policy: identity", "sync_group_offsets: true", "sync_group_offsets_interval_seconds: 30", "refresh_topics_interval_seconds: 60", "sync_topic_acls: false"] {
+    for line in [
+        "policy: identity",
+        "sync_group_offsets: true",
+        "sync_group_offsets_interval_seconds: 30",
+        "refresh_topics_interval_seconds: 60",
+        "sync_topic_acls: false",
+    ] {
         assert!(out.yaml.contains(line), "{line} missing:\n{}", out.yaml);
     }
     assert!(!out.yaml.contains("replication_factor"), "-1 is the target's default:\n{}", out.yaml);
-    for key in ["tasks.max", "key.converter", "offset-syncs.topic.location", "refresh.groups.interval.seconds", "replication.policy.separator"] {
+    for key in [
+        "tasks.max",
+        "key.converter",
+        "offset-syncs.topic.location",
+        "refresh.groups.interval.seconds",
+        "replication.policy.separator",
+    ] {
         assert!(reported(&out.stderr, key), "{key} not reported:\n{}", out.stderr);
     }
 }
@@ -137,7 +168,12 @@ async fn sasl_ssl_scram_config_authenticates_with_the_converted_settings() {
     let onprem = out.check["clusters"].as_array().unwrap().iter().find(|c| c["name"] == "onprem").expect("onprem");
     assert_eq!(onprem["security"], "TLS, SASL SCRAM-SHA-512 as kferry", "{onprem:#}");
     assert_eq!(target_of(&out.check, "onprem->cloud", &topic), Some(format!("onprem.{topic}")), "{:#}", out.check);
-    for key in ["onprem.producer.compression.type", "onprem.ssl.enabled.protocols", "emit.heartbeats.enabled", "config.providers"] {
+    for key in [
+        "onprem.producer.compression.type",
+        "onprem.ssl.enabled.protocols",
+        "emit.heartbeats.enabled",
+        "config.providers",
+    ] {
         assert!(reported(&out.stderr, key), "{key} not reported:\n{}", out.stderr);
     }
     assert!(!reported(&out.stderr, "onprem.sasl.jaas.config"), "{}", out.stderr);

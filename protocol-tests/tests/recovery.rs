@@ -267,11 +267,8 @@ async fn disaster_failover_then_incremental_failback_keeps_every_record_once() {
     // Record data: readable by its owner only.
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(export_path).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "{export_path}");
-    let exported: Vec<Value> = std::fs::read_to_string(export_path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let exported: Vec<Value> =
+        std::fs::read_to_string(export_path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let divergent: usize = points.iter().map(|(p, (to, _))| old_primary[p].len() - *to as usize).sum();
     assert_eq!(exported.len(), divergent);
     for line in &exported {

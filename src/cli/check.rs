@@ -213,7 +213,7 @@ async fn check_cluster(cluster: &Cluster) -> ClusterReport {
         });
     }
     ClusterReport {
-        name: cluster.name().to_owned(),
+        name: cluster.name().to_string(),
         status: "ok",
         id: Some(description.cluster_id.to_string()),
         security: Some(cluster.config().connection.security.describe()),

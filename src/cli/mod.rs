@@ -188,15 +188,8 @@ pub fn main() -> ExitCode {
                     FailbackModeArg::Incremental => FailbackMode::Incremental,
                 });
                 let timeout = std::time::Duration::from_secs(timeout);
-                let args = failback::FailbackArgs {
-                    flow: &flow,
-                    mode,
-                    dry_run,
-                    timeout,
-                    json,
-                    export_dir: &export_dir,
-                    yes,
-                };
+                let args =
+                    failback::FailbackArgs { flow: &flow, mode, dry_run, timeout, json, export_dir: &export_dir, yes };
                 failback::failback(&load(&config)?, args).await
             }
             Command::Offsets { config, group, json } => offsets::offsets(&load(&config)?, group.as_deref(), json).await,

@@ -370,7 +370,9 @@ mod tests {
 
     #[test]
     fn parses_resolv_conf_and_orders_candidates() {
-        let conf = ResolvConf::parse("nameserver 10.0.0.2\nnameserver fe80::1%eth0\nsearch a.svc b.local\noptions ndots:5 timeout:1\n");
+        let conf = ResolvConf::parse(
+            "nameserver 10.0.0.2\nnameserver fe80::1%eth0\nsearch a.svc b.local\noptions ndots:5 timeout:1\n",
+        );
         assert_eq!(conf.servers, vec!["10.0.0.2:53".parse().unwrap()]);
         assert_eq!(conf.ndots, 5);
         assert_eq!(conf.candidates("kafka"), vec!["kafka.a.svc", "kafka.b.local", "kafka"]);
@@ -400,7 +402,7 @@ mod tests {
         msg[2] = 0x81; // QR + RD
         msg[3] = 0x80; // RA, rcode 0
         msg[7] = 2; // two answers
-        // CNAME kafka.example -> (pointer to offset 12), then A 10.1.2.3 for the pointer name.
+                    // CNAME kafka.example -> (pointer to offset 12), then A 10.1.2.3 for the pointer name.
         msg.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 2, 0xc0, 12]);
         msg.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 1, 2, 3]);
         match dns::parse_answer(&msg, 0x1234).unwrap() {

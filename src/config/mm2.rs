@@ -318,7 +318,10 @@ impl Converter {
             }
         }
         // `https` is the default and what kferry always does; only turning it off is lost.
-        for full in [format!("{scope}ssl.endpoint.identification.algorithm"), "ssl.endpoint.identification.algorithm".to_owned()] {
+        for full in [
+            format!("{scope}ssl.endpoint.identification.algorithm"),
+            "ssl.endpoint.identification.algorithm".to_owned(),
+        ] {
             if self.properties.get(&full).is_some_and(|p| p.value.eq_ignore_ascii_case("https")) {
                 self.used.insert(full);
             }
@@ -342,7 +345,8 @@ impl Converter {
 
     /// SASL mechanism and credentials from `sasl.mechanism` and `sasl.jaas.config`.
     fn sasl(&mut self, scope: &str) -> Option<(String, Vec<(&'static str, String)>)> {
-        let mechanism = self.scoped(scope, "sasl.mechanism").map_or("GSSAPI".to_owned(), |p| p.value.to_ascii_uppercase());
+        let mechanism =
+            self.scoped(scope, "sasl.mechanism").map_or("GSSAPI".to_owned(), |p| p.value.to_ascii_uppercase());
         let jaas_key = self.scoped_key(scope, "sasl.jaas.config");
         let jaas = jaas_key.as_deref().and_then(|k| self.properties.get(k)).map(|p| p.value.clone());
         let options = jaas.as_deref().map(jaas_options).unwrap_or_default();
@@ -370,7 +374,10 @@ impl Converter {
             other => {
                 let key = self.scoped_key(scope, "sasl.mechanism").unwrap_or_else(|| format!("{scope}sasl.mechanism"));
                 self.used.remove(&key);
-                self.skip(&key, format!("kferry does not speak SASL {other} (PLAIN, SCRAM-SHA-256/512 and OAUTHBEARER only)"));
+                self.skip(
+                    &key,
+                    format!("kferry does not speak SASL {other} (PLAIN, SCRAM-SHA-256/512 and OAUTHBEARER only)"),
+                );
                 if let Some(key) = &jaas_key {
                     self.skip(key, format!("belongs to SASL {other}"));
                 }
@@ -391,7 +398,8 @@ impl Converter {
             self.skip(&format!("{scope}{key}"), reason);
             self.skip(key, reason);
         }
-        let (Some(endpoint), Some(id), Some(secret)) = (endpoint, options.get("clientId"), options.get("clientSecret")) else {
+        let (Some(endpoint), Some(id), Some(secret)) = (endpoint, options.get("clientId"), options.get("clientSecret"))
+        else {
             if let Some(key) = jaas_key {
                 self.skip(key, "OAUTHBEARER without sasl.oauthbearer.token.endpoint.url, clientId and clientSecret has no kferry equivalent; set security.sasl.token or token_file");
             }
@@ -434,7 +442,10 @@ impl Converter {
             .cloned()
             .collect();
         for key in keys {
-            self.skip(&key, "kferry has one client per cluster; per-client (producer/consumer/admin) overrides have no equivalent");
+            self.skip(
+                &key,
+                "kferry has one client per cluster; per-client (producer/consumer/admin) overrides have no equivalent",
+            );
         }
     }
 
@@ -448,7 +459,9 @@ impl Converter {
             .map(|(k, p)| (k.clone(), p.clone()))
             .collect();
         for (key, property) in flow_keys {
-            let Some((source, target)) = key.strip_suffix(".enabled").and_then(|f| f.split_once("->")) else { continue };
+            let Some((source, target)) = key.strip_suffix(".enabled").and_then(|f| f.split_once("->")) else {
+                continue;
+            };
             if source.contains('.') || target.contains('.') {
                 continue; // A->B.emit.heartbeats.enabled and the like
             }
@@ -510,7 +523,10 @@ impl Converter {
         // MM2 defaults: configs and ACLs synced, group offsets not.
         let configs = self.boolean(&scope, "sync.topic.configs.enabled").unwrap_or(true);
         lines.push(format!("sync_topic_configs: {configs}"));
-        if let Some(exclude) = self.scoped(&scope, "config.properties.exclude").or_else(|| self.scoped(&scope, "config.properties.blacklist")) {
+        if let Some(exclude) = self
+            .scoped(&scope, "config.properties.exclude")
+            .or_else(|| self.scoped(&scope, "config.properties.blacklist"))
+        {
             lines.push(format!("topic_configs_exclude: [{}]", quoted_list(&list(&exclude.value))));
         }
         let acls = self.boolean(&scope, "sync.topic.acls.enabled").unwrap_or(true);
@@ -529,7 +545,8 @@ impl Converter {
             lines.push(format!("sync_group_offsets_interval_seconds: {seconds}"));
         }
         if let Some(eos) = self.scoped(&scope, "exactly.once.source.support") {
-            let delivery = if eos.value.trim().eq_ignore_ascii_case("disabled") { "at_least_once" } else { "exactly_once" };
+            let delivery =
+                if eos.value.trim().eq_ignore_ascii_case("disabled") { "at_least_once" } else { "exactly_once" };
             lines.push(format!("delivery: {delivery}"));
         }
         self.checkpoints(&scope, groups_sync);
@@ -749,7 +766,8 @@ mod tests {
     fn converts_defaults_to_explicit_mm2_behaviour() {
         let out = convert("clusters = a, b\na.bootstrap.servers = h1:9092\nb.bootstrap.servers = h2:9092\na->b.enabled = true\nb->a.enabled = false\n").unwrap();
         assert!(out.skipped.is_empty(), "{:?}", out.skipped);
-        let config = crate::config::Config::parse(&out.yaml, "converted").unwrap_or_else(|e| panic!("{e}\n{}", out.yaml));
+        let config =
+            crate::config::Config::parse(&out.yaml, "converted").unwrap_or_else(|e| panic!("{e}\n{}", out.yaml));
         assert_eq!(config.flows.len(), 1);
         let flow = &config.flows[0];
         assert_eq!(flow.policy, crate::config::ReplicationPolicy::Prefix);
@@ -798,7 +816,10 @@ mod tests {
     fn refuses_files_with_nothing_to_convert() {
         assert_eq!(convert("a.bootstrap.servers = x:1\n").unwrap_err(), Mm2Error::NoClusters);
         assert_eq!(convert("clusters = a\na.bootstrap.servers = x:1\n").unwrap_err(), Mm2Error::NoFlows);
-        assert!(matches!(convert("clusters = a, b\na.bootstrap.servers = x:1\na->b.enabled = true\n"), Err(Mm2Error::NoBootstrap { .. })));
+        assert!(matches!(
+            convert("clusters = a, b\na.bootstrap.servers = x:1\na->b.enabled = true\n"),
+            Err(Mm2Error::NoBootstrap { .. })
+        ));
         assert!(matches!(
             convert("clusters = a\na.bootstrap.servers = x:1\na->c.enabled = true\n"),
             Err(Mm2Error::UnknownCluster { .. })

@@ -332,12 +332,7 @@ async fn export_divergent(
     path: &Path,
 ) -> Result<(), FailbackError> {
     let export_error = |source| FailbackError::Export { flow: flow.name(), path: path.to_owned(), source };
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(export_error)?;
+    let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(export_error)?;
     let mut file = std::io::BufWriter::new(file);
     for p in &plan.partitions {
         let Some((from, to)) = p.divergent else { continue };

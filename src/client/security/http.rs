@@ -112,7 +112,8 @@ async fn exchange(
     body: &str,
     tls: Option<&TlsConnector>,
 ) -> Result<Response, HttpError> {
-    let addresses = resolve::resolve(&url.host, url.port, &ResolverConfig::system()).await.map_err(HttpError::Resolve)?;
+    let addresses =
+        resolve::resolve(&url.host, url.port, &ResolverConfig::system()).await.map_err(HttpError::Resolve)?;
     let tcp = transport::connect_first(&addresses).await.map_err(|e| HttpError::Connect(Arc::new(e)))?;
     let mut request = format!(
         "POST {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: application/json\r\n\
@@ -369,7 +370,10 @@ mod tests {
         ) -> std::task::Poll<std::io::Result<usize>> {
             std::task::Poll::Ready(Ok(buf.len()))
         }
-        fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
             std::task::Poll::Ready(Ok(()))
         }
         fn poll_shutdown(
@@ -386,11 +390,14 @@ mod tests {
 
     #[tokio::test]
     async fn reads_exactly_the_body_and_ignores_a_missing_close_notify() {
-        let answer = exchange_with(b"HTTP/1.1 200 OK\r\nContent-Length: 28\r\n\r\n{\"access_token\":\"abc\",\"x\":1}").await.unwrap();
-        assert_eq!((answer.status, answer.body.as_slice()), (200, b"{\"access_token\":\"abc\",\"x\":1}".as_slice()));
-        let chunked = exchange_with(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n")
+        let answer = exchange_with(b"HTTP/1.1 200 OK\r\nContent-Length: 28\r\n\r\n{\"access_token\":\"abc\",\"x\":1}")
             .await
             .unwrap();
+        assert_eq!((answer.status, answer.body.as_slice()), (200, b"{\"access_token\":\"abc\",\"x\":1}".as_slice()));
+        let chunked =
+            exchange_with(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n")
+                .await
+                .unwrap();
         assert_eq!(chunked.body, b"{\"a\":1}");
         let until_close = exchange_with(b"HTTP/1.0 200 OK\r\n\r\n{}").await.unwrap();
         assert_eq!(until_close.body, b"{}");

@@ -250,3 +250,34 @@ impl SecretSource {
         Ok(Secret::new(text))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Security;
+    use crate::config::Config;
+
+    fn security(cluster_yaml: &str) -> Security {
+        let text = format!(
+            "clusters:\n  a: {{ bootstrap_servers: [\"h:1\"], security: {cluster_yaml} }}\n  b: {{ bootstrap_servers: [\"h:2\"] }}\nflows:\n  - {{ source: a, target: b }}\n"
+        );
+        let config = Config::parse(&text, "test").unwrap_or_else(|e| panic!("{e}"));
+        Security::from_config("a", &config.clusters["a"].security).unwrap()
+    }
+
+    #[test]
+    fn warns_when_a_secret_would_travel_in_clear_text() {
+        let plain = security("{ sasl: { mechanism: PLAIN, username: u, password: p } }");
+        let warnings = plain.cleartext_warnings("a");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("SASL PLAIN without TLS") && warnings[0].contains(" u "), "{warnings:?}");
+        assert!(!warnings[0].contains(" p "), "never the password itself");
+        let endpoint = security(
+            "{ sasl: { mechanism: OAUTHBEARER, token_endpoint: \"http://idp:8080/t\", client_id: c, client_secret: s } }",
+        );
+        let warnings = endpoint.cleartext_warnings("a");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("http://idp:8080/t") && warnings[0].contains("client secret"), "{warnings:?}");
+        // SCRAM never sends the password; TLS protects PLAIN.
+        assert!(security("{ sasl: { mechanism: SCRAM-SHA-512, username: u, password: p } }").cleartext_warnings("a").is_empty());
+    }
+}

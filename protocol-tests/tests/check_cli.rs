@@ -85,7 +85,8 @@ async fn unreachable_cluster_is_named_with_its_address() {
 }
 
 async fn kferry_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let run = tokio::process::Command::new(kferry_binary()).args(args).envs(env.iter().copied()).kill_on_drop(true).output();
+    let run =
+        tokio::process::Command::new(kferry_binary()).args(args).envs(env.iter().copied()).kill_on_drop(true).output();
     tokio::time::timeout(std::time::Duration::from_secs(60), run).await.expect("kferry finishes").expect("kferry runs")
 }
 
@@ -93,7 +94,8 @@ async fn kferry_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
 async fn check_and_plan_read_kferry_config_and_print_json() {
     let topic = unique_name("check-json");
     create_topic(&primary(), &topic, 2, &[]).await;
-    let file = TempConfig::new(&config(&primary(), &secondary(), &format!("    policy: prefix\n    topics: [\"{topic}\"]\n")));
+    let file =
+        TempConfig::new(&config(&primary(), &secondary(), &format!("    policy: prefix\n    topics: [\"{topic}\"]\n")));
     let env = [("KFERRY_CONFIG", file.0.to_str().unwrap())];
 
     let out = kferry_with_env(&["check", "--json"], &env).await;

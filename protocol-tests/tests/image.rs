@@ -30,14 +30,15 @@ fn image() -> PathBuf {
     path
 }
 
-fn tool(name: &str) -> &str {
-    let found = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(found, "{name} is not installed: run scripts/setup (it installs skopeo, umoci and util-linux's unshare)");
-    name
+/// The absolute path of `name` (the chroot'ed command runs with an empty environment, so
+/// no PATH lookup can find it later).
+fn tool(name: &str) -> String {
+    let found = std::process::Command::new("sh").args(["-c", &format!("command -v {name}")]).output();
+    let path = found.ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    match path {
+        Some(path) if path.starts_with('/') => path,
+        _ => panic!("{name} is not installed: run scripts/setup (it installs skopeo and umoci; chroot and unshare come with coreutils and util-linux)"),
+    }
 }
 
 /// Runs a command to its end (bounded) and returns its stdout; fails the test otherwise.

@@ -278,6 +278,8 @@ mod tests {
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("http://idp:8080/t") && warnings[0].contains("client secret"), "{warnings:?}");
         // SCRAM never sends the password; TLS protects PLAIN.
-        assert!(security("{ sasl: { mechanism: SCRAM-SHA-512, username: u, password: p } }").cleartext_warnings("a").is_empty());
+        assert!(security("{ sasl: { mechanism: SCRAM-SHA-512, username: u, password: p } }")
+            .cleartext_warnings("a")
+            .is_empty());
     }
 }

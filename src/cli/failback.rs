@@ -24,6 +24,8 @@ pub(super) struct FailbackArgs<'a> {
     pub(super) timeout: Duration,
     pub(super) json: bool,
     pub(super) export_dir: &'a Path,
+    /// `--yes`: delete without asking.
+    pub(super) yes: bool,
 }
 
 pub(super) async fn failback(config: &Config, args: FailbackArgs<'_>) -> Result<(), Failure> {
@@ -103,6 +105,10 @@ async fn start(
         return true;
     }
     print(&plan, args.json);
+    if mode == FailbackMode::Reset && !args.yes && !confirmed_on_terminal(&flow.source).await {
+        eprintln!("failback not started: nothing was deleted");
+        return false;
+    }
     if let Err(e) = failback::prepare(flow, &plan, primary, secondary).await {
         eprintln!("error: {e}");
         return false;
@@ -114,6 +120,25 @@ async fn start(
         flow.name()
     );
     run_reverse_flow(config, &reverse, primary).await
+}
+
+/// On a terminal, asks before reset deletes records; elsewhere (scripts, CI) there is no
+/// one to ask, so it goes on, as `--yes` would.
+async fn confirmed_on_terminal(cluster: &str) -> bool {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return true;
+    }
+    let question = format!("Delete the records listed above on cluster {cluster}? Type \"yes\" to go on: ");
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stderr = std::io::stderr();
+        let _ = stderr.write_all(question.as_bytes());
+        let _ = stderr.flush();
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map(|_| line)
+    })
+    .await;
+    matches!(answer, Ok(Ok(line)) if line.trim().eq_ignore_ascii_case("yes"))
 }
 
 /// Runs the reverse flow until a signal, or until `--complete` fences it (a success).

@@ -10,6 +10,7 @@
 
 mod error;
 mod locate;
+pub mod mm2;
 mod security;
 mod validate;
 
@@ -310,7 +311,7 @@ impl Config {
     /// [`ConfigError::Parse`] for the first syntax or schema error (unknown key, wrong
     /// type, missing key), else [`ConfigError::Invalid`] listing every failed check.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = serde_yaml_ng::from_str(text).map_err(|err| ConfigError::Parse {
+        let config: Config = serde_norway::from_str(text).map_err(|err| ConfigError::Parse {
             origin: origin.to_owned(),
             problem: error::parse_problem(&err, text),
         })?;

@@ -102,7 +102,7 @@ fn parse_errors_name_key_line_and_what_is_allowed() {
              allowed: bootstrap_servers, security",
         ),
         (
-            // serde_yaml_ng points at the document start; kferry finds the key's line.
+            // serde_norway points at the document start; kferry finds the key's line.
             "# comment\n\nflow: []\n".to_owned(),
             "config.yaml line 3: unknown key \"flow\"; allowed: clusters, flows",
         ),

@@ -15,7 +15,11 @@
 //!   copied-back data, never copying it to `secondary` a second time.
 
 use std::fmt;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +32,7 @@ use crate::groups::sync::{GroupSync, GroupsError};
 use crate::replicate::engine::{progress_group, transactional_id};
 use crate::replicate::forward;
 use crate::replicate::offset_map::Segment;
-use crate::replicate::rewrite::decode_records;
+use crate::replicate::rewrite::{decode_records, DecodedRecord};
 use crate::replicate::state::{self, offset_map_topic, progress_metadata, SourcePartition};
 
 /// How long the fencing InitProducerId may keep a transaction open (it aborts it at once).
@@ -316,7 +320,11 @@ pub async fn prepare(
 
 /// Writes the divergent records (primary offsets `[from, to)` of each partition) to `path`
 /// as JSON lines: topic, partition, offset, timestamp, key, value, headers (bytes as
-/// arrays, `null` kept).
+/// standard base64, `null` kept; header names as text).
+///
+/// The file is created with mode 0600 and never over an existing one: it holds record
+/// data other users of the machine may not read, and a second export must not destroy the
+/// first.
 async fn export_divergent(
     flow: &FlowConfig,
     plan: &FailbackPlan,
@@ -324,7 +332,8 @@ async fn export_divergent(
     path: &Path,
 ) -> Result<(), FailbackError> {
     let export_error = |source| FailbackError::Export { flow: flow.name(), path: path.to_owned(), source };
-    let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(export_error)?);
+    let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(export_error)?;
+    let mut file = std::io::BufWriter::new(file);
     for p in &plan.partitions {
         let Some((from, to)) = p.divergent else { continue };
         let mut offset = from;
@@ -349,11 +358,7 @@ async fn export_divergent(
                     if record.offset < from || record.offset >= to {
                         continue;
                     }
-                    let line = serde_json::json!({
-                        "topic": p.topic, "partition": p.partition, "offset": record.offset,
-                        "timestamp": record.timestamp, "key": record.key, "value": record.value,
-                        "headers": record.headers,
-                    });
+                    let line = export_line(&p.topic, p.partition, &record);
                     writeln!(file, "{line}").map_err(export_error)?;
                 }
             }
@@ -364,6 +369,21 @@ async fn export_divergent(
         }
     }
     file.flush().map_err(export_error)
+}
+
+/// One JSON line of the divergent-tail export.
+fn export_line(topic: &str, partition: i32, record: &DecodedRecord) -> serde_json::Value {
+    let b64 = |bytes: &Option<Vec<u8>>| bytes.as_ref().map(|b| BASE64.encode(b));
+    let headers: Vec<_> = record
+        .headers
+        .iter()
+        .map(|(name, value)| serde_json::json!([String::from_utf8_lossy(name), b64(value)]))
+        .collect();
+    serde_json::json!({
+        "topic": topic, "partition": partition, "offset": record.offset,
+        "timestamp": record.timestamp, "key": b64(&record.key), "value": b64(&record.value),
+        "headers": headers,
+    })
 }
 
 /// Seeds the reverse flow's offset map (on the primary) with the inverse of the forward

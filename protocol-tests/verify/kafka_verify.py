@@ -7,9 +7,10 @@ a broker holds, so kferry never grades its own work.
   create-topic --bootstrap B --topic T --partitions N [--config k=v ...]
       prints {"topic", "partitions", "replication_factor", "config"} once every partition
       has a leader.
-  produce --bootstrap B --topic T --count N --compression C [--partition P]
+  produce --bootstrap B --topic T --count N --compression C [--partition P | --partitions P,P,...]
           [--transactional-id X [--txn-size S] [--abort-every K]] [--base-timestamp MS]
-      writes records 0..N-1 (see record()), record i to partition P or else i % partitions;
+      writes records 0..N-1 (see record()), record i to partition P or else round-robin over
+      the partitions listed (default: all of them);
       prints a JSON summary (offsets per partition, committed/aborted counts and index ranges).
       Transactions hold S records (default 10); every K-th one (K, 2K, ...) is aborted.
   consume --bootstrap B --topic T [--isolation read_committed|read_uncommitted]
@@ -46,6 +47,9 @@ shows the change, so a describe right after them sees it):
       exists false, 0 partitions, replication factor 0 and empty configs, and exits 0.
   list-topics --bootstrap B
       prints {"topics": [sorted names]}, internal topics (__consumer_offsets, ...) included.
+  end-offsets --bootstrap B --topic T
+      prints {"topic", "offsets": {"topic/partition": high watermark}} (the log end offset
+      a consumer group's lag is measured against).
   add-partitions --bootstrap B --topic T --total N
       CreatePartitions to N in all; prints {"topic", "partitions"} once all N have a leader.
   alter-config --bootstrap B --topic T [--set K=V ...] [--delete K ...]
@@ -320,6 +324,8 @@ def cmd_produce(args):
     producer = Producer(producer_config(args))
     if args.partition is not None:
         partitions = [args.partition]
+    elif args.partitions:
+        partitions = [int(p) for p in args.partitions.split(",")]
     else:
         partitions = partition_ids(producer, args.topic, args.timeout)
     sender = Sender(producer, args.topic, partitions, base, args.key_space)
@@ -572,6 +578,20 @@ def cmd_list_topics(args):
     return 0
 
 
+def cmd_end_offsets(args):
+    consumer = Consumer({**client_config(args), "group.id": f"kferry-verify-{uuid.uuid4()}",
+                         "enable.auto.commit": False})
+    try:
+        offsets = {}
+        for p in partition_ids(consumer, args.topic, args.timeout):
+            _, high = consumer.get_watermark_offsets(TopicPartition(args.topic, p), timeout=args.timeout)
+            offsets[f"{args.topic}/{p}"] = high
+    finally:
+        consumer.close()
+    emit({"topic": args.topic, "offsets": offsets})
+    return 0
+
+
 def cmd_add_partitions(args):
     admin = admin_client(args)
     futures = admin.create_partitions([NewPartitions(args.topic, args.total)],
@@ -719,6 +739,7 @@ def parse_args(argv):
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--compression", choices=CODECS, default="none")
     p.add_argument("--partition", type=int)
+    p.add_argument("--partitions", metavar="P,P,...", help="round-robin over these partitions only")
     p.add_argument("--transactional-id")
     p.add_argument("--txn-size", type=int, default=10, help="records per transaction (default 10)")
     p.add_argument("--abort-every", type=int, default=0, help="abort transactions K, 2K, ... (0: none)")
@@ -762,6 +783,10 @@ def parse_args(argv):
     p = sub.add_parser("list-topics")
     common(p, topic=None)
     p.set_defaults(func=cmd_list_topics)
+
+    p = sub.add_parser("end-offsets")
+    common(p)
+    p.set_defaults(func=cmd_end_offsets)
 
     p = sub.add_parser("add-partitions")
     common(p)

@@ -14,7 +14,7 @@ use std::time::Duration;
 use kferry::groups::checkpoint::{checkpoints_topic, Checkpoint};
 use serde::Deserialize;
 
-use crate::{by_topic_partition, consume, eventually, run_mirror_client, verify_json};
+use crate::{by_topic_partition, consume, describe_topic, eventually, run_mirror_client, verify_json};
 
 /// One cluster of an MM2 test: its alias in kferry's config, where kferry reaches it (with
 /// its `security` YAML, if any) and where the verifiers reach it.
@@ -119,8 +119,8 @@ pub async fn mirror_client(bootstrap: &str, alias: &str, group: &str) -> MirrorC
 }
 
 /// Waits (MM2's `waitForCheckpointOnAllPartitions`) until `MirrorClient` translates `group`'s
-/// offsets on all `partitions` of `topic`, then returns them by partition; with `differing`,
-/// until every partition's checkpoint differs from it (`waitForNewCheckpointOnAllPartitions`).
+/// offsets on all `partitions` of `topic`; with `differing`, until every partition's
+/// translation differs from it (`waitForNewCheckpointOnAllPartitions`). Returns that view.
 pub async fn wait_for_checkpoints(
     bootstrap: &str,
     alias: &str,
@@ -128,19 +128,24 @@ pub async fn wait_for_checkpoints(
     topic: &str,
     partitions: i32,
     differing: Option<&BTreeMap<i32, i64>>,
-) -> BTreeMap<i32, i64> {
+) -> MirrorClientView {
     eventually(&format!("checkpoints of {group} for every partition of {topic}"), Duration::from_secs(60), || async {
-        let offsets = mirror_client(bootstrap, alias, group).await.offsets_of(topic);
+        let view = mirror_client(bootstrap, alias, group).await;
+        let offsets = view.offsets_of(topic);
         let all = offsets.len() == partitions as usize;
         let new = differing.is_none_or(|old| offsets.iter().all(|(p, o)| old.get(p) != Some(o)));
-        (all && new).then_some(offsets)
+        (all && new).then_some(view)
     })
     .await
 }
 
-/// Every checkpoint record in `<source alias>.checkpoints.internal` on `bootstrap`, in order.
+/// Every checkpoint record in `<source alias>.checkpoints.internal` on `bootstrap`, in order
+/// (none while that topic does not exist).
 pub async fn checkpoints(bootstrap: &str, source_alias: &str) -> Vec<Checkpoint> {
     let topic = checkpoints_topic(source_alias);
+    if !describe_topic(bootstrap, &topic).await.exists {
+        return Vec::new();
+    }
     consume(bootstrap, &topic, "read_uncommitted", 0)
         .await
         .iter()

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use protocol_tests::mm2::{
     assert_monotonic_checkpoints, checkpoints, commit_offsets, config, end_offsets, mirror_client,
-    wait_for_checkpoints, Side,
+    wait_for_checkpoints, MirrorClientView, Side,
 };
 use protocol_tests::{
     by_partition, consume, create_topic, describe_group, describe_topic, eventually, expected_target_offset,
@@ -142,10 +142,8 @@ async fn wait_for_topic(bootstrap: &str, topic: &str) {
 /// with read_committed; more records than that fail at once (a duplicate).
 async fn wait_for_copy(bootstrap: &str, topic: &str, source: &[ConsumedRecord]) -> Vec<ConsumedRecord> {
     let want = protocol_tests::content(source);
+    wait_for_topic(bootstrap, topic).await;
     eventually(&format!("{} records in {topic} on {bootstrap}", source.len()), TRANSFER, || async {
-        if !describe_topic(bootstrap, topic).await.exists {
-            return None;
-        }
         let copied = consume(bootstrap, topic, "read_committed", 0).await;
         assert!(
             copied.len() <= source.len(),
@@ -228,14 +226,15 @@ async fn assert_failover(
     topic: &str,
     expected: &BTreeMap<i32, i64>,
     next: &BTreeMap<i32, ConsumedRecord>,
-) {
+) -> MirrorClientView {
     wait_for_group_offsets(bootstrap, group, topic, expected).await;
-    let translated = wait_for_checkpoints(bootstrap, source_alias, group, topic, PARTITIONS as i32, None).await;
-    assert_eq!(&translated, expected, "MirrorClient's translation of {group} on {topic}");
+    let view = wait_for_checkpoints(bootstrap, source_alias, group, topic, PARTITIONS as i32, None).await;
+    assert_eq!(&view.offsets_of(topic), expected, "MirrorClient's translation of {group} on {topic}");
     let first = by_partition(&group_consume(bootstrap, topic, group, "1", &["--no-commit", "--timeout", "20"]).await);
     for (p, record) in next {
         assert!(first[p][0].same_as(record), "{topic}/{p}: the group continues with {:?}, not {record:?}", first[p][0]);
     }
+    view
 }
 
 /// The source records the group reads next, by partition, after reading `read` of each.
@@ -312,28 +311,29 @@ async fn replication_scenario(scenario: Scenario) {
         assert!(!on_backup.contains(&primary.remote(&reverse_t1)), "{reverse_t1} was sent back to the backup");
     }
 
+    // Failover to the backup: MM2 only checks 0 < position <= 100 on partition 0.
+    let expected = continue_at(&source, &copy, |_| 4);
+    let view =
+        assert_failover(&backup.bootstrap, &primary.alias, group, &backup_t1, &expected, &next_records(&source, 4))
+            .await;
     // MM2 asserts heartbeats on both clusters and MirrorClient's upstreamClusters /
     // replicationHops (both read from heartbeat topics). kferry writes no heartbeats: none
     // may appear, and MirrorClient accordingly finds no upstream cluster; the remote topics
     // it does find by name.
-    let view = mirror_client(&backup.bootstrap, &primary.alias, group).await;
     view.assert_no_heartbeats(&primary.alias);
     if !scenario.identity {
         assert!(view.remote_topics.contains(&backup_t1), "MirrorClient.remoteTopics: {:?}", view.remote_topics);
     }
-    assert!(!checkpoints(&backup.bootstrap, &primary.alias).await.is_empty(), "no checkpoints on the backup");
-
-    // Failover to the backup: MM2 only checks 0 < position <= 100 on partition 0.
-    let expected = continue_at(&source, &copy, |_| 4);
-    assert_failover(&backup.bootstrap, &primary.alias, group, &backup_t1, &expected, &next_records(&source, 4)).await;
     assert!(assert_monotonic_checkpoints(&backup.bootstrap, &primary.alias).await > 0);
 
     // Failback: the group's position on the backup's own test-topic-1 reaches the primary.
     if let Some((source, copy)) = &reverse {
-        mirror_client(&primary.bootstrap, &backup.alias, group).await.assert_no_heartbeats(&backup.alias);
         let expected = continue_at(source, copy, |_| 6);
-        assert_failover(&primary.bootstrap, &backup.alias, group, &reverse_t1, &expected, &next_records(source, 6))
-            .await;
+        let view =
+            assert_failover(&primary.bootstrap, &backup.alias, group, &reverse_t1, &expected, &next_records(source, 6))
+                .await;
+        view.assert_no_heartbeats(&backup.alias);
+        assert!(view.remote_topics.contains(&reverse_t1), "MirrorClient.remoteTopics: {:?}", view.remote_topics);
         assert_monotonic_checkpoints(&primary.bootstrap, &backup.alias).await;
     }
 
@@ -625,8 +625,9 @@ async fn offset_translation_behind_replication_flow() {
     let kferry = Kferry::start("run", &scenario.one_way(""));
     scenario.produce(primary, &t1, None).await;
     group_consume(&primary.bootstrap, &t1, group, "3", &[]).await;
-    let initial =
-        wait_for_checkpoints(&backup.bootstrap, &primary.alias, group, &remote, PARTITIONS as i32, None).await;
+    let initial = wait_for_checkpoints(&backup.bootstrap, &primary.alias, group, &remote, PARTITIONS as i32, None)
+        .await
+        .offsets_of(&remote);
     const ITERATIONS: u32 = 100;
     let more = (ITERATIONS - 1) * RECORDS;
     let summary = produce(&primary.bootstrap, &t1, more, "lz4", &["--key-space", "10000000"]).await;
@@ -641,7 +642,8 @@ async fn offset_translation_behind_replication_flow() {
         let expected = continue_at(&source, &copy, at);
         let checkpointed =
             wait_for_checkpoints(&backup.bootstrap, &primary.alias, group, &remote, PARTITIONS as i32, Some(&last))
-                .await;
+                .await
+                .offsets_of(&remote);
         assert_eq!(checkpointed, expected, "{step}: exact checkpoints");
         for (p, offset) in &checkpointed {
             match step {
@@ -790,35 +792,38 @@ async fn dedicated_single_node() {
 
 /// DedicatedMirrorIntegrationTest's `testMultiNodeCluster`, as far as kferry goes: kferry
 /// runs a flow in one process (no multi-node cluster, so no REST forwarding, rebalances or
-/// an URL-encoded alias; see MM2-SCENARIOS.md). Ported: a topic per "node" created and copied
-/// while running, then a restart with a changed `refresh_topics_interval_seconds` (MM2's
-/// rolling restart with a new config) that takes effect: a topic created afterwards is found,
-/// and nothing is copied twice.
+/// URL-encoded alias; see MM2-SCENARIOS.md). Ported: one topic per "node" created and copied
+/// while running, then a rolling restart onto a changed config
+/// (`refresh_topics_interval_seconds` 1 -> 2, as MM2's), each restart followed by more
+/// records of one topic (copied once each), and a topic created afterwards is found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dedicated_restart_with_a_new_config() {
+async fn dedicated_rolling_restart_with_a_new_config() {
+    const NODES: usize = 3;
     let scenario = Scenario::new();
     let (primary, backup) = (&scenario.primary, &scenario.backup);
     let mut kferry = Kferry::start("run", &scenario.one_way(""));
-    for node in 0..3 {
-        let topic = scenario.topic(&node.to_string());
-        create_topic(&primary.bootstrap, &topic, 1, &[]).await;
-        wait_for_topic(&backup.bootstrap, &scenario.remote(&topic, primary)).await;
-        scenario.produce(primary, &topic, Some(1)).await;
-        copied(&scenario, primary, backup, &topic).await;
+    let topics: Vec<String> = (0..NODES).map(|node| scenario.topic(&node.to_string())).collect();
+    for topic in &topics {
+        create_topic(&primary.bootstrap, topic, 1, &[]).await;
+        wait_for_topic(&backup.bootstrap, &scenario.remote(topic, primary)).await;
+        scenario.produce(primary, topic, Some(1)).await;
+        copied(&scenario, primary, backup, topic).await;
     }
     let new_config =
         scenario.one_way("").replace("refresh_topics_interval_seconds: 1", "refresh_topics_interval_seconds: 2");
     assert!(new_config.contains("refresh_topics_interval_seconds: 2"));
-    for _ in 0..2 {
+    for topic in &topics {
         stop(kferry).await;
         kferry = Kferry::start("run", &new_config);
+        // MM2 waits for the restarted node's tasks; here: the next records get through.
+        scenario.produce(primary, topic, Some(1)).await;
+        let (_, copy) = copied(&scenario, primary, backup, topic).await;
+        assert_eq!(copy.len(), 2 * PER_PARTITION as usize);
     }
-    let topic = scenario.topic("3");
-    create_topic(&primary.bootstrap, &topic, 1, &[]).await;
-    scenario.produce(primary, &topic, Some(1)).await;
-    for node in 0..4 {
-        copied(&scenario, primary, backup, &scenario.topic(&node.to_string())).await;
-    }
+    let late = scenario.topic("late");
+    create_topic(&primary.bootstrap, &late, 1, &[]).await;
+    scenario.produce(primary, &late, Some(1)).await;
+    copied(&scenario, primary, backup, &late).await;
     stop(kferry).await;
 }
 

@@ -620,9 +620,10 @@ def cmd_alter_config(args):
     def applied():
         current = overrides(topic_configs(admin, args.topic, args.timeout))
         done = all(current.get(k) == v for k, v in to_set.items()) and not any(k in current for k in to_delete)
-        return current if done else None
+        # In a tuple: a topic left without overrides ({}) is done, not falsy.
+        return (current,) if done else None
 
-    current = wait_until(applied, args.timeout, f"config change of topic {args.topic}")
+    (current,) = wait_until(applied, args.timeout, f"config change of topic {args.topic}")
     emit({"topic": args.topic, "set": to_set, "deleted": to_delete, "configs": current})
     return 0
 

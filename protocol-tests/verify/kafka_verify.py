@@ -23,7 +23,7 @@ a broker holds, so kferry never grades its own work.
 
 Consumer groups (a subscribed consumer: joins the group, as applications do):
 
-  group-consume --bootstrap B --topic T --group G [--per-partition N|P=N,...] [--isolation I]
+  group-consume --bootstrap B --topic T --group G [--per-partition N|P=N,...|all] [--isolation I]
                 [--no-commit] [--hold-seconds S] [--timeout S]
       reads from the group's committed offsets (earliest where it has none): N records of
       every partition (or up to the end of each, without N), then commits the offset after
@@ -434,8 +434,9 @@ def cmd_consume(args):
 
 
 def limit_of(per_partition, partition):
-    """--per-partition is N for every partition, or P=N,P=N,... (absent partitions: none)."""
-    if per_partition is None:
+    """--per-partition is N for every partition, or P=N,P=N,... (absent partitions: none), or
+    all (up to the end of each, as without it)."""
+    if per_partition is None or per_partition == "all":
         return None
     if "=" not in per_partition:
         return int(per_partition)
@@ -760,7 +761,7 @@ def parse_args(argv):
     p = sub.add_parser("group-consume")
     common(p)
     p.add_argument("--group", required=True)
-    p.add_argument("--per-partition", help="N, or P=N,P=N,... per partition")
+    p.add_argument("--per-partition", help="N, or P=N,P=N,... per partition, or all")
     p.add_argument("--isolation", choices=("read_committed", "read_uncommitted"), default="read_committed")
     p.add_argument("--no-commit", action="store_true")
     p.add_argument("--hold-seconds", type=float, default=0.0)

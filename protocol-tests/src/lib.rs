@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod fake;
+pub mod mm2;
 pub mod multi;
 pub mod secure;
 
@@ -302,15 +303,39 @@ pub async fn verify_json(args: &[&str]) -> serde_json::Value {
 /// group)`, and returns the translated offsets by (topic, partition). Panics (failing the test)
 /// on error or after a minute; the Java process is killed and reaped either way.
 pub async fn mm2_translate_offsets(bootstrap: &str, source_alias: &str, group: &str) -> BTreeMap<(String, i32), i64> {
+    let stdout = run_mirror_client("TranslateOffsets.java", &[bootstrap, source_alias, group]).await;
+    let offsets: BTreeMap<String, i64> = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("TranslateOffsets printed no offsets JSON ({e}): {stdout}"));
+    by_topic_partition(offsets)
+}
+
+/// `{"topic/partition": offset}` keyed by (topic, partition) instead.
+pub fn by_topic_partition(offsets: BTreeMap<String, i64>) -> BTreeMap<(String, i32), i64> {
+    offsets
+        .into_iter()
+        .map(|(key, offset)| {
+            let (topic, partition) = key.rsplit_once('/').unwrap_or_else(|| panic!("`{key}` is not topic/partition"));
+            let partition = partition.parse().unwrap_or_else(|e| panic!("`{key}`: partition not a number ({e})"));
+            ((topic.to_string(), partition), offset)
+        })
+        .collect()
+}
+
+/// Runs `verify/mirror-client/<program>` (a single-file Java program on connect-mirror-client's
+/// classpath) with `args` and returns its stdout. Panics (failing the test) on error or after a
+/// minute; the Java process is killed and reaped either way.
+pub async fn run_mirror_client(program: &str, args: &[&str]) -> String {
     let dir = crate_dir().join("verify/mirror-client");
     let fetched = std::process::Command::new(dir.join("fetch.sh")).output().expect("mirror-client/fetch.sh runs");
     assert!(fetched.status.success(), "mirror-client/fetch.sh failed:\n{}", String::from_utf8_lossy(&fetched.stderr));
     let classpath = String::from_utf8_lossy(&fetched.stdout).trim().to_string();
+    let classes = compiled_mirror_client(&dir.join(program), &classpath).await;
+    let class = program.strip_suffix(".java").expect("a .java program");
     let mut child = tokio::process::Command::new("java")
         .arg("-cp")
-        .arg(&classpath)
-        .arg(dir.join("TranslateOffsets.java"))
-        .args([bootstrap, source_alias, group])
+        .arg(format!("{}:{classpath}", classes.display()))
+        .arg(class)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -320,25 +345,47 @@ pub async fn mm2_translate_offsets(bootstrap: &str, source_alias: &str, group: &
     let output = tokio::spawn(async move { tokio::join!(drain(stdout), drain(stderr)) });
     let timeout = Duration::from_secs(60);
     let status = match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(status) => status.expect("TranslateOffsets exit status"),
+        Ok(status) => status.expect("Java exit status"),
         Err(_) => {
             // kill() also waits, so the process is reaped before the test fails.
             let _ = child.kill().await;
-            panic!("TranslateOffsets {source_alias} {group} still running after {timeout:?}");
+            panic!("{program} {args:?} still running after {timeout:?}");
         }
     };
-    let (stdout, stderr) = output.await.expect("TranslateOffsets output drained");
-    assert!(status.success(), "TranslateOffsets {source_alias} {group} failed ({status}):\n{stderr}\n{stdout}");
-    let offsets: BTreeMap<String, i64> = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("TranslateOffsets printed no offsets JSON ({e}): {stdout}"));
-    offsets
-        .into_iter()
-        .map(|(key, offset)| {
-            let (topic, partition) = key.rsplit_once('/').unwrap_or_else(|| panic!("`{key}` is not topic/partition"));
-            let partition = partition.parse().unwrap_or_else(|e| panic!("`{key}`: partition not a number ({e})"));
-            ((topic.to_string(), partition), offset)
-        })
-        .collect()
+    let (stdout, stderr) = output.await.expect("Java output drained");
+    assert!(status.success(), "{program} {args:?} failed ({status}):\n{stderr}\n{stdout}");
+    stdout
+}
+
+/// The class directory of `source` compiled once per content (a single-file launch compiles
+/// it anew every time, seconds each on a busy machine): compiled into a fresh directory that
+/// is renamed into place, so tests compiling at the same time never see a partial one.
+async fn compiled_mirror_client(source: &std::path::Path, classpath: &str) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let text = std::fs::read(source).unwrap_or_else(|e| panic!("{}: {e}", source.display()));
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    let name = source.file_stem().and_then(|s| s.to_str()).expect("program name");
+    let classes = std::env::temp_dir().join(format!("kferry-mirror-client-{name}-{:016x}", hasher.finish()));
+    if classes.exists() {
+        return classes;
+    }
+    let building = std::env::temp_dir().join(unique_name(&format!("kferry-mirror-client-{name}")));
+    let output = tokio::process::Command::new("javac")
+        .arg("-cp")
+        .arg(classpath)
+        .arg("-d")
+        .arg(&building)
+        .arg(source)
+        .output()
+        .await
+        .expect("javac runs");
+    assert!(output.status.success(), "javac {} failed:\n{}", source.display(), String::from_utf8_lossy(&output.stderr));
+    // Another test may have renamed its copy into place first: then that one is used.
+    if std::fs::rename(&building, &classes).is_err() {
+        let _ = std::fs::remove_dir_all(&building);
+    }
+    classes
 }
 
 /// A topic as confluent-kafka's admin client describes it.
@@ -350,6 +397,16 @@ pub struct TopicDescription {
     /// Configs set on the topic itself.
     #[serde(default)]
     pub configs: std::collections::BTreeMap<String, String>,
+    /// Every config in force, defaults included (`None`: a sensitive value).
+    #[serde(default)]
+    pub all_configs: std::collections::BTreeMap<String, Option<String>>,
+}
+
+impl TopicDescription {
+    /// The value in force of config `name` (the topic's own or a default).
+    pub fn config(&self, name: &str) -> Option<&str> {
+        self.all_configs.get(name).and_then(|value| value.as_deref())
+    }
 }
 
 pub async fn describe_topic(bootstrap: &str, topic: &str) -> TopicDescription {
@@ -379,6 +436,18 @@ pub async fn wait_until_replicated(topic: &str, expected: usize) -> Vec<Consumed
         (records.len() == expected).then_some(records)
     })
     .await
+}
+
+/// Where a group positioned at source offset `committed` must continue on the target,
+/// worked out from what confluent-kafka reads on both sides (read_committed): the target
+/// offset of the first source record at or after `committed`, or the position after the
+/// last target record when the group has read everything.
+pub fn expected_target_offset(source: &[ConsumedRecord], target: &[ConsumedRecord], committed: i64) -> i64 {
+    assert_eq!(source.len(), target.len(), "both sides hold the same records");
+    match source.iter().position(|r| r.offset >= committed) {
+        Some(index) => target[index].offset,
+        None => target.last().map_or(0, |r| r.offset + 1),
+    }
 }
 
 /// Polls `check` (bounded by `timeout`, every 250 ms) until it returns `Some`.

@@ -133,7 +133,7 @@ impl Replicator {
                 // where the batches as they came pass: fetch them again, uncoalesced.
                 state.coalesce = false;
                 state.rewind();
-                tracing::warn!(flow, topic = %topic, partition, offset, %error, "the target refuses a batch as too large; this partition's batches are forwarded as they came from now on (no coalescing)");
+                tracing::warn!(flow, topic = %topic, partition, offset, %error, "the target refuses a coalesced batch as too large (its max.message.bytes is below what kferry built); this partition's batches are forwarded as they came from now on");
             }
             Some(PartitionFailure::Refused { error, offset, .. }) => {
                 let news = state.stop(error.to_string(), true, now);

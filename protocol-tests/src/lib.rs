@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod fake;
+pub mod multi;
 pub mod secure;
 
 use base64::Engine;

@@ -214,20 +214,23 @@ set_enabled() {
   call_api "$api" POST "/proxies/$proxy" "{\"enabled\":$enabled}" 200
 }
 
+# The API port of WAN NAME after checking that it runs and has a proxy I.
+checked_api() {
+  check_name "$1"
+  check_index "$1" "$2"
+  api_port_of "$1"
+}
+
 cut_proxy() {
   local name="$1" i="$2" api
-  check_name "$name"
-  api="$(api_port_of "$name")"
-  check_index "$name" "$i"
+  api="$(checked_api "$name" "$i")"
   set_enabled "$api" "$name-$i" false
   log "WAN $name: proxy $i cut (connections reset, new ones refused)"
 }
 
 blackhole() {
   local name="$1" i="$2" api stream
-  check_name "$name"
-  api="$(api_port_of "$name")"
-  check_index "$name" "$i"
+  api="$(checked_api "$name" "$i")"
   for stream in upstream downstream; do
     call_api "$api" DELETE "/proxies/$name-$i/toxics/blackhole_$stream" "" "204 404"
     call_api "$api" POST "/proxies/$name-$i/toxics" \
@@ -238,9 +241,7 @@ blackhole() {
 
 restore() {
   local name="$1" i="$2" api stream
-  check_name "$name"
-  api="$(api_port_of "$name")"
-  check_index "$name" "$i"
+  api="$(checked_api "$name" "$i")"
   for stream in upstream downstream; do
     call_api "$api" DELETE "/proxies/$name-$i/toxics/blackhole_$stream" "" "204 404"
   done

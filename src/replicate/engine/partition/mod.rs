@@ -44,9 +44,6 @@ impl Pending {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Stall {
     pub(super) reason: String,
-    /// Whether an operator must act (a refused or corrupt batch, a source reset under the
-    /// `fail` policy) rather than a transient cause (no leader, not enough replicas).
-    pub(super) needs_operator: bool,
     pub(super) retry_at: Instant,
     /// Failures in a row; sets the backoff of transient stalls.
     pub(super) failures: u32,
@@ -224,7 +221,7 @@ impl PartitionState {
         } else {
             (FIRST_RETRY_BACKOFF * 2u32.saturating_pow(failures.min(8) - 1)).min(MAX_RETRY_BACKOFF)
         };
-        self.stall = Some(Stall { reason, needs_operator, retry_at: now + wait, failures });
+        self.stall = Some(Stall { reason, retry_at: now + wait, failures });
         news
     }
 

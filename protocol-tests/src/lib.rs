@@ -467,7 +467,9 @@ where
 }
 
 /// A `kferry` process started by a test; killed when dropped, also when the test fails.
-/// Its output is drained as it comes (a full pipe would block the process).
+/// Its output is drained as it comes (a full pipe would block the process); with
+/// `KFERRY_TEST_LOG_DIR` set, each process's output is also kept in a file there once it
+/// ends, to read what a failed test's kferry said.
 pub struct Kferry {
     child: tokio::process::Child,
     config: PathBuf,
@@ -514,7 +516,15 @@ impl Kferry {
             .spawn()
             .expect("kferry starts");
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-        let output = tokio::spawn(async move { tokio::join!(drain(stdout), drain(stderr)) });
+        let keep = std::env::var_os("KFERRY_TEST_LOG_DIR")
+            .map(|dir| PathBuf::from(dir).join(format!("{}.log", unique_name(&format!("kferry-{command}")))));
+        let output = tokio::spawn(async move {
+            let (stdout, stderr) = tokio::join!(drain(stdout), drain(stderr));
+            if let Some(path) = keep {
+                let _ = std::fs::write(path, format!("{stderr}\n---- stdout ----\n{stdout}"));
+            }
+            (stdout, stderr)
+        });
         Self { child, config, output }
     }
 

@@ -101,6 +101,9 @@ pub struct Totals {
     pub lost: u64,
 }
 
+/// Source topics to replicate and the target topic of each, as topic sync plans them.
+pub type TopicPlan = BTreeMap<String, String>;
+
 /// The progress group of a flow on its target: the committed offsets of this group are
 /// the next source offsets to replicate, keyed by target topic and partition.
 pub fn progress_group(flow: &FlowConfig) -> String {
@@ -116,8 +119,9 @@ pub struct Replicator {
     flow: FlowConfig,
     source: Arc<Cluster>,
     target: Arc<Cluster>,
-    /// Replicated source topics and their target names, as topic sync last planned them.
-    topics: watch::Receiver<BTreeMap<String, String>>,
+    /// Replicated source topics and their target names, as topic sync last planned them;
+    /// `None` until its first plan.
+    topics: watch::Receiver<Option<TopicPlan>>,
     transactional_id: String,
     progress_group: String,
     /// Where the flow's offset map is persisted on the target.
@@ -128,7 +132,12 @@ pub struct Replicator {
     state_sequence: i32,
     /// Whether the progress and offset maps were read back from the target yet.
     loaded: bool,
+    /// The partitions replicated now.
     partitions: BTreeMap<SourcePartition, PartitionState>,
+    /// Partitions with progress on the target that topic sync does not plan now (not yet,
+    /// at start, or no longer): kept so that they resume at their progress, never at the
+    /// flow's `start`, when they are replicated again.
+    parked: BTreeMap<SourcePartition, PartitionState>,
     brokers: BTreeMap<i32, BrokerFetcher>,
     fetches: JoinSet<FetchAnswer>,
     /// Which broker each fetch task asks, to recover from a task that was lost.
@@ -146,7 +155,7 @@ impl Replicator {
         flow: &FlowConfig,
         source: Arc<Cluster>,
         target: Arc<Cluster>,
-        topics: watch::Receiver<BTreeMap<String, String>>,
+        topics: watch::Receiver<Option<TopicPlan>>,
     ) -> Self {
         Self {
             transactional_id: transactional_id(flow),
@@ -160,6 +169,7 @@ impl Replicator {
             state_sequence: 0,
             loaded: false,
             partitions: BTreeMap::new(),
+            parked: BTreeMap::new(),
             brokers: BTreeMap::new(),
             fetches: JoinSet::new(),
             fetch_brokers: BTreeMap::new(),

@@ -46,8 +46,9 @@ impl Replicator {
     }
 
     /// Reads progress and offset maps back; every partition then resumes from its
-    /// committed progress. Partitions not in the progress group keep the start position
-    /// they were given (it is committed with the next round).
+    /// committed progress (those not replicated now are parked with it). Partitions not in
+    /// the progress group keep the start position they were given (it is committed with
+    /// the next round).
     async fn load_state(&mut self) -> Result<(), StepError> {
         let mut maps = state::load(&self.target, &self.state_topic).await?;
         let progress = state::read_progress(&self.target, &self.progress_group).await?;
@@ -56,11 +57,17 @@ impl Replicator {
             if let Some((_, map)) = maps.remove(&p.source) {
                 partition.offset_map = map;
             }
-            if let Some(old) = self.partitions.get(&p.source) {
-                partition.source_topic_id = old.source_topic_id;
-                partition.coalesce = old.coalesce;
+            match self.partitions.get(&p.source) {
+                Some(old) => {
+                    partition.source_topic_id = old.source_topic_id;
+                    partition.coalesce = old.coalesce;
+                    self.partitions.insert(p.source, partition);
+                }
+                // Tracking moves it in once topic sync plans its topic.
+                None => {
+                    self.parked.insert(p.source, partition);
+                }
             }
-            self.partitions.insert(p.source, partition);
         }
         for partition in self.partitions.values_mut().filter(|p| !p.committed_on_target) {
             partition.rewind();

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use super::partition::{PartitionState, SourcePartition};
-use super::Replicator;
+use super::{Replicator, TopicPlan};
 use crate::client::{ClientError, Isolation, OffsetSpec};
 use crate::config::{OnSourceReset, StartPosition};
 
@@ -23,12 +23,33 @@ impl Replicator {
         if self.producer.is_none() || self.tracked_at.is_some_and(|at| at.elapsed() < TRACK_EVERY) {
             return;
         }
+        // Before topic sync's first plan nothing is known to be dropped or added.
+        let Some(topics) = self.topics.borrow().clone() else { return };
         self.tracked_at = Some(Instant::now());
-        let topics = self.topics.borrow().clone();
-        self.partitions.retain(|(topic, _), _| topics.contains_key(topic));
+        self.park_unplanned(&topics);
         for (source_topic, target_topic) in &topics {
             if let Err(error) = self.track_topic(source_topic, target_topic).await {
                 tracing::warn!(flow = %self.name(), topic = %source_topic, %error, "cannot look at the source topic now; its new partitions wait");
+            }
+        }
+    }
+
+    /// Parks the partitions of topics no longer planned, with their committed progress
+    /// (what was fetched beyond it is dropped). One in a round waits for the round's
+    /// outcome, so the progress it parks with is the one on the target.
+    fn park_unplanned(&mut self, topics: &TopicPlan) {
+        let unplanned: Vec<SourcePartition> = self
+            .partitions
+            .iter()
+            .filter(|((topic, _), state)| !topics.contains_key(topic) && !state.in_round)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in unplanned {
+            let mut state = self.partitions.remove(&key).expect("listed above");
+            state.rewind();
+            state.fetching = false;
+            if state.committed_on_target {
+                self.parked.insert(key, state);
             }
         }
     }
@@ -49,6 +70,11 @@ impl Replicator {
                     self.source_reset(&key, reason, Some(new_id)).await?;
                 }
                 Some(_) => {}
+                None if self.parked.get(&key).is_some_and(|p| p.target_topic == *target_topic) => {
+                    let state = self.parked.remove(&key).expect("checked");
+                    tracing::debug!(flow = %self.name(), topic = %source_topic, partition, offset = state.committed, "partition resumes at its progress");
+                    self.partitions.insert(key, state);
+                }
                 None => {
                     // One partition that cannot be placed now (its leader unreachable) waits;
                     // the topic's others start.

@@ -342,7 +342,7 @@ pub async fn run_mirror_client(program: &str, args: &[&str]) -> String {
         .spawn()
         .expect("java runs");
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let output = tokio::spawn(async move { tokio::join!(drain(stdout), drain(stderr)) });
+    let output = tokio::spawn(async move { tokio::join!(drain(stdout, None), drain(stderr, None)) });
     let timeout = Duration::from_secs(60);
     let status = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(status) => status.expect("Java exit status"),
@@ -468,18 +468,29 @@ where
 
 /// A `kferry` process started by a test; killed when dropped, also when the test fails.
 /// Its output is drained as it comes (a full pipe would block the process); with
-/// `KFERRY_TEST_LOG_DIR` set, each process's output is also kept in a file there once it
-/// ends, to read what a failed test's kferry said.
+/// `KFERRY_TEST_LOG_DIR` set, each process's stderr and stdout are also written to files
+/// there (`.log`, `.out`) as they come, to read what a failed test's kferry said
+/// (`KFERRY_TEST_KFERRY_LOG`, e.g. `kferry=debug`, sets their log filter).
 pub struct Kferry {
     child: tokio::process::Child,
     config: PathBuf,
     output: tokio::task::JoinHandle<(String, String)>,
 }
 
-async fn drain(stream: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
+/// Reads a stream to its end; with `keep`, also writes what comes to that file as it
+/// comes (so it is there even when the test panics and the process is killed).
+async fn drain(stream: Option<impl tokio::io::AsyncRead + Unpin>, keep: Option<PathBuf>) -> String {
+    use std::io::Write as _;
     let mut text = Vec::new();
+    let mut file = keep.and_then(|path| std::fs::File::create(path).ok());
     if let Some(mut stream) = stream {
-        let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut text).await;
+        let mut chunk = [0u8; 8192];
+        while let Ok(n @ 1..) = tokio::io::AsyncReadExt::read(&mut stream, &mut chunk).await {
+            text.extend_from_slice(&chunk[..n]);
+            if let Some(file) = file.as_mut() {
+                let _ = file.write_all(&chunk[..n]);
+            }
+        }
     }
     String::from_utf8_lossy(&text).into_owned()
 }
@@ -508,7 +519,7 @@ impl Kferry {
             .args([command, "--config"])
             .arg(&config)
             .args(extra)
-            .env("KFERRY_LOG", "info")
+            .env("KFERRY_LOG", std::env::var("KFERRY_TEST_KFERRY_LOG").unwrap_or_else(|_| "info".into()))
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -517,14 +528,10 @@ impl Kferry {
             .expect("kferry starts");
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let keep = std::env::var_os("KFERRY_TEST_LOG_DIR")
-            .map(|dir| PathBuf::from(dir).join(format!("{}.log", unique_name(&format!("kferry-{command}")))));
-        let output = tokio::spawn(async move {
-            let (stdout, stderr) = tokio::join!(drain(stdout), drain(stderr));
-            if let Some(path) = keep {
-                let _ = std::fs::write(path, format!("{stderr}\n---- stdout ----\n{stdout}"));
-            }
-            (stdout, stderr)
-        });
+            .map(|dir| PathBuf::from(dir).join(unique_name(&format!("kferry-{command}"))));
+        let (keep_out, keep_err) =
+            (keep.as_ref().map(|p| p.with_extension("out")), keep.as_ref().map(|p| p.with_extension("log")));
+        let output = tokio::spawn(async move { tokio::join!(drain(stdout, keep_out), drain(stderr, keep_err)) });
         Self { child, config, output }
     }
 

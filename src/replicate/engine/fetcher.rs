@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::super::coalesce::{coalesce, Coalesced};
 use super::super::forward;
+use super::partition::SourcePartition;
 use crate::client::{
     ClientError, Cluster, FetchSession, FetchedPartition, Isolation, PartitionFetch, PartitionFetched,
 };
@@ -128,13 +129,19 @@ impl super::Replicator {
         let cap = (fetch_budget / self.partitions.len().max(1)).clamp(MIN_PARTITION_FETCH_BYTES, PARTITION_FETCH_BYTES);
         let now = Instant::now();
         let mut by_leader: std::collections::BTreeMap<i32, Vec<PartitionFetch>> = Default::default();
+        let mut leaderless = Vec::new();
         for (key, state) in &self.partitions {
             if !state.wants_fetch(now, cap) {
                 continue;
             }
-            let Ok(info) = self.source.topic(&key.0).await else { continue };
+            // One attempt: a metadata failure skips the partition this pass, it never
+            // blocks the scheduler.
+            let Ok(info) = self.source.topic_once(&key.0).await else { continue };
             let Some(meta) = info.partitions.get(&key.1) else { continue };
-            let Some(leader) = meta.leader else { continue };
+            let Some(leader) = meta.leader else {
+                leaderless.push(key.clone());
+                continue;
+            };
             if !self.brokers.entry(leader).or_default().ready(now) {
                 continue;
             }
@@ -147,6 +154,7 @@ impl super::Replicator {
                 max_bytes: cap as i32,
             });
         }
+        self.hold_leaderless(leaderless, now);
         let leaders = by_leader.len().max(1);
         for (leader, partitions) in by_leader {
             let max_bytes = i32::try_from((room / leaders).min(cap * partitions.len()).max(MIN_PARTITION_FETCH_BYTES))
@@ -159,6 +167,21 @@ impl super::Replicator {
             let fetcher = self.brokers.entry(leader).or_default();
             let id = fetcher.launch(&mut self.fetches, &self.source, leader, partitions, max_bytes);
             self.fetch_brokers.insert(id, leader);
+        }
+    }
+
+    /// Source partitions without a leader (their broker down, an election under way) wait
+    /// with backoff, reported once, while the metadata is asked again.
+    fn hold_leaderless(&mut self, leaderless: Vec<SourcePartition>, now: Instant) {
+        if leaderless.is_empty() {
+            return;
+        }
+        self.source.invalidate_metadata();
+        for key in leaderless {
+            let Some(state) = self.partitions.get_mut(&key) else { continue };
+            if state.stop("the source partition has no leader".into(), false, now) {
+                tracing::warn!(flow = %self.flow.name(), topic = %key.0, partition = key.1, "source partition has no leader; it waits (retried with backoff), the others go on");
+            }
         }
     }
 

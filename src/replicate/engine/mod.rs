@@ -138,6 +138,9 @@ pub struct Replicator {
     /// at start, or no longer): kept so that they resume at their progress, never at the
     /// flow's `start`, when they are replicated again.
     parked: BTreeMap<SourcePartition, PartitionState>,
+    /// New partitions whose start position is being resolved, and those tasks.
+    placing: std::collections::BTreeSet<SourcePartition>,
+    placements: JoinSet<tracking::Placement>,
     brokers: BTreeMap<i32, BrokerFetcher>,
     fetches: JoinSet<FetchAnswer>,
     /// Which broker each fetch task asks, to recover from a task that was lost.
@@ -170,6 +173,8 @@ impl Replicator {
             loaded: false,
             partitions: BTreeMap::new(),
             parked: BTreeMap::new(),
+            placing: Default::default(),
+            placements: JoinSet::new(),
             brokers: BTreeMap::new(),
             fetches: JoinSet::new(),
             fetch_brokers: BTreeMap::new(),
@@ -231,6 +236,7 @@ impl Replicator {
         self.launch_round();
         tokio::select! {
             Some(joined) = self.fetches.join_next_with_id(), if !self.fetches.is_empty() => self.on_fetched(joined).await,
+            Some(joined) = self.placements.join_next(), if !self.placements.is_empty() => self.on_placed(joined),
             joined = async { self.round.as_mut().expect("guarded").await }, if self.round.is_some() => {
                 self.round = None;
                 return self.on_round(joined);
@@ -245,6 +251,7 @@ impl Replicator {
     /// Stops fetching and gives the round in flight a moment to end.
     async fn shutdown(&mut self) {
         self.fetches.abort_all();
+        self.placements.abort_all();
         if let Some(mut round) = self.round.take() {
             match tokio::time::timeout(STOP_GRACE, &mut round).await {
                 Ok(joined) => {

@@ -298,14 +298,15 @@ async fn send_once(context: &Context, works: &mut [Work], pending: &[usize]) {
     let mut by_leader: BTreeMap<i32, (Arc<Messenger>, Vec<usize>)> = BTreeMap::new();
     for &i in pending {
         let work = &mut works[i];
-        match context.target.topic(&work.topic).await {
+        // One attempt each: this loop retries per partition, within its budgets.
+        match context.target.topic_once(&work.topic).await {
             Ok(info) => work.topic_id = info.id,
             Err(e) => {
                 work.failed = Some(classify_lookup(e));
                 continue;
             }
         }
-        match context.target.leader(&work.topic, work.partition).await {
+        match context.target.leader_once(&work.topic, work.partition).await {
             Ok((leader, _)) => {
                 let node = leader.broker().node_id.unwrap_or(-1);
                 by_leader.entry(node).or_insert_with(|| (leader, Vec::new())).1.push(i);

@@ -5,11 +5,12 @@
 //! handled by the flow's `on_source_reset` policy. A topic that cannot be looked at now is
 //! skipped and looked at again later: it never holds back the others.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::partition::{PartitionState, SourcePartition};
 use super::{Replicator, TopicPlan};
-use crate::client::{ClientError, Isolation, OffsetSpec};
+use crate::client::{ClientError, Cluster, Isolation, OffsetSpec};
 use crate::config::{OnSourceReset, StartPosition};
 
 /// How often the replicated partitions are compared with the plan and the source's
@@ -56,7 +57,7 @@ impl Replicator {
 
     async fn track_topic(&mut self, source_topic: &str, target_topic: &str) -> Result<(), ClientError> {
         let info = self.source.topic(source_topic).await?;
-        let (mut started, mut unplaced) = (0, 0);
+        let mut placing = 0;
         for &partition in info.partitions.keys() {
             let key = (source_topic.to_string(), partition);
             match self.partitions.get_mut(&key) {
@@ -75,47 +76,53 @@ impl Replicator {
                     tracing::debug!(flow = %self.name(), topic = %source_topic, partition, offset = state.committed, "partition resumes at its progress");
                     self.partitions.insert(key, state);
                 }
+                None if self.placing.contains(&key) => {}
                 None => {
-                    // One partition that cannot be placed now (its leader unreachable) waits;
-                    // the topic's others start.
-                    let start = match self.start_position(source_topic, partition).await {
-                        Ok(start) => start,
-                        Err(error) => {
-                            tracing::debug!(flow = %self.name(), topic = %source_topic, partition, %error, "cannot find the start position now; retried");
-                            unplaced += 1;
-                            continue;
-                        }
-                    };
-                    tracing::debug!(flow = %self.name(), topic = %source_topic, partition, offset = start, "partition starts");
-                    let state = PartitionState::new(target_topic.to_string(), info.id, start);
-                    self.partitions.insert(key, state);
-                    started += 1;
+                    // Resolved in a task of its own: a partition whose leader cannot answer
+                    // (a broker cut off) waits without holding up the scheduler or the
+                    // topic's other partitions.
+                    self.placing.insert(key.clone());
+                    let (source, start, flow) = (Arc::clone(&self.source), self.flow.start, self.name());
+                    let (topic, target) = (source_topic.to_string(), target_topic.to_string());
+                    let id = info.id;
+                    self.placements.spawn(async move {
+                        let offset = start_position(&flow, &source, start, &topic, partition).await;
+                        Placement { source: (topic, partition), target_topic: target, source_topic_id: id, offset }
+                    });
+                    placing += 1;
                 }
             }
         }
-        if started > 0 {
-            tracing::info!(flow = %self.name(), topic = %source_topic, partitions = started, start = ?self.flow.start, "replication of new partitions starts");
-        }
-        if unplaced > 0 {
-            // Looked at again at the next tracking pass, a few seconds from now.
-            self.source.invalidate_metadata();
-            tracing::warn!(flow = %self.name(), topic = %source_topic, partitions = unplaced, "partitions wait for their start position: the source cannot answer for them now");
+        if placing > 0 {
+            tracing::info!(flow = %self.name(), topic = %source_topic, partitions = placing, start = ?self.flow.start, "replication of new partitions starts");
         }
         Ok(())
     }
 
-    async fn start_position(&self, topic: &str, partition: i32) -> Result<i64, ClientError> {
-        let spec = match self.flow.start {
-            StartPosition::Earliest => OffsetSpec::Earliest,
-            StartPosition::Latest => OffsetSpec::Latest,
-            StartPosition::Timestamp(ms) => OffsetSpec::Timestamp(ms),
+    /// A new partition's start position was found (it starts replicating), or the source
+    /// refused it for a reason retrying does not cure (an authorization error): tried again
+    /// at the next tracking pass.
+    pub(super) fn on_placed(&mut self, joined: Result<Placement, tokio::task::JoinError>) {
+        let Ok(placement) = joined else {
+            // A lost task (a panic): every partition waiting is placed afresh next pass.
+            self.placing.clear();
+            return;
         };
-        let offset = self.source.list_offset(topic, partition, spec, Isolation::ReadCommitted).await?;
-        if offset >= 0 {
-            return Ok(offset);
+        let Placement { source, target_topic, source_topic_id, offset } = placement;
+        self.placing.remove(&source);
+        let planned = self.topics.borrow().as_ref().is_some_and(|t| t.get(&source.0) == Some(&target_topic));
+        if !planned || self.partitions.contains_key(&source) {
+            return;
         }
-        // No record at or after the timestamp yet: start at the end.
-        self.source.list_offset(topic, partition, OffsetSpec::Latest, Isolation::ReadCommitted).await
+        match offset {
+            Ok(start) => {
+                tracing::debug!(flow = %self.name(), topic = %source.0, partition = source.1, offset = start, "replication of a new partition starts");
+                self.partitions.insert(source, PartitionState::new(target_topic, source_topic_id, start));
+            }
+            Err(error) => {
+                tracing::error!(flow = %self.name(), topic = %source.0, partition = source.1, %error, "the source refuses the partition's start position; tried again at the next tracking pass");
+            }
+        }
     }
 
     /// The source answered OFFSET_OUT_OF_RANGE at the partition's fetch position: either
@@ -170,4 +177,75 @@ impl Replicator {
         }
         Ok(())
     }
+}
+
+/// A new partition's start position, resolved off the scheduler's loop.
+pub(super) struct Placement {
+    source: SourcePartition,
+    target_topic: String,
+    source_topic_id: uuid::Uuid,
+    offset: Result<i64, ClientError>,
+}
+
+/// First pause after a start position could not be found; doubled up to [`MAX_PLACE_BACKOFF`].
+const FIRST_PLACE_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_PLACE_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Where a partition without progress starts, per the flow's `start`: asked until the
+/// source answers (the task is dropped when the flow stops). The first failure is logged
+/// at once, naming the partition and the broker, so a partition that waits is never silent.
+async fn start_position(
+    flow: &str,
+    source: &Cluster,
+    start: StartPosition,
+    topic: &str,
+    partition: i32,
+) -> Result<i64, ClientError> {
+    let (mut backoff, mut attempt) = (FIRST_PLACE_BACKOFF, 0u32);
+    loop {
+        attempt = attempt.saturating_add(1);
+        match start_position_once(source, start, topic, partition).await {
+            Ok(offset) => {
+                if attempt > 1 {
+                    tracing::info!(
+                        flow,
+                        topic,
+                        partition,
+                        offset,
+                        attempts = attempt,
+                        "the source answered: the partition starts"
+                    );
+                }
+                return Ok(offset);
+            }
+            Err(error) if error.is_retriable() => {
+                if attempt == 1 {
+                    tracing::warn!(flow, topic, partition, %error, "partition waits for its start position: the source cannot answer for it now; retried with backoff");
+                }
+                source.invalidate_metadata();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_PLACE_BACKOFF);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+async fn start_position_once(
+    source: &Cluster,
+    start: StartPosition,
+    topic: &str,
+    partition: i32,
+) -> Result<i64, ClientError> {
+    let spec = match start {
+        StartPosition::Earliest => OffsetSpec::Earliest,
+        StartPosition::Latest => OffsetSpec::Latest,
+        StartPosition::Timestamp(ms) => OffsetSpec::Timestamp(ms),
+    };
+    let offset = source.list_offset_once(topic, partition, spec, Isolation::ReadCommitted).await?;
+    if offset >= 0 {
+        return Ok(offset);
+    }
+    // No record at or after the timestamp yet: start at the end.
+    source.list_offset_once(topic, partition, OffsetSpec::Latest, Isolation::ReadCommitted).await
 }

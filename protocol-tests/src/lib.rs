@@ -484,12 +484,13 @@ async fn drain(stream: Option<impl tokio::io::AsyncRead + Unpin>, keep: Option<P
     let mut text = Vec::new();
     let mut file = keep.and_then(|path| std::fs::File::create(path).ok());
     if let Some(mut stream) = stream {
-        let mut chunk = [0u8; 8192];
-        while let Ok(n @ 1..) = tokio::io::AsyncReadExt::read(&mut stream, &mut chunk).await {
-            text.extend_from_slice(&chunk[..n]);
+        let mut chunk = Vec::with_capacity(8192);
+        while let Ok(1..) = tokio::io::AsyncReadExt::read_buf(&mut stream, &mut chunk).await {
+            text.extend_from_slice(&chunk);
             if let Some(file) = file.as_mut() {
-                let _ = file.write_all(&chunk[..n]);
+                let _ = file.write_all(&chunk);
             }
+            chunk.clear();
         }
     }
     String::from_utf8_lossy(&text).into_owned()

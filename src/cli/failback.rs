@@ -24,6 +24,8 @@ pub(super) struct FailbackArgs<'a> {
     pub(super) timeout: Duration,
     pub(super) json: bool,
     pub(super) export_dir: &'a Path,
+    /// Recreating compact-only topics is confirmed (`--yes`).
+    pub(super) yes: bool,
 }
 
 pub(super) async fn failback(config: &Config, args: FailbackArgs<'_>) -> Result<(), Failure> {
@@ -71,6 +73,16 @@ async fn start(
     // A failback already under way is resumed, never planned again (that would delete or
     // copy a second time); so a record that cannot be read stops here.
     let in_progress = match marker::read(primary, &reverse.name()).await {
+        Ok(Some(record)) if record.state == FlowState::FailingOver => {
+            eprintln!(
+                "error: flow {}: a `kferry failback --complete` was interrupted after it began fencing the reverse flow {}; \
+                 run `kferry failback --flow {} --complete` again to finish it",
+                flow.name(),
+                reverse.name(),
+                flow.name()
+            );
+            return false;
+        }
         Ok(record) => record.filter(|r| r.state == FlowState::Active),
         Err(e) => {
             eprintln!("error: flow {}: {e}", reverse.name());
@@ -103,6 +115,9 @@ async fn start(
         return true;
     }
     print(&plan, args.json);
+    if !plan.recreate.is_empty() && !confirmed(&plan, args.yes) {
+        return false;
+    }
     if let Err(e) = failback::prepare(flow, &plan, primary, secondary).await {
         eprintln!("error: {e}");
         return false;
@@ -114,6 +129,34 @@ async fn start(
         flow.name()
     );
     run_reverse_flow(config, &reverse, primary).await
+}
+
+/// Whether the operator confirmed that the plan deletes and recreates its compact-only
+/// topics: `--yes`, or `yes` typed at the prompt on a terminal. Nothing is changed before.
+fn confirmed(plan: &failback::FailbackPlan, yes: bool) -> bool {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return true;
+    }
+    let topics: Vec<&str> = plan.recreate.iter().map(|t| t.topic.as_str()).collect();
+    if !std::io::stdin().is_terminal() {
+        eprintln!(
+            "error: flow {}: reset deletes and recreates the compact-only topics {} on the primary (see the plan); \
+             nothing was changed. Rerun with --yes to confirm",
+            plan.flow,
+            topics.join(", ")
+        );
+        return false;
+    }
+    eprint!("reset deletes and recreates {} on the primary; type yes to go on: ", topics.join(", "));
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if answer.trim() == "yes" {
+        return true;
+    }
+    eprintln!("error: not confirmed; nothing was changed");
+    false
 }
 
 /// Runs the reverse flow until a signal, or until `--complete` fences it (a success).
@@ -130,7 +173,8 @@ async fn run_reverse_flow(config: &Config, reverse: &FlowConfig, primary: &Clust
         ended = &mut running => ended,
         _ = super::run::wait_for_signal() => {
             stop.send_replace(true);
-            running.await
+            // Within 5 s of SIGTERM, as `kferry run`.
+            tokio::time::timeout(super::run::SHUTDOWN_GRACE, running).await.unwrap_or(false)
         }
     };
     match marker::read(primary, &reverse.name()).await {

@@ -117,6 +117,10 @@ enum Command {
         /// Where incremental failback writes the divergent records.
         #[arg(long, default_value = ".")]
         export_dir: PathBuf,
+        /// Confirms, without a prompt, that reset deletes and recreates the compact-only
+        /// topics its plan lists (`_schemas`, `connect-*`).
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -152,14 +156,14 @@ pub fn main() -> ExitCode {
                 let timeout = std::time::Duration::from_secs(timeout);
                 failover::failover(&load(&config)?, &flow, mode, dry_run, timeout, json).await
             }
-            Command::Failback { config, flow, mode, complete: _, dry_run, timeout, json, export_dir } => {
+            Command::Failback { config, flow, mode, complete: _, dry_run, timeout, json, export_dir, yes } => {
                 let mode = mode.map(|m| match m {
                     FailbackModeArg::Reset => FailbackMode::Reset,
                     FailbackModeArg::Incremental => FailbackMode::Incremental,
                 });
                 let timeout = std::time::Duration::from_secs(timeout);
                 let args =
-                    failback::FailbackArgs { flow: &flow, mode, dry_run, timeout, json, export_dir: &export_dir };
+                    failback::FailbackArgs { flow: &flow, mode, dry_run, timeout, json, export_dir: &export_dir, yes };
                 failback::failback(&load(&config)?, args).await
             }
             Command::Offsets { config, group, json } => offsets::offsets(&load(&config)?, group.as_deref(), json).await,

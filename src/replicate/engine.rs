@@ -287,7 +287,6 @@ impl Replicator {
     /// InitProducerId (fencing an earlier instance with the same transactional id) and
     /// positions from the committed progress.
     async fn start_producer(&mut self) -> Result<(), CycleError> {
-        self.check_not_failed_over().await?;
         if self.transactional() {
             self.check_transaction_apis().await?;
         }
@@ -296,6 +295,10 @@ impl Replicator {
             Ok(producer) => producer,
             Err(error) => return Err(self.classify_init_error(error)),
         };
+        // Disaster recovery (issue 14): read the failover record *after* InitProducerId. A
+        // failover marks the flow before it fences: a producer initialised after the fence
+        // sees the mark here and stops instead of writing.
+        self.check_not_failed_over().await?;
         tracing::info!(flow = %self.name(), producer_id = producer.id, epoch = producer.epoch, delivery = %self.flow.delivery, "producer ready on the target");
         state::ensure_topic(&self.target, &self.state_topic).await?;
         // Continue the persisted map, so segments go on growing across restarts.
@@ -316,7 +319,8 @@ impl Replicator {
     async fn check_not_failed_over(&self) -> Result<(), CycleError> {
         let fatal = |e| CycleError::Fatal(Box::new(e));
         match marker::read(&self.target, &self.name()).await {
-            Ok(Some(record)) if record.state == FlowState::FailedOver => Err(fatal(ReplicateError::FailedOver {
+            // Failing over counts: the failover has begun and its fence may come next.
+            Ok(Some(record)) if record.state != FlowState::Active => Err(fatal(ReplicateError::FailedOver {
                 flow: self.name(),
                 target: self.flow.target.clone(),
                 topic: marker::FAILOVER_TOPIC,

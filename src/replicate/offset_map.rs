@@ -69,6 +69,14 @@ impl OffsetMap {
         }
     }
 
+    /// Removes the segment starting at `source_start` (a tombstone read back from the state
+    /// topic); nothing if there is none.
+    pub fn remove(&mut self, source_start: i64) {
+        if let Ok(index) = self.segments.binary_search_by_key(&source_start, |s| s.source_start) {
+            self.segments.remove(index);
+        }
+    }
+
     /// The target offset a consumer positioned at source offset `source` (the next record
     /// to read) continues from: the target offset of the first replicated record at or
     /// after it, so nothing is read twice or skipped. `None` beyond what is replicated.

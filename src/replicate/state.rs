@@ -4,8 +4,10 @@
 //!
 //! One record per segment: key `<source topic>/<partition>/<source start>` (topic names
 //! cannot hold `/`), value `<target topic> <source end> <target start>` in ASCII. A growing
-//! segment is written again under the same key; compaction keeps the newest. Group-offset
-//! translation and failover read the topic back with [`load`].
+//! segment is written again under the same key; compaction keeps the newest. A segment
+//! that no longer describes the target's records (a failback deleted them) is removed by a
+//! tombstone (its key, no value). Group-offset translation and failover read the topic back
+//! with [`load`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -37,14 +39,21 @@ pub fn encode_segment(source: &SourcePartition, target_topic: &str, segment: &Se
     )
 }
 
-/// A state record back into a segment; `None` for a record kferry did not write.
-pub fn decode_segment(key: &[u8], value: &[u8]) -> Option<(SourcePartition, String, Segment)> {
+/// A state record's key back into the source partition and segment start; `None` for a
+/// key kferry did not write.
+pub fn decode_segment_key(key: &[u8]) -> Option<(SourcePartition, i64)> {
     let key = std::str::from_utf8(key).ok()?;
-    let value = std::str::from_utf8(value).ok()?;
     let mut key_parts = key.rsplitn(3, '/');
     let source_start = key_parts.next()?.parse().ok()?;
     let partition = key_parts.next()?.parse().ok()?;
     let topic = key_parts.next()?.to_string();
+    Some(((topic, partition), source_start))
+}
+
+/// A state record back into a segment; `None` for a record kferry did not write.
+pub fn decode_segment(key: &[u8], value: &[u8]) -> Option<(SourcePartition, String, Segment)> {
+    let ((topic, partition), source_start) = decode_segment_key(key)?;
+    let value = std::str::from_utf8(value).ok()?;
     let mut value_parts = value.split(' ');
     let target_topic = value_parts.next()?.to_string();
     let source_end = value_parts.next()?.parse().ok()?;
@@ -92,6 +101,13 @@ pub async fn read_progress(target: &Cluster, progress_group: &str) -> Result<Vec
 pub fn state_batch(segments: &[(SourcePartition, String, Segment)], timestamp: i64) -> RecordBatch {
     let records: Vec<(String, String)> = segments.iter().map(|(s, t, seg)| encode_segment(s, t, seg)).collect();
     let refs: Vec<KeyValueRef<'_>> = records.iter().map(|(k, v)| (Some(k.as_bytes()), Some(v.as_bytes()))).collect();
+    build_batch(&refs, timestamp)
+}
+
+/// A batch of tombstones removing `segments` from the state topic.
+pub fn tombstone_batch(segments: &[(SourcePartition, String, Segment)], timestamp: i64) -> RecordBatch {
+    let keys: Vec<String> = segments.iter().map(|(s, t, seg)| encode_segment(s, t, seg).0).collect();
+    let refs: Vec<KeyValueRef<'_>> = keys.iter().map(|k| (Some(k.as_bytes()), None)).collect();
     build_batch(&refs, timestamp)
 }
 
@@ -144,11 +160,20 @@ impl StateReader {
     /// that does not exist yet (no data replicated) leaves the maps empty.
     pub async fn catch_up(&mut self, target: &Cluster) -> Result<&OffsetMaps, ClientError> {
         let maps = &mut self.maps;
-        let next = read_records(target, &self.topic, self.next_offset, |key, value| {
-            if let Some((source, target_topic, segment)) = decode_segment(key, value) {
-                let entry = maps.entry(source).or_insert_with(|| (target_topic.clone(), OffsetMap::default()));
-                entry.0 = target_topic;
-                entry.1.upsert(segment);
+        let next = read_records(target, &self.topic, self.next_offset, |key, value| match value {
+            Some(value) => {
+                if let Some((source, target_topic, segment)) = decode_segment(key, value) {
+                    let entry = maps.entry(source).or_insert_with(|| (target_topic.clone(), OffsetMap::default()));
+                    entry.0 = target_topic;
+                    entry.1.upsert(segment);
+                }
+            }
+            None => {
+                if let Some((source, start)) = decode_segment_key(key) {
+                    if let Some((_, map)) = maps.get_mut(&source) {
+                        map.remove(start);
+                    }
+                }
             }
         })
         .await?;
@@ -161,22 +186,27 @@ impl StateReader {
 /// records only); empty when the topic does not exist.
 pub async fn latest_values(cluster: &Cluster, topic: &str) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, ClientError> {
     let mut values = BTreeMap::new();
-    read_records(cluster, topic, None, |key, value| {
-        values.insert(key.to_vec(), value.to_vec());
+    read_records(cluster, topic, None, |key, value| match value {
+        Some(value) => {
+            values.insert(key.to_vec(), value.to_vec());
+        }
+        None => {
+            values.remove(key);
+        }
     })
     .await?;
     Ok(values)
 }
 
 /// Calls `on_record` with the key and value of every committed record of partition 0 of
-/// `topic` from `from` (the log start if `None`) to its end; records without a key or value
-/// are skipped. Returns the offset after the last one read, `None` if the topic does not
+/// `topic` from `from` (the log start if `None`) to its end (value `None`: a tombstone);
+/// records without a key are skipped. Returns the offset after the last one read, `None` if the topic does not
 /// exist.
 async fn read_records(
     cluster: &Cluster,
     topic: &str,
     from: Option<i64>,
-    mut on_record: impl FnMut(&[u8], &[u8]),
+    mut on_record: impl FnMut(&[u8], Option<&[u8]>),
 ) -> Result<Option<i64>, ClientError> {
     match cluster.topic(topic).await {
         Ok(_) => {}
@@ -208,8 +238,8 @@ async fn read_records(
             let records = uncompressed_key_values(&forwarded.batch)
                 .map_err(|e| malformed(format!("well-formed records ({e})")))?;
             for record in records {
-                if let (Some(key), Some(value)) = (record.key, record.value) {
-                    on_record(&key, &value);
+                if let Some(key) = record.key {
+                    on_record(&key, record.value.as_deref());
                 }
             }
         }

@@ -178,7 +178,8 @@ async fn run_reverse_flow(config: &Config, reverse: &FlowConfig, primary: &Clust
         }
     };
     match marker::read(primary, &reverse.name()).await {
-        Ok(Some(record)) if record.state == FlowState::FailedOver => {
+        // Failing over: `--complete` has marked the reverse flow and is fencing it.
+        Ok(Some(record)) if record.state != FlowState::Active => {
             eprintln!("reverse flow {} fenced by `failback --complete`: done", reverse.name());
             true
         }

@@ -26,6 +26,8 @@ use crate::protocol::error_code::{ErrorCode, ResponseError};
 
 /// DescribeConfigs resource type of a topic.
 const RESOURCE_TOPIC: i8 = 2;
+/// DescribeConfigs resource type of a broker.
+const RESOURCE_BROKER: i8 = 4;
 
 /// The cluster as DescribeCluster reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +179,22 @@ impl Cluster {
                 Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
+    }
+
+    /// The configs of broker `node_id` (DescribeConfigs of a BROKER resource), in the shape
+    /// of a topic's.
+    pub async fn describe_broker_configs(&self, node_id: i32) -> Result<TopicConfigs, ClientError> {
+        let request = DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(RESOURCE_BROKER)
+            .with_resource_name(StrBytes::from_string(node_id.to_string()))
+            .with_configuration_keys(None)]);
+        let (_, response) = self.request_any(&request).await?;
+        let result = response.results.into_iter().next().ok_or_else(|| ClientError::IncompleteResponse {
+            cluster: self.name().clone(),
+            what: "DescribeConfigs",
+            missing: format!("broker {node_id}"),
+        })?;
+        self.topic_configs(result).1
     }
 
     /// Every config of `topic`, with where its value comes from.

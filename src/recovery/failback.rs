@@ -399,7 +399,7 @@ pub async fn prepare(
         .collect();
     primary.commit_group_offsets(&progress_group(&reverse), &start).await.map_err(client(flow))?;
     let record = FailoverRecord::state(&reverse.name(), FlowState::Active, &format!("failback {}", plan.mode));
-    marker::write(primary, &record).await.map_err(marker_error(flow))
+    marker::write(primary, &record, flow.replication_factor).await.map_err(marker_error(flow))
 }
 
 /// Writes the divergent records (primary offsets `[from, to)` of each partition) to `path`
@@ -516,7 +516,7 @@ async fn write_segments(
     topic: &str,
     segments: &[(SourcePartition, String, Segment)],
 ) -> Result<(), FailbackError> {
-    state::ensure_topic(cluster, topic).await.map_err(client(flow))?;
+    state::ensure_topic(cluster, topic, flow.replication_factor).await.map_err(client(flow))?;
     for chunk in segments.chunks(1_000) {
         let batch = state::state_batch(chunk, marker::now_ms());
         cluster.produce(topic, 0, batch.into_bytes(), Duration::from_secs(30)).await.map_err(client(flow))?;
@@ -654,14 +654,14 @@ pub async fn complete(
     let reset = began == format!("failback {}", FailbackMode::Reset);
     // The mark keeps that reason, so a `--complete` run again after an interruption knows it.
     let mark = FailoverRecord::state(&reverse.name(), FlowState::FailingOver, &began);
-    marker::write(primary, &mark).await.map_err(marker_error(flow))?;
+    marker::write(primary, &mark, flow.replication_factor).await.map_err(marker_error(flow))?;
     if let Some(id) = &before.fence {
         primary.init_producer_id(Some(id), FENCE_TRANSACTION_TIMEOUT).await.map_err(client(flow))?;
     }
     let points = failover_point(&reverse, Some(secondary), primary).await.map_err(Box::new)?;
     let plan = CompletePlan { forward_positions: primary_ends(flow, &points, primary).await?, ..before };
     let fenced = FailoverRecord::state(&reverse.name(), FlowState::FailedOver, "failback complete");
-    marker::write(primary, &fenced).await.map_err(marker_error(flow))?;
+    marker::write(primary, &fenced, flow.replication_factor).await.map_err(marker_error(flow))?;
     resume_forward(flow, &plan, reset, primary, secondary).await?;
     Ok(plan)
 }
@@ -712,7 +712,7 @@ async fn resume_forward(
         .collect();
     secondary.commit_group_offsets(&progress_group(flow), &progress).await.map_err(client(flow))?;
     let active = FailoverRecord::state(&flow.name(), FlowState::Active, "failback complete");
-    marker::write(secondary, &active).await.map_err(marker_error(flow))
+    marker::write(secondary, &active, flow.replication_factor).await.map_err(marker_error(flow))
 }
 
 impl fmt::Display for FailbackPlan {

@@ -228,7 +228,7 @@ pub async fn execute(
     // changed yet, and gives the groups' positions, which the fence does not move.
     let before = plan(flow, mode, source, target).await?;
     let mark = FailoverRecord::state(&flow.name(), FlowState::FailingOver, &mode.to_string());
-    marker::write(target, &mark).await.map_err(marker_error)?;
+    marker::write(target, &mark, flow.replication_factor).await.map_err(marker_error)?;
     if let Some(transactional_id) = &before.fence {
         target.init_producer_id(Some(transactional_id), FENCE_TRANSACTION_TIMEOUT).await.map_err(client(flow))?;
     }
@@ -238,7 +238,7 @@ pub async fn execute(
         partitions: partitions.clone(),
         ..FailoverRecord::state(&flow.name(), FlowState::FailedOver, &mode.to_string())
     };
-    marker::write(target, &record).await.map_err(marker_error)?;
+    marker::write(target, &record, flow.replication_factor).await.map_err(marker_error)?;
     Ok(FailoverPlan { partitions, ..before })
 }
 

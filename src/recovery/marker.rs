@@ -150,9 +150,14 @@ fn part_key(flow: &str, n: usize) -> String {
 }
 
 /// Writes `record` (replacing the flow's previous one): its parts first, then the record.
-pub async fn write(target: &Cluster, record: &FailoverRecord) -> Result<(), MarkerError> {
+/// `replication_factor` (the flow's setting) applies if the topic must be created.
+pub async fn write(
+    target: &Cluster,
+    record: &FailoverRecord,
+    replication_factor: Option<i16>,
+) -> Result<(), MarkerError> {
     let encoded = encode(record)?;
-    ensure_topic(target, FAILOVER_TOPIC).await?;
+    ensure_topic(target, FAILOVER_TOPIC, replication_factor).await?;
     for (key, value) in &encoded {
         let records: [KeyValueRef<'_>; 1] = [(Some(key.as_bytes()), Some(value))];
         let batch = build_batch(&records, record.at_ms);

@@ -300,7 +300,7 @@ impl Replicator {
         // sees the mark here and stops instead of writing.
         self.check_not_failed_over().await?;
         tracing::info!(flow = %self.name(), producer_id = producer.id, epoch = producer.epoch, delivery = %self.flow.delivery, "producer ready on the target");
-        state::ensure_topic(&self.target, &self.state_topic).await?;
+        state::ensure_topic(&self.target, &self.state_topic, self.flow.replication_factor).await?;
         // Continue the persisted map, so segments go on growing across restarts.
         self.offset_maps =
             state::load(&self.target, &self.state_topic).await?.into_iter().map(|(k, (_, m))| (k, m)).collect();

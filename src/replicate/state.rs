@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::forward;
 use super::offset_map::{OffsetMap, Segment};
-use crate::client::{ClientError, Cluster, FetchSpec, Isolation, NewTopic, OffsetSpec};
+use crate::client::{ClientError, Cluster, FetchSpec, Isolation, OffsetSpec};
 use crate::config::FlowConfig;
 use crate::protocol::batch::RecordBatch;
 use crate::protocol::error_code::ResponseError;
@@ -111,17 +111,13 @@ pub fn tombstone_batch(segments: &[(SourcePartition, String, Segment)], timestam
     build_batch(&refs, timestamp)
 }
 
-/// Creates the state topic if it is missing (compacted, one partition).
-pub async fn ensure_topic(target: &Cluster, topic: &str) -> Result<(), ClientError> {
+/// Creates the state topic if it is missing (compacted, one partition), with the durability
+/// of kferry's own topics ([`crate::topics::own`]; `replication_factor`: the flow's setting).
+pub async fn ensure_topic(target: &Cluster, topic: &str, replication_factor: Option<i16>) -> Result<(), ClientError> {
     if target.topic(topic).await.is_ok() {
         return Ok(());
     }
-    let new = NewTopic {
-        name: topic.to_string(),
-        partitions: 1,
-        replication_factor: None,
-        configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
-    };
+    let new = crate::topics::own::own_topic(target, topic, replication_factor).await?;
     let mut outcomes = target.create_topics(&[new], false, Duration::from_secs(30)).await?;
     match outcomes.remove(0).1 {
         Err(ClientError::Topic { code, .. }) if code.0 == ResponseError::TopicAlreadyExists => Ok(()),

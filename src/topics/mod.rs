@@ -10,6 +10,7 @@ use regex::{Regex, RegexSet};
 
 use crate::config::{regex_error_reason, FlowConfig, ReplicationPolicy};
 
+pub mod own;
 pub mod plan;
 pub mod sync;
 

@@ -198,6 +198,7 @@ async fn disaster_failover_then_incremental_failback_keeps_every_record_once() {
     // The disaster: the source broker dies in the middle of replicating a backlog. kferry
     // (restarted with a backlog waiting and a small buffer, so it takes many cycles) has
     // seen the source's end but not copied everything when the broker is killed.
+    eprintln!("disaster test: kill, backlog");
     kferry.kill().await;
     produce(&source.bootstrap, &topic, 200_000, "lz4", &["--base-timestamp", "1500000000000"]).await;
     let kferry = Kferry::start("run", &config);
@@ -208,6 +209,7 @@ async fn disaster_failover_then_incremental_failback_keeps_every_record_once() {
         progress.iter().any(|p| p.source_end.is_some_and(|end| end > p.next_offset + 1_000)).then_some(())
     })
     .await;
+    eprintln!("disaster test: source killed");
     source.kill().await;
     let failover = kferry_json("failover", &["--flow", &flow, "--force", "--json"], &config).await;
     kferry.kill().await;
@@ -239,6 +241,7 @@ async fn disaster_failover_then_incremental_failback_keeps_every_record_once() {
     let after_failover = by_partition(&consume(&secondary(), &topic, "read_committed", 0).await);
 
     // The old primary comes back with records the secondary never got (the divergent tail).
+    eprintln!("disaster test: source restarted");
     source.restart().await;
     let old_primary = by_partition(&consume(&source.bootstrap, &topic, "read_committed", 0).await);
     for (partition, (replicated_to, source_end)) in &points {
@@ -254,6 +257,7 @@ async fn disaster_failover_then_incremental_failback_keeps_every_record_once() {
     let mut args = vec!["--flow", flow.as_str(), "--mode", "incremental", "--json"];
     args.extend(export);
     let plan = kferry_json("failback", &[args.clone(), vec!["--dry-run"]].concat(), &config).await;
+    eprintln!("disaster test: failback started");
     let runner = Kferry::start_with("failback", &args, &config);
     // The primary gets the records written on the secondary after the failover point,
     // after everything it already had.
@@ -267,6 +271,7 @@ async fn disaster_failover_then_incremental_failback_keeps_every_record_once() {
             .extend(content(written_on_secondary).remove(partition).unwrap_or_default());
     }
     wait_for_content(&source.bootstrap, &topic, &expected, "the secondary's new records on the primary").await;
+    eprintln!("disaster test: complete");
     kferry_json("failback", &["--flow", &flow, "--complete", "--json"], &config).await;
     let (code, stdout, stderr) =
         tokio::time::timeout(Duration::from_secs(60), runner.stop()).await.expect("runner ends");
@@ -274,6 +279,7 @@ async fn disaster_failover_then_incremental_failback_keeps_every_record_once() {
     let acted: Value = serde_json::Deserializer::from_str(&stdout).into_iter().next().unwrap().unwrap();
     assert_eq!(acted["partitions"], plan["partitions"], "the dry run lists what the real run then does");
 
+    eprintln!("disaster test: runner ended");
     // The divergent tail went to the export file, record for record.
     let exported: Vec<Value> = std::fs::read_to_string(acted["export"].as_str().expect("an export file"))
         .unwrap()
@@ -307,6 +313,7 @@ async fn disaster_failover_then_incremental_failback_keeps_every_record_once() {
     }
     assert_eq!(content(&primary_now.values().flatten().cloned().collect::<Vec<_>>()), expected);
 
+    eprintln!("disaster test: forward flow again");
     // The forward flow runs again: new records only, the tail never reaches the secondary.
     let kferry = Kferry::start("run", &config);
     produce(&source.bootstrap, &topic, 40, "gzip", &["--base-timestamp", "1700000000000"]).await;

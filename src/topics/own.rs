@@ -82,8 +82,14 @@ mod tests {
 
     #[test]
     fn the_flows_setting_wins_and_small_clusters_keep_their_default() {
-        assert_eq!(durability(Some(2), Some(3), 3), Durability { replication_factor: Some(2), min_insync_replicas: None });
-        assert_eq!(durability(Some(3), None, 3), Durability { replication_factor: Some(3), min_insync_replicas: Some(2) });
+        assert_eq!(
+            durability(Some(2), Some(3), 3),
+            Durability { replication_factor: Some(2), min_insync_replicas: None }
+        );
+        assert_eq!(
+            durability(Some(3), None, 3),
+            Durability { replication_factor: Some(3), min_insync_replicas: Some(2) }
+        );
         assert_eq!(durability(None, Some(1), 1), Durability { replication_factor: None, min_insync_replicas: None });
         assert_eq!(durability(Some(1), None, 1), Durability { replication_factor: Some(1), min_insync_replicas: None });
     }

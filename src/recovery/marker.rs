@@ -235,9 +235,10 @@ mod tests {
 
     #[test]
     fn a_small_record_is_one_message() {
-        let messages = encode(&record(3)).unwrap();
+        let small = record(3);
+        let messages = encode(&small).unwrap();
         assert_eq!(messages.len(), 1);
-        assert_eq!(decode(&messages, "p->s"), record(3));
+        assert_eq!(decode(&messages, "p->s"), small);
     }
 
     #[test]

@@ -493,7 +493,7 @@ fn run_case(args: &Args, partitions: i32) -> Result<String, String> {
     let mut flow = FlowConfig::between("fake-source", "fake-target");
     flow.delivery = args.delivery;
     let (stop, stopped) = watch::channel(false);
-    let (_topics_tx, topics) = watch::channel(BTreeMap::from([(TOPIC.to_owned(), TOPIC.to_owned())]));
+    let (_topics_tx, topics) = watch::channel(Some(BTreeMap::from([(TOPIC.to_owned(), TOPIC.to_owned())])));
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let (busy_before, all_before) = machine_cpu();
     let (kferry_before, fake_before) = (thread_cpu("kferry-rt"), thread_cpu("fake-rt"));

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod fake;
+pub mod mm2;
+pub mod multi;
 pub mod secure;
 
 use base64::Engine;
@@ -226,6 +228,16 @@ pub async fn consume_with(
     out.lines().map(|line| serde_json::from_str(line).expect("consumed record is JSON")).collect()
 }
 
+/// As [`consume`] (read_committed, what is there now), of `partitions` only: the others
+/// may have no leader at the moment.
+pub async fn consume_partitions(bootstrap: &str, topic: &str, partitions: &[i32]) -> Vec<ConsumedRecord> {
+    let list = partitions.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+    let args =
+        ["consume", "--bootstrap", bootstrap, "--topic", topic, "--isolation", "read_committed", "--partitions", &list];
+    let out = run_verifier(&args, Duration::from_secs(90)).await;
+    out.lines().map(|line| serde_json::from_str(line).expect("consumed record is JSON")).collect()
+}
+
 /// Consumes as a member of `group` with confluent-kafka (read_committed, from the group's
 /// committed offsets): `per_partition` records of each partition (`N` or `P=N,P=N`), then
 /// commits the offset after the last one read unless `extra` has `--no-commit`.
@@ -291,35 +303,14 @@ pub async fn verify_json(args: &[&str]) -> serde_json::Value {
 /// group)`, and returns the translated offsets by (topic, partition). Panics (failing the test)
 /// on error or after a minute; the Java process is killed and reaped either way.
 pub async fn mm2_translate_offsets(bootstrap: &str, source_alias: &str, group: &str) -> BTreeMap<(String, i32), i64> {
-    let dir = crate_dir().join("verify/mirror-client");
-    let fetched = std::process::Command::new(dir.join("fetch.sh")).output().expect("mirror-client/fetch.sh runs");
-    assert!(fetched.status.success(), "mirror-client/fetch.sh failed:\n{}", String::from_utf8_lossy(&fetched.stderr));
-    let classpath = String::from_utf8_lossy(&fetched.stdout).trim().to_string();
-    let mut child = tokio::process::Command::new("java")
-        .arg("-cp")
-        .arg(&classpath)
-        .arg(dir.join("TranslateOffsets.java"))
-        .args([bootstrap, source_alias, group])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("java runs");
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let output = tokio::spawn(async move { tokio::join!(drain(stdout), drain(stderr)) });
-    let timeout = Duration::from_secs(60);
-    let status = match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(status) => status.expect("TranslateOffsets exit status"),
-        Err(_) => {
-            // kill() also waits, so the process is reaped before the test fails.
-            let _ = child.kill().await;
-            panic!("TranslateOffsets {source_alias} {group} still running after {timeout:?}");
-        }
-    };
-    let (stdout, stderr) = output.await.expect("TranslateOffsets output drained");
-    assert!(status.success(), "TranslateOffsets {source_alias} {group} failed ({status}):\n{stderr}\n{stdout}");
+    let stdout = run_mirror_client("TranslateOffsets.java", &[bootstrap, source_alias, group]).await;
     let offsets: BTreeMap<String, i64> = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("TranslateOffsets printed no offsets JSON ({e}): {stdout}"));
+    by_topic_partition(offsets)
+}
+
+/// `{"topic/partition": offset}` keyed by (topic, partition) instead.
+pub fn by_topic_partition(offsets: BTreeMap<String, i64>) -> BTreeMap<(String, i32), i64> {
     offsets
         .into_iter()
         .map(|(key, offset)| {
@@ -328,6 +319,73 @@ pub async fn mm2_translate_offsets(bootstrap: &str, source_alias: &str, group: &
             ((topic.to_string(), partition), offset)
         })
         .collect()
+}
+
+/// Runs `verify/mirror-client/<program>` (a single-file Java program on connect-mirror-client's
+/// classpath) with `args` and returns its stdout. Panics (failing the test) on error or after a
+/// minute; the Java process is killed and reaped either way.
+pub async fn run_mirror_client(program: &str, args: &[&str]) -> String {
+    let dir = crate_dir().join("verify/mirror-client");
+    let fetched = std::process::Command::new(dir.join("fetch.sh")).output().expect("mirror-client/fetch.sh runs");
+    assert!(fetched.status.success(), "mirror-client/fetch.sh failed:\n{}", String::from_utf8_lossy(&fetched.stderr));
+    let classpath = String::from_utf8_lossy(&fetched.stdout).trim().to_string();
+    let classes = compiled_mirror_client(&dir.join(program), &classpath).await;
+    let class = program.strip_suffix(".java").expect("a .java program");
+    let mut child = tokio::process::Command::new("java")
+        .arg("-cp")
+        .arg(format!("{}:{classpath}", classes.display()))
+        .arg(class)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("java runs");
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let output = tokio::spawn(async move { tokio::join!(drain(stdout, None), drain(stderr, None)) });
+    let timeout = Duration::from_secs(60);
+    let status = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(status) => status.expect("Java exit status"),
+        Err(_) => {
+            // kill() also waits, so the process is reaped before the test fails.
+            let _ = child.kill().await;
+            panic!("{program} {args:?} still running after {timeout:?}");
+        }
+    };
+    let (stdout, stderr) = output.await.expect("Java output drained");
+    assert!(status.success(), "{program} {args:?} failed ({status}):\n{stderr}\n{stdout}");
+    stdout
+}
+
+/// The class directory of `source` compiled once per content (a single-file launch compiles
+/// it anew every time, seconds each on a busy machine): compiled into a fresh directory that
+/// is renamed into place, so tests compiling at the same time never see a partial one.
+async fn compiled_mirror_client(source: &std::path::Path, classpath: &str) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let text = std::fs::read(source).unwrap_or_else(|e| panic!("{}: {e}", source.display()));
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    let name = source.file_stem().and_then(|s| s.to_str()).expect("program name");
+    let classes = std::env::temp_dir().join(format!("kferry-mirror-client-{name}-{:016x}", hasher.finish()));
+    if classes.exists() {
+        return classes;
+    }
+    let building = std::env::temp_dir().join(unique_name(&format!("kferry-mirror-client-{name}")));
+    let output = tokio::process::Command::new("javac")
+        .arg("-cp")
+        .arg(classpath)
+        .arg("-d")
+        .arg(&building)
+        .arg(source)
+        .output()
+        .await
+        .expect("javac runs");
+    assert!(output.status.success(), "javac {} failed:\n{}", source.display(), String::from_utf8_lossy(&output.stderr));
+    // Another test may have renamed its copy into place first: then that one is used.
+    if std::fs::rename(&building, &classes).is_err() {
+        let _ = std::fs::remove_dir_all(&building);
+    }
+    classes
 }
 
 /// A topic as confluent-kafka's admin client describes it.
@@ -339,6 +397,16 @@ pub struct TopicDescription {
     /// Configs set on the topic itself.
     #[serde(default)]
     pub configs: std::collections::BTreeMap<String, String>,
+    /// Every config in force, defaults included (`None`: a sensitive value).
+    #[serde(default)]
+    pub all_configs: std::collections::BTreeMap<String, Option<String>>,
+}
+
+impl TopicDescription {
+    /// The value in force of config `name` (the topic's own or a default).
+    pub fn config(&self, name: &str) -> Option<&str> {
+        self.all_configs.get(name).and_then(|value| value.as_deref())
+    }
 }
 
 pub async fn describe_topic(bootstrap: &str, topic: &str) -> TopicDescription {
@@ -370,6 +438,18 @@ pub async fn wait_until_replicated(topic: &str, expected: usize) -> Vec<Consumed
     .await
 }
 
+/// Where a group positioned at source offset `committed` must continue on the target,
+/// worked out from what confluent-kafka reads on both sides (read_committed): the target
+/// offset of the first source record at or after `committed`, or the position after the
+/// last target record when the group has read everything.
+pub fn expected_target_offset(source: &[ConsumedRecord], target: &[ConsumedRecord], committed: i64) -> i64 {
+    assert_eq!(source.len(), target.len(), "both sides hold the same records");
+    match source.iter().position(|r| r.offset >= committed) {
+        Some(index) => target[index].offset,
+        None => target.last().map_or(0, |r| r.offset + 1),
+    }
+}
+
 /// Polls `check` (bounded by `timeout`, every 250 ms) until it returns `Some`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
@@ -387,17 +467,31 @@ where
 }
 
 /// A `kferry` process started by a test; killed when dropped, also when the test fails.
-/// Its output is drained as it comes (a full pipe would block the process).
+/// Its output is drained as it comes (a full pipe would block the process); with
+/// `KFERRY_TEST_LOG_DIR` set, each process's stderr and stdout are also written to files
+/// there (`.log`, `.out`) as they come, to read what a failed test's kferry said
+/// (`KFERRY_TEST_KFERRY_LOG`, e.g. `kferry=debug`, sets their log filter).
 pub struct Kferry {
     child: tokio::process::Child,
     config: PathBuf,
     output: tokio::task::JoinHandle<(String, String)>,
 }
 
-async fn drain(stream: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
+/// Reads a stream to its end; with `keep`, also writes what comes to that file as it
+/// comes (so it is there even when the test panics and the process is killed).
+async fn drain(stream: Option<impl tokio::io::AsyncRead + Unpin>, keep: Option<PathBuf>) -> String {
+    use std::io::Write as _;
     let mut text = Vec::new();
+    let mut file = keep.and_then(|path| std::fs::File::create(path).ok());
     if let Some(mut stream) = stream {
-        let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut text).await;
+        let mut chunk = Vec::with_capacity(8192);
+        while let Ok(1..) = tokio::io::AsyncReadExt::read_buf(&mut stream, &mut chunk).await {
+            text.extend_from_slice(&chunk);
+            if let Some(file) = file.as_mut() {
+                let _ = file.write_all(&chunk);
+            }
+            chunk.clear();
+        }
     }
     String::from_utf8_lossy(&text).into_owned()
 }
@@ -426,7 +520,7 @@ impl Kferry {
             .args([command, "--config"])
             .arg(&config)
             .args(extra)
-            .env("KFERRY_LOG", "info")
+            .env("KFERRY_LOG", std::env::var("KFERRY_TEST_KFERRY_LOG").unwrap_or_else(|_| "info".into()))
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -434,7 +528,11 @@ impl Kferry {
             .spawn()
             .expect("kferry starts");
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-        let output = tokio::spawn(async move { tokio::join!(drain(stdout), drain(stderr)) });
+        let keep = std::env::var_os("KFERRY_TEST_LOG_DIR")
+            .map(|dir| PathBuf::from(dir).join(unique_name(&format!("kferry-{command}"))));
+        let (keep_out, keep_err) =
+            (keep.as_ref().map(|p| p.with_extension("out")), keep.as_ref().map(|p| p.with_extension("log")));
+        let output = tokio::spawn(async move { tokio::join!(drain(stdout, keep_out), drain(stderr, keep_err)) });
         Self { child, config, output }
     }
 

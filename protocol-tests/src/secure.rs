@@ -84,6 +84,18 @@ pub fn unsecured_jwt(sub: &str) -> String {
     )
 }
 
+/// kferry's `security` value (YAML flow mapping) for the mTLS listener: the test CA and
+/// the client certificate.
+pub fn mtls_security() -> String {
+    let file = |name: &str| cert_file(name).display().to_string();
+    format!(
+        "{{ tls: {{ ca: \"{}\", cert: \"{}\", key: \"{}\" }} }}",
+        file("ca.pem"),
+        file("client.pem"),
+        file("client.key")
+    )
+}
+
 /// confluent-kafka settings (`--client-config` of the verifier) for the mTLS listener.
 pub fn mtls_verifier_config() -> Vec<String> {
     let file = |name: &str| cert_file(name).display().to_string();

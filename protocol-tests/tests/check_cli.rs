@@ -83,3 +83,54 @@ async fn unreachable_cluster_is_named_with_its_address() {
     assert!(stderr.contains("cluster secondary") && stderr.contains(&address), "{stderr}");
     assert!(stdout.contains("cluster primary: id "), "the reachable cluster is still checked: {stdout}");
 }
+
+async fn kferry_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let run =
+        tokio::process::Command::new(kferry_binary()).args(args).envs(env.iter().copied()).kill_on_drop(true).output();
+    tokio::time::timeout(std::time::Duration::from_secs(60), run).await.expect("kferry finishes").expect("kferry runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_plan_read_kferry_config_and_print_json() {
+    let topic = unique_name("check-json");
+    create_topic(&primary(), &topic, 2, &[]).await;
+    let file =
+        TempConfig::new(&config(&primary(), &secondary(), &format!("    policy: prefix\n    topics: [\"{topic}\"]\n")));
+    let env = [("KFERRY_CONFIG", file.0.to_str().unwrap())];
+
+    let out = kferry_with_env(&["check", "--json"], &env).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("check --json prints JSON");
+    assert_eq!(report["healthy"], true, "{report:#}");
+    assert_eq!(report["clusters"].as_array().map(Vec::len), Some(2), "{report:#}");
+    let topics = &report["flows"][0]["topics"];
+    assert_eq!(topics[0]["source"], topic.as_str(), "{report:#}");
+    assert_eq!(topics[0]["target"], format!("primary.{topic}"), "{report:#}");
+    assert_eq!(topics[0]["partitions"], 2, "{report:#}");
+
+    let out = kferry_with_env(&["plan", "--json"], &env).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plans: serde_json::Value = serde_json::from_slice(&out.stdout).expect("plan --json prints JSON");
+    assert_eq!(plans[0]["flow"], "primary->secondary", "{plans:#}");
+    let changes = plans[0]["plan"]["changes"].as_array().expect("changes");
+    let create = changes.iter().find(|c| c["kind"] == "create_topic").expect("a topic to create");
+    assert_eq!(create["topic"]["name"], format!("primary.{topic}"), "{plans:#}");
+    assert_eq!(create["topic"]["partitions"], 2, "{plans:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_lists_exit_codes_and_a_misspelt_command_gets_a_suggestion() {
+    let out = kferry_with_env(&["--help"], &[]).await;
+    let help = text(&out.stdout);
+    assert!(out.status.success());
+    for wanted in ["Exit codes:", "KFERRY_CONFIG", "convert-mm2"] {
+        assert!(help.contains(wanted), "{wanted} missing:\n{help}");
+    }
+    assert!(!help.contains('\u{1b}'), "no colour codes when not on a terminal:\n{help}");
+    let out = kferry_with_env(&["chek"], &[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("similar") && stderr.contains("'check'"), "{stderr}");
+    let out = kferry_with_env(&["check"], &[]).await;
+    assert_eq!(out.status.code(), Some(2), "no --config and no KFERRY_CONFIG");
+}

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use protocol_tests::{
-    alias, by_partition, consume, create_topic, describe_group, eventually, group_consume, mm2_translate_offsets,
-    primary, produce, secondary, spawn_group_member, two_cluster_config, unique_flow_config, unique_name,
-    wait_until_replicated, ConsumedRecord, Kferry,
+    alias, by_partition, consume, create_topic, describe_group, eventually, expected_target_offset, group_consume,
+    mm2_translate_offsets, primary, produce, secondary, spawn_group_member, two_cluster_config, unique_flow_config,
+    unique_name, wait_until_replicated, ConsumedRecord, Kferry,
 };
 
 /// A flow that replicates `topic` and syncs the groups matching `groups` every `interval`
@@ -29,18 +29,6 @@ async fn wait_for_target_offsets(topic: &str, group: &str, partitions: i32) -> B
         all.then_some(offsets)
     })
     .await
-}
-
-/// Where a group positioned at source offset `committed` must continue on the target,
-/// worked out from what confluent-kafka reads on both sides (read_committed): the target
-/// offset of the first source record at or after `committed`, or the position after the
-/// last target record when the group has read everything.
-fn expected_target_offset(source: &[ConsumedRecord], target: &[ConsumedRecord], committed: i64) -> i64 {
-    assert_eq!(source.len(), target.len(), "both sides hold the same records");
-    match source.iter().position(|r| r.offset >= committed) {
-        Some(index) => target[index].offset,
-        None => target.last().map_or(0, |r| r.offset + 1),
-    }
 }
 
 /// The group consumes `per_partition` on the source and commits; kferry syncs; the same

@@ -2,6 +2,7 @@
 //! failover` and `kferry failback` are subprocesses; what the clusters hold afterwards and
 //! where groups continue is read with confluent-kafka (read_committed), never with kferry.
 
+use base64::Engine as _;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -281,18 +282,19 @@ async fn disaster_failover_then_incremental_failback_keeps_every_record_once() {
 
     eprintln!("disaster test: runner ended");
     // The divergent tail went to the export file, record for record.
-    let exported: Vec<Value> = std::fs::read_to_string(acted["export"].as_str().expect("an export file"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let export_path = acted["export"].as_str().expect("an export file");
+    // Record data: readable by its owner only.
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(export_path).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{export_path}");
+    let exported: Vec<Value> =
+        std::fs::read_to_string(export_path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let divergent: usize = points.iter().map(|(p, (to, _))| old_primary[p].len() - *to as usize).sum();
     assert_eq!(exported.len(), divergent);
     for line in &exported {
         let (partition, offset) = (line["partition"].as_i64().unwrap() as i32, line["offset"].as_i64().unwrap());
         let record = old_primary[&partition].iter().find(|r| r.offset == offset).expect("exported record exists");
-        let key: Option<Vec<u8>> = serde_json::from_value(line["key"].clone()).unwrap();
-        let value: Option<Vec<u8>> = serde_json::from_value(line["value"].clone()).unwrap();
+        let b64 = |v: &Value| v.as_str().map(|t| base64::engine::general_purpose::STANDARD.decode(t).unwrap());
+        let (key, value) = (b64(&line["key"]), b64(&line["value"]));
         assert_eq!(
             (key, value, line["timestamp"].as_i64().unwrap()),
             (record.key.clone(), record.value.clone(), record.timestamp)

@@ -73,7 +73,7 @@ async fn refusal(apis: &'static [(ApiKey, i16)]) -> (ReplicateError, usize) {
     let source = connect("primary", &primary()).await;
     let target = Cluster::connect("notxn", &[address], ClientConfig::default()).await.unwrap();
     let flow = FlowConfig { delivery: Delivery::ExactlyOnce, ..FlowConfig::between("primary", "notxn") };
-    let (_topics, replicated) = tokio::sync::watch::channel(BTreeMap::from([(topic.clone(), topic.clone())]));
+    let (_topics, replicated) = tokio::sync::watch::channel(Some(BTreeMap::from([(topic.clone(), topic.clone())])));
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     let outcome = tokio::time::timeout(
         std::time::Duration::from_secs(30),

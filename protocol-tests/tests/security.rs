@@ -16,7 +16,7 @@ use kafka_protocol::messages::MetadataRequest;
 use kferry::client::security::Security;
 use kferry::client::{BrokerRef, ClientConfig, Cluster, ConnectionConfig, Messenger, RetryPolicy};
 use kferry::config::Config;
-use protocol_tests::secure::{self, cert_file};
+use protocol_tests::secure::{self, cert_file, mtls_security};
 use protocol_tests::{alias, consume, consume_with, create_topic, eventually, produce, unique_name, Kferry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -49,15 +49,6 @@ async fn connect(name: &str, bootstrap: &str, security: &str) -> Result<Arc<Clus
 
 fn path(name: &str) -> String {
     cert_file(name).display().to_string()
-}
-
-fn mtls_security() -> String {
-    format!(
-        "{{ tls: {{ ca: \"{}\", cert: \"{}\", key: \"{}\" }} }}",
-        path("ca.pem"),
-        path("client.pem"),
-        path("client.key")
-    )
 }
 
 fn scram512_security(password: &str) -> String {

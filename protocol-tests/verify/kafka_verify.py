@@ -7,9 +7,10 @@ a broker holds, so kferry never grades its own work.
   create-topic --bootstrap B --topic T --partitions N [--config k=v ...]
       prints {"topic", "partitions", "replication_factor", "config"} once every partition
       has a leader.
-  produce --bootstrap B --topic T --count N --compression C [--partition P]
+  produce --bootstrap B --topic T --count N --compression C [--partition P | --partitions P,P,...]
           [--transactional-id X [--txn-size S] [--abort-every K]] [--base-timestamp MS]
-      writes records 0..N-1 (see record()), record i to partition P or else i % partitions;
+      writes records 0..N-1 (see record()), record i to partition P or else round-robin over
+      the partitions listed (default: all of them);
       prints a JSON summary (offsets per partition, committed/aborted counts and index ranges).
       Transactions hold S records (default 10); every K-th one (K, 2K, ...) is aborted.
   consume --bootstrap B --topic T [--isolation read_committed|read_uncommitted]
@@ -22,7 +23,7 @@ a broker holds, so kferry never grades its own work.
 
 Consumer groups (a subscribed consumer: joins the group, as applications do):
 
-  group-consume --bootstrap B --topic T --group G [--per-partition N|P=N,...] [--isolation I]
+  group-consume --bootstrap B --topic T --group G [--per-partition N|P=N,...|all] [--isolation I]
                 [--no-commit] [--hold-seconds S] [--timeout S]
       reads from the group's committed offsets (earliest where it has none): N records of
       every partition (or up to the end of each, without N), then commits the offset after
@@ -46,6 +47,9 @@ shows the change, so a describe right after them sees it):
       exists false, 0 partitions, replication factor 0 and empty configs, and exits 0.
   list-topics --bootstrap B
       prints {"topics": [sorted names]}, internal topics (__consumer_offsets, ...) included.
+  end-offsets --bootstrap B --topic T
+      prints {"topic", "offsets": {"topic/partition": high watermark}} (the log end offset
+      a consumer group's lag is measured against).
   add-partitions --bootstrap B --topic T --total N
       CreatePartitions to N in all; prints {"topic", "partitions"} once all N have a leader.
   alter-config --bootstrap B --topic T [--set K=V ...] [--delete K ...]
@@ -320,6 +324,8 @@ def cmd_produce(args):
     producer = Producer(producer_config(args))
     if args.partition is not None:
         partitions = [args.partition]
+    elif args.partitions:
+        partitions = [int(p) for p in args.partitions.split(",")]
     else:
         partitions = partition_ids(producer, args.topic, args.timeout)
     sender = Sender(producer, args.topic, partitions, base, args.key_space)
@@ -391,6 +397,9 @@ def cmd_consume(args):
     records, at_end, error, parts = [], set(), None, []
     try:
         parts = partition_ids(consumer, args.topic, args.timeout)
+        if args.partitions:
+            wanted = {int(p) for p in args.partitions.split(",")}
+            parts = [p for p in parts if p in wanted]
         consumer.assign([TopicPartition(args.topic, p, -2) for p in parts])  # -2: beginning
         while True:
             enough = args.expect is None or len(records) >= args.expect
@@ -428,8 +437,9 @@ def cmd_consume(args):
 
 
 def limit_of(per_partition, partition):
-    """--per-partition is N for every partition, or P=N,P=N,... (absent partitions: none)."""
-    if per_partition is None:
+    """--per-partition is N for every partition, or P=N,P=N,... (absent partitions: none), or
+    all (up to the end of each, as without it)."""
+    if per_partition is None or per_partition == "all":
         return None
     if "=" not in per_partition:
         return int(per_partition)
@@ -560,6 +570,7 @@ def cmd_describe_topic(args):
         "exists": True,
         "partitions": len(desc.partitions),
         "replication_factor": max((len(p.replicas) for p in desc.partitions), default=0),
+        "leaders": {str(p.id): (p.leader.id if p.leader is not None else -1) for p in desc.partitions},
         "configs": overrides(entries),
         "all_configs": {name: e.value for name, e in entries.items()},
     })
@@ -569,6 +580,20 @@ def cmd_describe_topic(args):
 def cmd_list_topics(args):
     meta = admin_client(args).list_topics(timeout=args.timeout)
     emit({"topics": sorted(meta.topics)})
+    return 0
+
+
+def cmd_end_offsets(args):
+    consumer = Consumer({**client_config(args), "group.id": f"kferry-verify-{uuid.uuid4()}",
+                         "enable.auto.commit": False})
+    try:
+        offsets = {}
+        for p in partition_ids(consumer, args.topic, args.timeout):
+            _, high = consumer.get_watermark_offsets(TopicPartition(args.topic, p), timeout=args.timeout)
+            offsets[f"{args.topic}/{p}"] = high
+    finally:
+        consumer.close()
+    emit({"topic": args.topic, "offsets": offsets})
     return 0
 
 
@@ -600,9 +625,10 @@ def cmd_alter_config(args):
     def applied():
         current = overrides(topic_configs(admin, args.topic, args.timeout))
         done = all(current.get(k) == v for k, v in to_set.items()) and not any(k in current for k in to_delete)
-        return current if done else None
+        # In a tuple: a topic left without overrides ({}) is done, not falsy.
+        return (current,) if done else None
 
-    current = wait_until(applied, args.timeout, f"config change of topic {args.topic}")
+    (current,) = wait_until(applied, args.timeout, f"config change of topic {args.topic}")
     emit({"topic": args.topic, "set": to_set, "deleted": to_delete, "configs": current})
     return 0
 
@@ -719,6 +745,7 @@ def parse_args(argv):
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--compression", choices=CODECS, default="none")
     p.add_argument("--partition", type=int)
+    p.add_argument("--partitions", metavar="P,P,...", help="round-robin over these partitions only")
     p.add_argument("--transactional-id")
     p.add_argument("--txn-size", type=int, default=10, help="records per transaction (default 10)")
     p.add_argument("--abort-every", type=int, default=0, help="abort transactions K, 2K, ... (0: none)")
@@ -733,12 +760,13 @@ def parse_args(argv):
     common(p)
     p.add_argument("--isolation", choices=("read_committed", "read_uncommitted"), default="read_uncommitted")
     p.add_argument("--expect", type=int, help="wait for at least N records")
+    p.add_argument("--partitions", help="P,P,... only these partitions (default: all)")
     p.set_defaults(func=cmd_consume)
 
     p = sub.add_parser("group-consume")
     common(p)
     p.add_argument("--group", required=True)
-    p.add_argument("--per-partition", help="N, or P=N,P=N,... per partition")
+    p.add_argument("--per-partition", help="N, or P=N,P=N,... per partition, or all")
     p.add_argument("--isolation", choices=("read_committed", "read_uncommitted"), default="read_committed")
     p.add_argument("--no-commit", action="store_true")
     p.add_argument("--hold-seconds", type=float, default=0.0)
@@ -762,6 +790,10 @@ def parse_args(argv):
     p = sub.add_parser("list-topics")
     common(p, topic=None)
     p.set_defaults(func=cmd_list_topics)
+
+    p = sub.add_parser("end-offsets")
+    common(p)
+    p.set_defaults(func=cmd_end_offsets)
 
     p = sub.add_parser("add-partitions")
     common(p)

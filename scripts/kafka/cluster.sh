@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Single-node Apache Kafka test clusters (KRaft, combined broker+controller) on 127.0.0.1.
+# Apache Kafka test clusters (KRaft, combined broker+controller nodes) on 127.0.0.1: one node
+# by default, or several with KFERRY_KAFKA_BROKERS=N (see "Multi-broker clusters" below).
 #
 #   scripts/kafka/cluster.sh start NAME PORT [VERSION]   PLAINTEXT on PORT, CONTROLLER on PORT+1
 #       (KFERRY_KAFKA_AUTHORIZER=1 in the environment: with an authorizer, so ACLs work;
@@ -10,6 +11,10 @@
 #       the data kept (same port, version and authorizer setting as the first start)
 #   scripts/kafka/cluster.sh stop-all                    every cluster under the run dir
 #   scripts/kafka/cluster.sh status                      one line per known cluster
+#   scripts/kafka/cluster.sh stop-node NAME N            multi-broker only: TERM (then KILL) node N
+#   scripts/kafka/cluster.sh kill-node NAME N            multi-broker only: SIGKILL node N
+#   scripts/kafka/cluster.sh start-node NAME N           multi-broker only: start node N again
+#       on its data (waits until it answers metadata and is listed, i.e. registered and unfenced)
 #
 # Each cluster lives in ${KFERRY_RUN_DIR:-/tmp/kferry-kafka}/NAME (config, data/, broker.log).
 # `start` prints the bootstrap address on stdout once the broker answers a metadata request;
@@ -21,6 +26,29 @@
 # default 0: no authorizer, so ACL requests fail with SECURITY_DISABLED),
 # KFERRY_KAFKA_SECURE=1 (the secured listeners above; see write_secure_properties. The test
 # CA, certificates and the SASL users' passwords are written to RUN_DIR/NAME/certs).
+#
+# Multi-broker clusters (KFERRY_KAFKA_BROKERS=N, N from 2 to 9, read by `start`, which starts
+# every node of a cluster and waits until each lists all N, within the start timeout):
+#   N combined broker+controller nodes, node ids 1..N, a static KRaft quorum of all N
+#   (controller.quorum.voters, on 3.9 and 4.x alike), JVM heap -Xmx384m each. Node i uses
+#       PORT+10*(i-1)      PLAINTEXT   clients (advertised, see the proxy below)
+#       PORT+10*(i-1)+1    CONTROLLER  the KRaft quorum
+#       PORT+10*(i-1)+5    INTERNAL    broker to broker replication (always advertised as is)
+#   e.g. `KFERRY_KAFKA_BROKERS=3 cluster.sh start src 24000 4.4.0`: clients on 24000, 24010,
+#   24020; `start` prints all of them, comma-separated. Defaults: replication factor min(N,3),
+#   min.insync.replicas 2 (1 when N is 2), the same for __consumer_offsets (12 partitions),
+#   __transaction_state (12 partitions) and, on 4.x, the share-group state topic;
+#   broker.session.timeout.ms 6000 (a SIGKILLed node is fenced and its partitions get new
+#   leaders some 6 to 11 s later; a TERM hands them over at once, by controlled shutdown).
+#   Files: RUN_DIR/NAME/{port,version,brokers,...} and per node RUN_DIR/NAME/node-I
+#   (server.properties, data/, broker.log, pid). `stop`, `restart`, `status` and `stop-all`
+#   handle the whole cluster (its nodes stopped all at once).
+#   KFERRY_KAFKA_UNCLEAN_LEADER_ELECTION=1: unclean.leader.election.enable=true (default false).
+#   KFERRY_KAFKA_PROXY_PORT_BASE=P: node i advertises PLAINTEXT 127.0.0.1:(P+i-1) instead of
+#   its own port, for a proxy in front of each node (scripts/kafka/wan.sh); it still listens on
+#   its own port, and replication between nodes keeps the direct INTERNAL listener. Also
+#   allowed with N=1 (one node in this layout). KFERRY_KAFKA_SECURE=1 is single-node only.
+#   These settings are recorded at `start`; restart, start-node etc. reuse them.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -30,12 +58,15 @@ start_timeout="${KFERRY_KAFKA_START_TIMEOUT:-90}"
 authorizer="${KFERRY_KAFKA_AUTHORIZER:-0}"
 secure="${KFERRY_KAFKA_SECURE:-0}"
 stop_timeout="${KFERRY_KAFKA_STOP_TIMEOUT:-30}"
+brokers="${KFERRY_KAFKA_BROKERS:-1}"
+proxy_base="${KFERRY_KAFKA_PROXY_PORT_BASE:-}"
+unclean="${KFERRY_KAFKA_UNCLEAN_LEADER_ELECTION:-0}"
 
 log() { printf 'cluster.sh: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
 usage() {
-  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '5,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -264,33 +295,71 @@ EOF
   fi
 }
 
-# Sends TERM, waits up to the stop timeout, then KILLs. Leaves data, logs and config.
-stop_broker() {
-  local name="$1" dir="$run_dir/$1" pid waited=0
-  if pid="$(running_pid "$dir")"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    while is_ours "$pid" "$dir" && ((waited < stop_timeout * 10)); do
-      sleep 0.1
-      waited=$((waited + 1))
-    done
+# Sends SIGNAL (TERM or KILL) to the JVMs of all the given dirs at once (a single node's
+# cluster dir, or multi-broker node dirs), waits up to the stop timeout for all of them, then
+# KILLs what is left. Leaves data, logs and config.
+stop_jvms() {
+  local sig="$1" dir pid waited=0 i alive
+  shift
+  local -a dirs=() pids=()
+  for dir in "$@"; do
+    if pid="$(running_pid "$dir")"; then
+      kill "-$sig" "$pid" 2>/dev/null || true
+      dirs+=("$dir")
+      pids+=("$pid")
+    else
+      rm -f "$dir/pid"
+    fi
+  done
+  while :; do
+    alive=0
+    for i in "${!dirs[@]}"; do is_ours "${pids[$i]}" "${dirs[$i]}" && alive=1; done
+    ((alive == 1 && waited < stop_timeout * 10)) || break
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  for i in "${!dirs[@]}"; do
+    dir="${dirs[$i]}"
+    pid="${pids[$i]}"
     if is_ours "$pid" "$dir"; then
-      log "$name (pid $pid) ignored TERM for ${stop_timeout}s; sending KILL"
+      log "${dir#"$run_dir"/} (pid $pid) ignored $sig for ${stop_timeout}s; sending KILL"
       kill -KILL "$pid" 2>/dev/null || true
       while is_ours "$pid" "$dir"; do sleep 0.1; done
     fi
-    log "stopped $name (pid $pid)"
+    if [[ "$sig" == KILL ]]; then
+      log "killed ${dir#"$run_dir"/} (pid $pid)"
+    else
+      log "stopped ${dir#"$run_dir"/} (pid $pid)"
+    fi
+    rm -f "$dir/pid"
+  done
+}
+
+# Sends TERM, waits up to the stop timeout, then KILLs. Leaves data, logs and config.
+# A multi-broker cluster: all its nodes at once (one at a time, the last ones would wait for
+# a quorum that is already gone).
+stop_broker() {
+  local dir="$run_dir/$1"
+  if is_multi "$dir"; then
+    local -a nodes
+    mapfile -t nodes < <(node_dirs "$dir")
+    stop_jvms TERM "${nodes[@]}"
+  else
+    stop_jvms TERM "$dir"
   fi
-  rm -f "$dir/pid"
 }
 
 # Stops the broker and removes its data. Leaves logs and config for post-mortem.
 stop_cluster() {
+  local dir="$run_dir/$1"
   stop_broker "$1"
   rm -rf "${run_dir:?}/$1/data"
+  if is_multi "$dir"; then rm -rf "${dir:?}"/node-*/data; fi
 }
 
-start_cluster() {
-  local name="$1" port="$2" version="$3" dir="$run_dir/$1" pid libs
+# Checks `start`'s arguments and tools (single-node and multi-broker alike).
+start_cluster_checks() {
+  local name="$1" port="$2" version="$3"
   [[ "$name" =~ ^[A-Za-z0-9_.-]+$ ]] || die "bad cluster name: $name"
   if ! [[ "$port" =~ ^[1-9][0-9]{0,4}$ ]] || ((port >= 65535)); then die "bad port: $port"; fi
   [[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "bad Kafka version: $version"
@@ -298,6 +367,17 @@ start_cluster() {
   [[ "$secure" == [01] ]] || die "KFERRY_KAFKA_SECURE must be 0 or 1, not: $secure"
   command -v java >/dev/null || die "java is required"
   command -v kcat >/dev/null || die "kcat is required (scripts/setup installs it)"
+}
+
+start_cluster() {
+  local name="$1" port="$2" version="$3" dir="$run_dir/$1" pid libs
+  start_cluster_checks "$name" "$port" "$version"
+  if is_multi "$dir"; then
+    local nd
+    while read -r nd; do
+      running_pid "$nd" >/dev/null && die "$name runs as a multi-broker cluster; stop it first"
+    done < <(node_dirs "$dir")
+  fi
 
   if pid="$(running_pid "$dir")"; then
     if [[ "$(cat "$dir/port" 2>/dev/null)" == "$port" && "$(cat "$dir/version" 2>/dev/null)" == "$version" &&
@@ -426,7 +506,7 @@ stop_all() {
   [[ -d "$run_dir" ]] || return 0
   for dir in "$run_dir"/*/; do
     dir="${dir%/}"
-    [[ -f "$dir/pid" ]] && stop_cluster "$(basename "$dir")"
+    if [[ -f "$dir/pid" ]] || is_multi "$dir"; then stop_cluster "$(basename "$dir")"; fi
   done
   return 0
 }
@@ -437,7 +517,9 @@ status() {
   for dir in "$run_dir"/*/; do
     dir="${dir%/}"
     [[ -f "$dir/port" ]] || continue
-    if pid="$(running_pid "$dir")"; then
+    if is_multi "$dir"; then
+      multi_status "$dir"
+    elif pid="$(running_pid "$dir")"; then
       echo "$(basename "$dir") running pid=$pid kafka=$(cat "$dir/version") bootstrap=127.0.0.1:$(cat "$dir/port")" \
         "authorizer=$(cat "$dir/authorizer" 2>/dev/null || echo 0) secure=$(cat "$dir/secure" 2>/dev/null || echo 0)"
     else
@@ -446,10 +528,357 @@ status() {
   done
 }
 
+# ---- Multi-broker clusters (KFERRY_KAFKA_BROKERS=N; see the header) ----
+
+# A cluster dir in the multi-broker layout records its node count in `brokers`.
+is_multi() { [[ -f "$1/brokers" ]]; }
+
+# The node dirs of a multi-broker cluster dir, one a line, node 1 first.
+node_dirs() {
+  local i
+  for ((i = 1; i <= $(cat "$1/brokers"); i++)); do echo "$1/node-$i"; done
+}
+
+# Node I's ports, from the cluster's base PORT: clients, controller, inter-broker.
+node_port() { echo $(($1 + 10 * ($2 - 1))); }
+node_cport() { echo $(($1 + 10 * ($2 - 1) + 1)); }
+node_iport() { echo $(($1 + 10 * ($2 - 1) + 5)); }
+# The client port node I advertises: its own, or the proxy's in front of it.
+node_adv_port() {
+  if [[ -n "$proxy_base" ]]; then echo $((proxy_base + $2 - 1)); else node_port "$1" "$2"; fi
+}
+
+# Replication factor and min.insync.replicas of every default and internal topic.
+multi_rf() { echo $((brokers < 3 ? brokers : 3)); }
+multi_isr() { echo $((brokers < 3 ? 1 : 2)); }
+
+# Reads the settings `start` recorded, so that restart, start-node etc. use them whatever the
+# environment says now.
+load_multi_settings() {
+  local dir="$1"
+  is_multi "$dir" || die "$(basename "$dir") is not a multi-broker cluster under $run_dir (start it with KFERRY_KAFKA_BROKERS=N)"
+  port="$(cat "$dir/port")"
+  version="$(cat "$dir/version")"
+  brokers="$(cat "$dir/brokers")"
+  authorizer="$(cat "$dir/authorizer")"
+  proxy_base="$(cat "$dir/proxy_port_base")"
+  unclean="$(cat "$dir/unclean")"
+  secure=0
+}
+
+write_node_properties() {
+  local dir="$1" i="$2" ndir="$1/node-$2" voters="" j rf isr
+  rf="$(multi_rf)"
+  isr="$(multi_isr)"
+  for ((j = 1; j <= brokers; j++)); do
+    voters="$voters${voters:+,}$j@127.0.0.1:$(node_cport "$port" "$j")"
+  done
+  cat >"$ndir/server.properties" <<EOP
+# Written by scripts/kafka/cluster.sh: node $i of $brokers combined broker+controller nodes,
+# static quorum. PLAINTEXT: clients (advertised $(node_adv_port "$port" "$i")), INTERNAL: between nodes.
+process.roles=broker,controller
+node.id=$i
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$(node_port "$port" "$i"),CONTROLLER://127.0.0.1:$(node_cport "$port" "$i"),INTERNAL://127.0.0.1:$(node_iport "$port" "$i")
+advertised.listeners=PLAINTEXT://127.0.0.1:$(node_adv_port "$port" "$i"),INTERNAL://127.0.0.1:$(node_iport "$port" "$i")
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT
+inter.broker.listener.name=INTERNAL
+controller.listener.names=CONTROLLER
+log.dirs=$ndir/data
+auto.create.topics.enable=false
+num.partitions=1
+default.replication.factor=$rf
+min.insync.replicas=$isr
+offsets.topic.replication.factor=$rf
+offsets.topic.num.partitions=12
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
+transaction.state.log.num.partitions=12
+group.initial.rebalance.delay.ms=0
+# A killed node is fenced (and its partitions led elsewhere) 6 s after its last heartbeat
+# (measured: 5 to 11 s after the kill, on a loaded 2-core machine), not 9.
+broker.session.timeout.ms=6000
+broker.heartbeat.interval.ms=1000
+unclean.leader.election.enable=$([[ "$unclean" == 1 ]] && echo true || echo false)
+EOP
+  if [[ "${version%%.*}" -ge 4 ]]; then
+    cat >>"$ndir/server.properties" <<EOP
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$isr
+EOP
+  fi
+  # As for a single node: every listener is PLAINTEXT, so clients and the nodes themselves
+  # (INTERNAL, CONTROLLER) are all User:ANONYMOUS, a super user.
+  if [[ "$authorizer" == 1 ]]; then
+    cat >>"$ndir/server.properties" <<EOP
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS
+EOP
+  fi
+}
+
+# JVM flags of one node (small heap: up to 6 nodes share a developer machine). Sets `jvm`.
+node_jvm_flags() {
+  local log_flag="$1"
+  jvm=(-Xms128m -Xmx384m -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+    -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true "$log_flag")
+  if [[ -n "${KFERRY_KAFKA_JAVA_OPTS:-}" ]]; then
+    local -a extra
+    read -r -a extra <<<"$KFERRY_KAFKA_JAVA_OPTS"
+    jvm+=("${extra[@]}")
+  fi
+}
+
+# Starts node I's JVM (config rewritten from the recorded settings; no waiting).
+spawn_node() {
+  local dir="$1" i="$2" libs="$3" ndir="$1/node-$2" log_flag
+  local -a jvm
+  write_node_properties "$dir" "$i"
+  log_flag="$(write_log_config "$ndir" "$libs")"
+  node_jvm_flags "$log_flag"
+  setsid java "${jvm[@]}" "-Dkferry.cluster=$ndir" -cp "$libs/*" kafka.Kafka \
+    "$ndir/server.properties" >>"$ndir/stdout.log" 2>&1 </dev/null &
+  echo "$!" >"$ndir/pid"
+}
+
+# Formats node I's storage with the cluster's id (all nodes in parallel, see start_multi).
+format_node() {
+  local dir="$1" i="$2" libs="$3" cluster_id="$4" ndir="$1/node-$2"
+  local -a jvm
+  node_jvm_flags "-Dlog4j2.configurationFile=$ndir/log4j2.properties"
+  java "${jvm[@]}" -cp "$libs/*" kafka.tools.StorageTool format -t "$cluster_id" \
+    -c "$ndir/server.properties" >"$ndir/format.log" 2>&1
+}
+
+# The node answers a metadata request on its own port that lists every broker of EXPECT
+# (node ids) at its advertised address: it registered and was unfenced, as were they.
+node_lists() {
+  local i="$1" out j
+  shift
+  port_busy "$(node_port "$port" "$i")" || return 1
+  out="$(timeout 10 kcat -b "127.0.0.1:$(node_port "$port" "$i")" -L -m 3 2>/dev/null)" || return 1
+  for j in "$@"; do
+    grep -q "broker $j at 127.0.0.1:$(node_adv_port "$port" "$j")\b" <<<"$out" || return 1
+  done
+}
+
+# Bounded wait until each node of NODES lists every node of EXPECT; on a timeout or a death,
+# shows the logs and stops (MODE fresh: also removes the data of) the nodes just started.
+wait_nodes_ready() {
+  local name="$1" mode="$2" nodes="$3" expect="$4" started="$5" dir="$run_dir/$1" i why pid
+  local -a ready=()
+  while :; do
+    why=""
+    ready=()
+    for i in $nodes; do
+      if node_lists "$i" $expect; then ready+=("$i"); continue; fi
+      pid="$(cat "$dir/node-$i/pid" 2>/dev/null || true)"
+      if [[ -z "$pid" ]] || ! proc_alive "$pid"; then
+        why="$name node $i (Kafka on 127.0.0.1:$(node_port "$port" "$i")) exited during start-up"
+      fi
+    done
+    ((${#ready[@]} == $(wc -w <<<"$nodes"))) && return 0
+    if [[ -z "$why" ]] && ((SECONDS - started >= start_timeout)); then
+      why="$name: node(s) $nodes did not all list broker(s) $expect within ${start_timeout}s (ready: ${ready[*]:-none})"
+    fi
+    if [[ -n "$why" ]]; then
+      for i in $nodes; do show_logs "$dir/node-$i"; done
+      if [[ "$mode" == fresh ]]; then
+        stop_cluster "$name"
+      else
+        local -a ndirs=()
+        for i in $nodes; do ndirs+=("$dir/node-$i"); done
+        stop_jvms TERM "${ndirs[@]}"
+      fi
+      die "$why"
+    fi
+    sleep 0.5
+  done
+}
+
+# Every client address, comma-separated (what `start` prints).
+multi_bootstrap() {
+  local i out=""
+  for ((i = 1; i <= brokers; i++)); do out="$out${out:+,}127.0.0.1:$(node_port "$port" "$i")"; done
+  echo "$out"
+}
+
+# Fail fast on a port in use: each node's three listeners.
+multi_ports_free() {
+  local name="$1" i p
+  shift
+  for i in "$@"; do
+    for p in "$(node_port "$port" "$i")" "$(node_cport "$port" "$i")" "$(node_iport "$port" "$i")"; do
+      port_busy "$p" && die "port 127.0.0.1:$p (node $i) is already in use; cannot start $name"
+    done
+  done
+  return 0
+}
+
+all_nodes() { seq 1 "$brokers" | tr '\n' ' '; }
+
+start_multi() {
+  local name="$1" dir="$run_dir/$1" libs i cluster_id started
+  [[ "$brokers" =~ ^[1-9]$ ]] || die "KFERRY_KAFKA_BROKERS must be 1 to 9, not: $brokers"
+  [[ "$unclean" == [01] ]] || die "KFERRY_KAFKA_UNCLEAN_LEADER_ELECTION must be 0 or 1, not: $unclean"
+  [[ "$secure" == 0 ]] || die "KFERRY_KAFKA_SECURE=1 is supported on single-node clusters only"
+  if [[ -n "$proxy_base" ]]; then
+    if ! [[ "$proxy_base" =~ ^[1-9][0-9]{0,4}$ ]] || ((proxy_base + brokers > 65535)); then
+      die "bad KFERRY_KAFKA_PROXY_PORT_BASE: $proxy_base"
+    fi
+  fi
+  if (($(node_iport "$port" "$brokers") >= 65535)); then die "ports from $port do not fit $brokers nodes"; fi
+  if running_pid "$dir" >/dev/null; then
+    die "$name already runs as a single-node cluster (pid $(cat "$dir/pid")); stop it first"
+  fi
+  if is_multi "$dir"; then
+    local up=0 n=0 nd
+    while read -r nd; do
+      n=$((n + 1))
+      running_pid "$nd" >/dev/null && up=$((up + 1))
+    done < <(node_dirs "$dir")
+    if ((up > 0)); then
+      if ((up == n)) && [[ "$(cat "$dir/port")" == "$port" && "$(cat "$dir/version")" == "$version" &&
+        "$(cat "$dir/brokers")" == "$brokers" && "$(cat "$dir/authorizer")" == "$authorizer" &&
+        "$(cat "$dir/proxy_port_base")" == "$proxy_base" && "$(cat "$dir/unclean")" == "$unclean" ]]; then
+        wait_nodes_ready "$name" restart "$(all_nodes)" "$(all_nodes)" "$SECONDS"
+        log "$name already running (Kafka $version, $brokers nodes)"
+        multi_bootstrap
+        return 0
+      fi
+      die "$name already runs ($up of $n nodes up) with other settings or not all nodes up; stop it first"
+    fi
+  fi
+
+  multi_ports_free "$name" $(all_nodes)
+  libs="$("$here/fetch.sh" "$version")"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  echo "$port" >"$dir/port"
+  echo "$version" >"$dir/version"
+  echo "$brokers" >"$dir/brokers"
+  echo "$authorizer" >"$dir/authorizer"
+  echo 0 >"$dir/secure"
+  echo "$proxy_base" >"$dir/proxy_port_base"
+  echo "$unclean" >"$dir/unclean"
+  cluster_id="$(random_cluster_id)"
+  local -a fpids=()
+  for ((i = 1; i <= brokers; i++)); do
+    mkdir -p "$dir/node-$i/data"
+    write_node_properties "$dir" "$i"
+    write_log_config "$dir/node-$i" "$libs" >/dev/null
+    format_node "$dir" "$i" "$libs" "$cluster_id" &
+    fpids+=("$!")
+  done
+  for i in "${!fpids[@]}"; do
+    if ! wait "${fpids[$i]}"; then
+      tail -n 40 "$dir/node-$((i + 1))/format.log" >&2
+      rm -rf "$dir"/node-*/data
+      die "formatting the storage of $name node $((i + 1)) failed"
+    fi
+  done
+
+  # A quorum of N needs a majority up to elect a leader: start every node, then wait.
+  started="$SECONDS"
+  for ((i = 1; i <= brokers; i++)); do spawn_node "$dir" "$i" "$libs"; done
+  wait_nodes_ready "$name" fresh "$(all_nodes)" "$(all_nodes)" "$started"
+  local with=""
+  [[ "$authorizer" == 1 ]] && with=", StandardAuthorizer"
+  [[ -n "$proxy_base" ]] && with="$with, advertising proxy ports from $proxy_base"
+  [[ "$unclean" == 1 ]] && with="$with, unclean leader election"
+  log "started $name (Kafka $version, $brokers nodes$with) on $(multi_bootstrap)" \
+    "in $((SECONDS - started))s; logs in $dir/node-*"
+  multi_bootstrap
+}
+
+# All nodes stopped (TERM at once, bounded) and started again on their data.
+restart_multi() {
+  local name="$1" dir="$run_dir/$1" libs i nd started
+  load_multi_settings "$dir"
+  while read -r nd; do
+    [[ -f "$nd/data/meta.properties" ]] ||
+      die "$name has no formatted data in $nd/data (never started, or stopped): use start"
+  done < <(node_dirs "$dir")
+  command -v java >/dev/null || die "java is required"
+  command -v kcat >/dev/null || die "kcat is required (scripts/setup installs it)"
+  stop_broker "$name"
+  multi_ports_free "$name" $(all_nodes)
+  libs="$("$here/fetch.sh" "$version")"
+  started="$SECONDS"
+  for ((i = 1; i <= brokers; i++)); do spawn_node "$dir" "$i" "$libs"; done
+  wait_nodes_ready "$name" restart "$(all_nodes)" "$(all_nodes)" "$started"
+  log "restarted $name (Kafka $version, $brokers nodes) in $((SECONDS - started))s"
+  multi_bootstrap
+}
+
+# Checks NAME and N of the *-node commands; loads the cluster's settings.
+node_args() {
+  local name="$1" i="$2"
+  [[ "$name" =~ ^[A-Za-z0-9_.-]+$ ]] || die "bad cluster name: $name"
+  load_multi_settings "$run_dir/$name"
+  [[ "$i" =~ ^[1-9]$ ]] && ((i <= brokers)) || die "$name has nodes 1 to $brokers, not: $i"
+}
+
+stop_node() {
+  local name="$1" i="$2" sig="$3"
+  node_args "$name" "$i"
+  if ! running_pid "$run_dir/$name/node-$i" >/dev/null; then
+    log "$name node $i is not running"
+    rm -f "$run_dir/$name/node-$i/pid"
+    return 0
+  fi
+  stop_jvms "$sig" "$run_dir/$name/node-$i"
+}
+
+# Starts node N on its data and waits until it answers metadata listing itself. A node
+# already running is a no-op success (after the same wait).
+start_node() {
+  local name="$1" i="$2" dir="$run_dir/$1" libs started pid
+  node_args "$name" "$i"
+  [[ -f "$dir/node-$i/data/meta.properties" ]] ||
+    die "$name node $i has no formatted data in $dir/node-$i/data (cluster stopped?): use start"
+  started="$SECONDS"
+  if pid="$(running_pid "$dir/node-$i")"; then
+    wait_nodes_ready "$name" restart "$i" "$i" "$started"
+    log "$name node $i already running (pid $pid)"
+    echo "127.0.0.1:$(node_port "$port" "$i")"
+    return 0
+  fi
+  command -v java >/dev/null || die "java is required"
+  command -v kcat >/dev/null || die "kcat is required (scripts/setup installs it)"
+  multi_ports_free "$name" "$i"
+  libs="$("$here/fetch.sh" "$version")"
+  spawn_node "$dir" "$i" "$libs"
+  wait_nodes_ready "$name" restart "$i" "$i" "$started"
+  log "started $name node $i (pid $(cat "$dir/node-$i/pid")) on 127.0.0.1:$(node_port "$port" "$i") in $((SECONDS - started))s"
+  echo "127.0.0.1:$(node_port "$port" "$i")"
+}
+
+multi_status() {
+  local dir="$1" i up="" down="" pid
+  (
+    load_multi_settings "$dir"
+    for ((i = 1; i <= brokers; i++)); do
+      if pid="$(running_pid "$dir/node-$i")"; then up="$up${up:+,}$i:$pid"; else down="$down${down:+,}$i"; fi
+    done
+    local state=stopped
+    [[ -n "$up" ]] && state=running
+    echo "$(basename "$dir") $state kafka=$version brokers=$brokers up=${up:-none} down=${down:-none}" \
+      "bootstrap=$(multi_bootstrap) authorizer=$authorizer proxy_port_base=${proxy_base:-none} unclean=$unclean"
+  )
+}
+
 case "${1:-}" in
   start)
     (($# >= 3 && $# <= 4)) || usage
-    start_cluster "$2" "$3" "${4:-4.4.0}"
+    if [[ "$brokers" != 1 || -n "$proxy_base" ]]; then
+      start_cluster_checks "$2" "$3" "${4:-4.4.0}"
+      port="$3"
+      version="${4:-4.4.0}"
+      start_multi "$2"
+    else
+      start_cluster "$2" "$3" "${4:-4.4.0}"
+    fi
     ;;
   stop)
     (($# == 2)) || usage
@@ -459,7 +888,17 @@ case "${1:-}" in
   restart)
     (($# == 2)) || usage
     [[ "$2" =~ ^[A-Za-z0-9_.-]+$ ]] || die "bad cluster name: $2"
-    restart_cluster "$2"
+    if is_multi "$run_dir/$2"; then restart_multi "$2"; else restart_cluster "$2"; fi
+    ;;
+  stop-node | kill-node)
+    (($# == 3)) || usage
+    sig=TERM
+    [[ "$1" == kill-node ]] && sig=KILL
+    stop_node "$2" "$3" "$sig"
+    ;;
+  start-node)
+    (($# == 3)) || usage
+    start_node "$2" "$3"
     ;;
   stop-all)
     (($# == 1)) || usage

@@ -24,7 +24,7 @@ pub(super) struct FailbackArgs<'a> {
     pub(super) timeout: Duration,
     pub(super) json: bool,
     pub(super) export_dir: &'a Path,
-    /// Recreating compact-only topics is confirmed (`--yes`).
+    /// `--yes`: reset deletes records and recreates compact-only topics without asking.
     pub(super) yes: bool,
 }
 
@@ -115,7 +115,7 @@ async fn start(
         return true;
     }
     print(&plan, args.json);
-    if !plan.recreate.is_empty() && !confirmed(&plan, args.yes) {
+    if mode == FailbackMode::Reset && !args.yes && !confirmed(&plan, &flow.source).await {
         return false;
     }
     if let Err(e) = failback::prepare(flow, &plan, primary, secondary).await {
@@ -131,32 +131,42 @@ async fn start(
     run_reverse_flow(config, &reverse, primary).await
 }
 
-/// Whether the operator confirmed that the plan deletes and recreates its compact-only
-/// topics: `--yes`, or `yes` typed at the prompt on a terminal. Nothing is changed before.
-fn confirmed(plan: &failback::FailbackPlan, yes: bool) -> bool {
+/// Whether reset may go on without `--yes`: on a terminal, when the operator types yes;
+/// elsewhere (scripts, CI) there is no one to ask, so deleting records goes on as `--yes`
+/// would, but recreating compact-only topics (`_schemas`, `connect-*`) needs `--yes`.
+async fn confirmed(plan: &failback::FailbackPlan, primary: &str) -> bool {
     use std::io::{BufRead, IsTerminal, Write};
-    if yes {
-        return true;
-    }
-    let topics: Vec<&str> = plan.recreate.iter().map(|t| t.topic.as_str()).collect();
+    let recreated: Vec<&str> = plan.recreate.iter().map(|t| t.topic.as_str()).collect();
     if !std::io::stdin().is_terminal() {
+        if recreated.is_empty() {
+            return true;
+        }
         eprintln!(
             "error: flow {}: reset deletes and recreates the compact-only topics {} on the primary (see the plan); \
              nothing was changed. Rerun with --yes to confirm",
             plan.flow,
-            topics.join(", ")
+            recreated.join(", ")
         );
         return false;
     }
-    eprint!("reset deletes and recreates {} on the primary; type yes to go on: ", topics.join(", "));
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut answer);
-    if answer.trim() == "yes" {
-        return true;
+    let mut question = format!("Delete the records listed above on cluster {primary}");
+    if !recreated.is_empty() {
+        question.push_str(&format!(" and recreate {}", recreated.join(", ")));
     }
-    eprintln!("error: not confirmed; nothing was changed");
-    false
+    question.push_str("? Type \"yes\" to go on: ");
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stderr = std::io::stderr();
+        let _ = stderr.write_all(question.as_bytes());
+        let _ = stderr.flush();
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map(|_| line)
+    })
+    .await;
+    let yes = matches!(answer, Ok(Ok(line)) if line.trim().eq_ignore_ascii_case("yes"));
+    if !yes {
+        eprintln!("failback not started: nothing was deleted");
+    }
+    yes
 }
 
 /// Runs the reverse flow until a signal, or until `--complete` fences it (a success).

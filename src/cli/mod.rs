@@ -1,9 +1,11 @@
 //! The `kferry` command line: argument parsing, logging set-up, the async runtime, and
 //! exit codes. Each command lives in its own module and only calls the library.
 //!
-//! Exit codes: 0 success, 1 a cluster or broker problem, 2 a configuration problem.
+//! Exit codes (also in `--help`): 0 success, 1 a cluster or broker problem, 2 a
+//! configuration or usage problem. clap's own usage errors exit with 2 as well.
 
 mod check;
+mod convert_mm2;
 mod failback;
 mod failover;
 mod offsets;
@@ -19,9 +21,20 @@ use crate::config::Config;
 use crate::recovery::failback::FailbackMode;
 use crate::recovery::failover::Mode;
 
+/// What `--help` says after the options.
+const AFTER_HELP: &str = "\
+Environment:
+  KFERRY_CONFIG  the configuration file when --config is not given
+  KFERRY_LOG     log filter (tracing syntax: info, debug, kferry::client=trace); default info
+
+Exit codes:
+  0  success
+  1  a cluster or broker problem (unreachable, refused, replication failed)
+  2  a configuration or usage problem (bad file, bad arguments)";
+
 /// Replicates Kafka topics from one cluster to another (a MirrorMaker 2 replacement).
 #[derive(Debug, Parser)]
-#[command(name = "kferry", version, about, long_about = None)]
+#[command(name = "kferry", version, about, long_about = None, after_help = AFTER_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,28 +45,34 @@ enum Command {
     /// Runs the configured replication flows until stopped.
     Run {
         /// The YAML configuration file.
-        #[arg(long, short)]
+        #[arg(long, short, env = "KFERRY_CONFIG")]
         config: PathBuf,
     },
     /// Connects to every cluster and shows what each flow would replicate; changes nothing.
     Check {
         /// The YAML configuration file.
-        #[arg(long, short)]
+        #[arg(long, short, env = "KFERRY_CONFIG")]
         config: PathBuf,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Prints what `run` would create or change on each target (topics, partitions,
     /// configs, ACLs) and the conflicts it would report; changes nothing.
     Plan {
         /// The YAML configuration file.
-        #[arg(long, short)]
+        #[arg(long, short, env = "KFERRY_CONFIG")]
         config: PathBuf,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Prints, per group and partition, the source group's committed offset, the target
     /// offset it translates to, the group's offset on the target and the lag; changes
     /// nothing.
     Offsets {
         /// The YAML configuration file.
-        #[arg(long, short)]
+        #[arg(long, short, env = "KFERRY_CONFIG")]
         config: PathBuf,
         /// Only this group.
         #[arg(long)]
@@ -67,7 +86,7 @@ enum Command {
     /// failover point.
     Failover {
         /// The YAML configuration file.
-        #[arg(long, short)]
+        #[arg(long, short, env = "KFERRY_CONFIG")]
         config: PathBuf,
         /// The flow, as `source->target`.
         #[arg(long)]
@@ -93,7 +112,7 @@ enum Command {
     /// has caught up (--complete).
     Failback {
         /// The YAML configuration file.
-        #[arg(long, short)]
+        #[arg(long, short, env = "KFERRY_CONFIG")]
         config: PathBuf,
         /// The flow that was failed over, as `source->target`.
         #[arg(long)]
@@ -117,10 +136,18 @@ enum Command {
         /// Where incremental failback writes the divergent records.
         #[arg(long, default_value = ".")]
         export_dir: PathBuf,
-        /// Confirms, without a prompt, that reset deletes and recreates the compact-only
-        /// topics its plan lists (`_schemas`, `connect-*`).
+        /// Do not ask before --mode reset deletes records and recreates the compact-only
+        /// topics its plan lists (`_schemas`, `connect-*`); it asks only on a terminal, and
+        /// off one recreating needs this flag.
         #[arg(long)]
         yes: bool,
+    },
+    /// Prints the kferry config equivalent to a MirrorMaker 2 properties file; every
+    /// property it cannot carry over goes to standard error with the reason.
+    #[command(name = "convert-mm2")]
+    ConvertMm2 {
+        /// The MM2 properties file (dedicated mode, e.g. mm2.properties).
+        file: PathBuf,
     },
 }
 
@@ -149,8 +176,9 @@ pub fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Run { config } => run::run(&load(&config)?).await,
-            Command::Check { config } => check::check(&load(&config)?).await,
-            Command::Plan { config } => plan::plan(&load(&config)?).await,
+            Command::Check { config, json } => check::check(&load(&config)?, json).await,
+            Command::Plan { config, json } => plan::plan(&load(&config)?, json).await,
+            Command::ConvertMm2 { file } => convert_mm2::convert_mm2(&file),
             Command::Failover { config, flow, planned, force: _, dry_run, timeout, json } => {
                 let mode = if planned { Mode::Planned } else { Mode::Force };
                 let timeout = std::time::Duration::from_secs(timeout);
@@ -195,6 +223,9 @@ fn cluster_access(
     for (name, cluster) in &config.clusters {
         match crate::client::security::Security::from_config(name, &cluster.security) {
             Ok(security) => {
+                for warning in security.cleartext_warnings(name) {
+                    tracing::warn!("{warning}");
+                }
                 let mut client = base.clone();
                 client.connection.security = std::sync::Arc::new(security);
                 access.insert(name.clone(), ClusterAccess { bootstrap: cluster.bootstrap_servers.clone(), client });

@@ -9,7 +9,6 @@
 //! A third loop, on its own interval, syncs consumer-group offsets (`groups`): it only reads
 //! the state the replicator commits, so it never slows the hot path.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +18,7 @@ use super::{ClusterAccess, Failure};
 use crate::client::{ClientConfig, ClientError, Cluster};
 use crate::config::{Config, FlowConfig};
 use crate::groups::sync::GroupSync;
-use crate::replicate::engine::Replicator;
+use crate::replicate::engine::{Replicator, TopicPlan};
 use crate::topics::sync::TopicSync;
 
 /// Pause between attempts to reach a flow's clusters.
@@ -131,7 +130,7 @@ pub(super) async fn run_flow(
             return false;
         }
     };
-    let (topics, replicated) = watch::channel(BTreeMap::new());
+    let (topics, replicated) = watch::channel(None);
     let (flow_stop, flow_stopped) = watch::channel(false);
     let mut flow_stopped_for_sync = flow_stopped.clone();
     let mut flow_stopped_for_groups = flow_stopped.clone();
@@ -172,7 +171,7 @@ pub(super) async fn run_flow(
 async fn topic_sync_loop(
     flow: &FlowConfig,
     mut sync: TopicSync,
-    topics: watch::Sender<BTreeMap<String, String>>,
+    topics: watch::Sender<Option<TopicPlan>>,
     mut stopped: watch::Receiver<bool>,
     flow_stopped: &mut watch::Receiver<bool>,
 ) {
@@ -184,8 +183,8 @@ async fn topic_sync_loop(
                 tracing::debug!(flow = %flow.name(), changes = applied.len(), failed, topics = plan.replicated.len(), "topic sync round done");
                 let replicated = crate::topics::sync::replicated_after(&plan, &applied);
                 topics.send_if_modified(|current| {
-                    let changed = *current != replicated;
-                    *current = replicated;
+                    let changed = current.as_ref() != Some(&replicated);
+                    *current = Some(replicated);
                     changed
                 });
             }

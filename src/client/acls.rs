@@ -17,7 +17,8 @@ const RESOURCE_TOPIC: i8 = 2;
 const ANY: i8 = 1;
 
 /// How an ACL's resource name matches topics (Kafka's `PatternType`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AclPattern {
     /// Exactly the named topic.
     Literal,
@@ -53,6 +54,13 @@ impl AclOperation {
     pub const DESCRIBE: Self = Self(8);
 }
 
+/// By name (`READ`), as operators and Kafka's tools write it.
+impl serde::Serialize for AclOperation {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl fmt::Display for AclOperation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const NAMES: [&str; 16] = [
@@ -81,7 +89,8 @@ impl fmt::Display for AclOperation {
 }
 
 /// Whether an ACL allows or denies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AclPermission {
     Deny,
     Allow,
@@ -97,7 +106,7 @@ impl AclPermission {
 }
 
 /// One ACL on a topic resource.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct TopicAcl {
     pub topic: String,
     pub pattern: AclPattern,

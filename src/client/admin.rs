@@ -61,7 +61,7 @@ pub struct ConfigEntry {
 pub type TopicConfigs = BTreeMap<String, ConfigEntry>;
 
 /// A topic to create.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct NewTopic {
     pub name: String,
     pub partitions: i32,

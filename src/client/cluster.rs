@@ -150,7 +150,7 @@ impl Cluster {
 
     /// As [`Cluster::topic`] without retries, for use inside a call that retries as a whole
     /// (nested retries would multiply the attempts).
-    pub(super) async fn topic_once(&self, topic: &str) -> Result<Arc<TopicInfo>, ClientError> {
+    pub async fn topic_once(&self, topic: &str) -> Result<Arc<TopicInfo>, ClientError> {
         // A topic the last answer had an error for is asked again: it may exist by now.
         let covers = |s: &MetadataSnapshot| s.topics.contains_key(topic);
         let snapshot = match self.cached(covers) {
@@ -175,7 +175,7 @@ impl Cluster {
     }
 
     /// As [`Cluster::leader`] without retries; see [`Cluster::topic_once`].
-    pub(super) async fn leader_once(&self, topic: &str, partition: i32) -> Result<(Arc<Messenger>, i32), ClientError> {
+    pub async fn leader_once(&self, topic: &str, partition: i32) -> Result<(Arc<Messenger>, i32), ClientError> {
         let info = self.topic_once(topic).await?;
         let p = info.partitions.get(&partition).ok_or_else(|| ClientError::UnknownPartition {
             cluster: self.name.clone(),

@@ -68,10 +68,11 @@ pub(super) fn coordinator_moved(code: ErrorCode) -> bool {
 
 impl Cluster {
     /// The coordinator of `key` (a group id or a transactional id), found once and cached
-    /// until a call reports it moved.
+    /// until a call reports it moved, or its broker cannot be reached (stopped: its
+    /// coordinators move to other brokers), so the caller's retry asks again.
     pub async fn coordinator(&self, kind: CoordinatorKind, key: &str) -> Result<Arc<Messenger>, ClientError> {
         if let Some(node) = self.cached_coordinator(kind, key) {
-            return self.broker(node).await;
+            return self.coordinator_broker(kind, key, node).await;
         }
         // v4+ asks for several keys at once, older versions for one.
         let build = |version: i16| {
@@ -99,7 +100,20 @@ impl Cluster {
             return Err(ClientError::Request { broker, api: "FindCoordinator", code, message });
         }
         self.cache_coordinator(kind, key, node);
-        self.broker(node).await
+        self.coordinator_broker(kind, key, node).await
+    }
+
+    async fn coordinator_broker(
+        &self,
+        kind: CoordinatorKind,
+        key: &str,
+        node: i32,
+    ) -> Result<Arc<Messenger>, ClientError> {
+        let broker = self.broker(node).await;
+        if broker.is_err() {
+            self.forget_coordinator(kind, key);
+        }
+        broker
     }
 
     /// Every group of the cluster: each broker lists the groups it coordinates, so all

@@ -37,6 +37,8 @@ impl fmt::Display for BrokerRef {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectionError {
+    #[error("{broker}: cannot resolve the address: {source}")]
+    Resolve { broker: BrokerRef, source: super::resolve::ResolveError },
     #[error("{broker}: cannot connect: {source}")]
     Connect { broker: BrokerRef, source: Arc<std::io::Error> },
     #[error("{broker}: no connection after {after:?} (is the address right and the broker up?)")]

@@ -3,7 +3,7 @@
 //! - [`Messenger`]: one pipelined connection to one broker (correlation ids, bounded
 //!   in-flight requests, poisoning, cancel-safety, API version negotiation).
 //! - [`Cluster`]: the broker pool of one cluster, its metadata cache and retry policy.
-//! - `transport` (TCP or TLS stream) and [`security`] (TLS settings, SASL mechanisms,
+//! - [`resolve`] (host names from /etc/hosts and DNS, no glibc), `transport` (TCP or TLS stream) and [`security`] (TLS settings, SASL mechanisms,
 //!   KIP-368 re-authentication): what sits under a messenger.
 //! - `records` (ListOffsets, Produce, Fetch), `admin` (DescribeCluster, DescribeConfigs,
 //!   CreateTopics, CreatePartitions, IncrementalAlterConfigs) and `acls` (DescribeAcls,
@@ -20,6 +20,7 @@ mod error;
 mod messenger;
 mod metadata;
 mod records;
+pub mod resolve;
 pub mod security;
 mod transactions;
 mod transport;

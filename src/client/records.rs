@@ -120,7 +120,7 @@ impl Cluster {
         }
     }
 
-    /// The offset `spec` names in one partition, asked of its leader.
+    /// The offset `spec` names in one partition, asked of its leader (retried).
     pub async fn list_offset(
         &self,
         topic: &str,
@@ -128,30 +128,38 @@ impl Cluster {
         spec: OffsetSpec,
         isolation: Isolation,
     ) -> Result<i64, ClientError> {
-        self.retrying(|| async {
-            let (leader, leader_epoch) = self.leader_once(topic, partition).await?;
-            let request = ListOffsetsRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_isolation_level(isolation.level())
-                .with_topics(vec![ListOffsetsTopic::default().with_name(topic_name(topic)).with_partitions(vec![
-                    ListOffsetsPartition::default()
-                        .with_partition_index(partition)
-                        .with_current_leader_epoch(leader_epoch)
-                        .with_timestamp(spec.timestamp()),
-                ])]);
-            let (_, response) = leader.request(&request).await?;
-            let answer = response
-                .topics
-                .iter()
-                .flat_map(|t| &t.partitions)
-                .find(|p| p.partition_index == partition)
-                .ok_or_else(|| self.missing("ListOffsets", topic, partition))?;
-            match ErrorCode::from_code(answer.error_code) {
-                Some(code) => Err(Self::partition_error(&leader, "ListOffsets", topic, partition, code, None)),
-                None => Ok(answer.offset),
-            }
-        })
-        .await
+        self.retrying(|| self.list_offset_once(topic, partition, spec, isolation)).await
+    }
+
+    /// As [`Cluster::list_offset`], one attempt: for callers with a retry loop of their own.
+    pub async fn list_offset_once(
+        &self,
+        topic: &str,
+        partition: i32,
+        spec: OffsetSpec,
+        isolation: Isolation,
+    ) -> Result<i64, ClientError> {
+        let (leader, leader_epoch) = self.leader_once(topic, partition).await?;
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_isolation_level(isolation.level())
+            .with_topics(vec![ListOffsetsTopic::default().with_name(topic_name(topic)).with_partitions(vec![
+                ListOffsetsPartition::default()
+                    .with_partition_index(partition)
+                    .with_current_leader_epoch(leader_epoch)
+                    .with_timestamp(spec.timestamp()),
+            ])]);
+        let (_, response) = leader.request(&request).await?;
+        let answer = response
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .find(|p| p.partition_index == partition)
+            .ok_or_else(|| self.missing("ListOffsets", topic, partition))?;
+        match ErrorCode::from_code(answer.error_code) {
+            Some(code) => Err(Self::partition_error(&leader, "ListOffsets", topic, partition, code, None)),
+            None => Ok(answer.offset),
+        }
     }
 
     /// Appends `records` (exactly one v2 batch, base offset 0) to a partition with `acks=all`.

@@ -3,6 +3,7 @@
 //! wording of TLS failures: untrusted certificate, wrong name, a plaintext listener
 //! answering a TLS client, a client certificate the broker refuses.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rustls::{AlertDescription, CertificateError};
@@ -11,6 +12,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::error::{BrokerRef, ConnectionError};
 use super::messenger::ConnectionConfig;
+use super::resolve;
 
 /// A connected stream; the messenger splits each kind its own way (a TCP stream without
 /// a lock, so the plaintext path costs nothing more than before TLS existed).
@@ -29,7 +31,10 @@ pub(super) async fn connect(broker: &BrokerRef, config: &ConnectionConfig) -> Re
 
 async fn connect_unbounded(broker: &BrokerRef, config: &ConnectionConfig) -> Result<Transport, ConnectionError> {
     let connect_error = |e| ConnectionError::Connect { broker: broker.clone(), source: Arc::new(e) };
-    let stream = TcpStream::connect(&*broker.address).await.map_err(connect_error)?;
+    let addresses = resolve::resolve_address(&broker.address)
+        .await
+        .map_err(|source| ConnectionError::Resolve { broker: broker.clone(), source })?;
+    let stream = connect_first(&addresses).await.map_err(connect_error)?;
     // Requests are small and latency matters more than packet count.
     stream.set_nodelay(true).map_err(connect_error)?;
     let Some(tls) = &config.security.tls else {
@@ -48,6 +53,19 @@ async fn connect_unbounded(broker: &BrokerRef, config: &ConnectionConfig) -> Res
         "TLS established"
     );
     Ok(Transport::Tls(Box::new(stream)))
+}
+
+/// Connects to the first of `addresses` that accepts, as `getaddrinfo` users do; the error
+/// is the last address's.
+pub(super) async fn connect_first(addresses: &[SocketAddr]) -> std::io::Result<TcpStream> {
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+    for address in addresses {
+        match TcpStream::connect(address).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// The error for a failed TLS handshake or a TLS failure on the first request.

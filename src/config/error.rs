@@ -1,4 +1,4 @@
-//! Configuration errors, and the rewording of serde_yaml_ng's parse errors into the same
+//! Configuration errors, and the rewording of serde_norway's parse errors into the same
 //! `file line N: key.path: what is wrong` shape as kferry's own checks.
 
 use std::fmt;
@@ -77,7 +77,7 @@ pub(crate) fn duplicate_key_message(key: &str) -> String {
     format!("duplicate key `{key}`")
 }
 
-/// How serde and serde_yaml_ng messages start. serde_yaml_ng prints `path: message`;
+/// How serde and serde_norway messages start. serde_norway prints `path: message`;
 /// knowing where the message starts splits the two even when a key contains `: `.
 const MESSAGE_STARTS: &[&str] = &[
     "unknown field `",
@@ -90,11 +90,11 @@ const MESSAGE_STARTS: &[&str] = &[
     "invalid length ",
 ];
 
-/// Turns a serde_yaml_ng error into a [`Problem`] worded like kferry's own checks.
-pub(crate) fn parse_problem(err: &serde_yaml_ng::Error, text: &str) -> Problem {
+/// Turns a serde_norway error into a [`Problem`] worded like kferry's own checks.
+pub(crate) fn parse_problem(err: &serde_norway::Error, text: &str) -> Problem {
     let mut raw = err.to_string();
     let line = err.location().map(|location| {
-        // The position goes in front (`line N`), so drop serde_yaml_ng's copy of it.
+        // The position goes in front (`line N`), so drop serde_norway's copy of it.
         let suffix = format!(" at line {} column {}", location.line(), location.column());
         if let Some(at) = raw.find(&suffix) {
             raw.replace_range(at..at + suffix.len(), "");
@@ -104,7 +104,7 @@ pub(crate) fn parse_problem(err: &serde_yaml_ng::Error, text: &str) -> Problem {
     let (path, message) = split_path(&raw);
     let mut problem = Problem::new(line, path.to_owned(), reword(message));
     if path.is_empty() {
-        // For a top-level key serde_yaml_ng points at the start of the document; find
+        // For a top-level key serde_norway points at the start of the document; find
         // the key's own line instead.
         if let Some(key) = unknown_field(message) {
             let own_line = Locator::new(text).line_of(&KeyPath::root().key(key));
@@ -114,7 +114,7 @@ pub(crate) fn parse_problem(err: &serde_yaml_ng::Error, text: &str) -> Problem {
     problem
 }
 
-/// Splits serde_yaml_ng's `path: message` (path absent for the document root).
+/// Splits serde_norway's `path: message` (path absent for the document root).
 fn split_path(raw: &str) -> (&str, &str) {
     let starts_at = |at: usize| MESSAGE_STARTS.iter().any(|m| raw[at..].starts_with(m));
     if starts_at(0) {

@@ -10,6 +10,7 @@
 
 mod error;
 mod locate;
+pub mod mm2;
 mod security;
 mod validate;
 
@@ -99,6 +100,11 @@ pub struct FlowConfig {
     /// Where a partition without recorded progress starts.
     #[serde(default)]
     pub start: StartPosition,
+    /// What a partition does when its source was reset under kferry: the topic deleted and
+    /// recreated (a new topic id, offsets from 0 again) or its log truncated below kferry's
+    /// position (an unclean leader election).
+    #[serde(default)]
+    pub on_source_reset: OnSourceReset,
     /// Bytes of records the flow holds in memory at once (fetched and being produced),
     /// whatever the number of partitions.
     #[serde(default = "buffer_bytes")]
@@ -144,6 +150,28 @@ impl fmt::Display for Delivery {
         f.write_str(match self {
             Self::ExactlyOnce => "exactly_once",
             Self::AtLeastOnce => "at_least_once",
+        })
+    }
+}
+
+/// What a partition does when its source was reset (recreated, or truncated below
+/// kferry's position).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSourceReset {
+    /// The partition stops with an error naming the offsets; an operator decides.
+    #[default]
+    Fail,
+    /// The partition starts again from the source's log start (records already on the
+    /// target stay; the new ones follow them).
+    RestartFromLogStart,
+}
+
+impl fmt::Display for OnSourceReset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Fail => "fail",
+            Self::RestartFromLogStart => "restart_from_log_start",
         })
     }
 }
@@ -225,6 +253,7 @@ impl FlowConfig {
             refresh_topics_interval_seconds: ten(),
             delivery: Delivery::default(),
             start: StartPosition::default(),
+            on_source_reset: OnSourceReset::default(),
             buffer_bytes: buffer_bytes(),
             sync_group_offsets: yes(),
             groups: all_groups(),
@@ -282,7 +311,7 @@ impl Config {
     /// [`ConfigError::Parse`] for the first syntax or schema error (unknown key, wrong
     /// type, missing key), else [`ConfigError::Invalid`] listing every failed check.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = serde_yaml_ng::from_str(text).map_err(|err| ConfigError::Parse {
+        let config: Config = serde_norway::from_str(text).map_err(|err| ConfigError::Parse {
             origin: origin.to_owned(),
             problem: error::parse_problem(&err, text),
         })?;

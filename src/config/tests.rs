@@ -93,7 +93,7 @@ fn parse_errors_name_key_line_and_what_is_allowed() {
             format!("{CLUSTERS}\nflows:\n  - source: primary\n    target: secondary\n    polcy: identity\n"),
             "config.yaml line 8: flows[0]: unknown key \"polcy\"; \
              allowed: source, target, topics, topics_exclude, policy, separator, replication_factor, \
-             sync_topic_configs, topic_configs_exclude, sync_topic_acls, refresh_topics_interval_seconds, delivery, start, \
+             sync_topic_configs, topic_configs_exclude, sync_topic_acls, refresh_topics_interval_seconds, delivery, start, on_source_reset, \
              buffer_bytes, sync_group_offsets, groups, groups_exclude, sync_group_offsets_interval_seconds",
         ),
         (
@@ -102,7 +102,7 @@ fn parse_errors_name_key_line_and_what_is_allowed() {
              allowed: bootstrap_servers, security",
         ),
         (
-            // serde_yaml_ng points at the document start; kferry finds the key's line.
+            // serde_norway points at the document start; kferry finds the key's line.
             "# comment\n\nflow: []\n".to_owned(),
             "config.yaml line 3: unknown key \"flow\"; allowed: clusters, flows",
         ),

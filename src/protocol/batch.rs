@@ -180,6 +180,18 @@ impl RecordBatch {
         crc32c::crc32c(&self.bytes[CRC_START..])
     }
 
+    /// The CRC-32C of the records (bytes 61..end), the part a patch never changes.
+    pub fn records_crc(&self) -> u32 {
+        crc32c::crc32c(&self.bytes[HEADER_BYTES..])
+    }
+
+    /// The batch's CRC from the CRC of its records part ([`Self::records_crc`]): only the
+    /// 40 header bytes the CRC covers are read again.
+    pub fn crc_with_records_crc(&self, records_crc: u32) -> u32 {
+        let header = crc32c::crc32c(&self.bytes[CRC_START..HEADER_BYTES]);
+        crc32c::crc32c_combine(header, records_crc, self.bytes.len() - HEADER_BYTES)
+    }
+
     /// Whether the stored CRC matches the batch's content.
     pub fn crc_is_valid(&self) -> bool {
         self.stored_crc() == self.computed_crc()
@@ -230,6 +242,15 @@ impl PatchedBatch {
     pub fn set_attributes(&mut self, attributes: i16) -> &mut Self {
         self.put(ATTRIBUTES_OFFSET, &attributes.to_be_bytes());
         self
+    }
+
+    /// Like [`Self::finish`], from the CRC of the records part, which the patch did not
+    /// change: only the header is read again.
+    pub fn finish_with_records_crc(mut self, records_crc: u32) -> RecordBatch {
+        let header = crc32c::crc32c(&self.bytes[CRC_START..HEADER_BYTES]);
+        let crc = crc32c::crc32c_combine(header, records_crc, self.bytes.len() - HEADER_BYTES);
+        self.put(CRC_OFFSET, &crc.to_be_bytes());
+        RecordBatch { bytes: self.bytes.freeze() }
     }
 
     /// Recomputes the CRC-32C over bytes 21..end and returns the finished batch.

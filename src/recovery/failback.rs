@@ -23,7 +23,11 @@
 //! and `--complete` removes forward segments whose records on the primary are deleted.
 
 use std::fmt;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,7 +43,7 @@ use crate::protocol::error_code::ResponseError;
 use crate::replicate::engine::{progress_group, transactional_id};
 use crate::replicate::forward;
 use crate::replicate::offset_map::Segment;
-use crate::replicate::rewrite::decode_records;
+use crate::replicate::rewrite::{decode_records, DecodedRecord};
 use crate::replicate::state::{self, offset_map_topic, progress_metadata, SourcePartition};
 
 /// How long the fencing InitProducerId may keep a transaction open (it aborts it at once).
@@ -279,7 +283,7 @@ async fn compact_only_topics(
     for (topic, configs) in primary.describe_topics_configs(&topics).await.map_err(client(flow))? {
         let configs = configs.map_err(client(flow))?;
         let policy = configs.get("cleanup.policy").and_then(|c| c.value.clone());
-        if !policy.is_some_and(|p| !p.split(',').any(|part| part.trim() == "delete")) {
+        if policy.is_none_or(|p| p.split(',').any(|part| part.trim() == "delete")) {
             continue;
         }
         let info = primary.topic(&topic).await.map_err(client(flow))?;
@@ -404,7 +408,11 @@ pub async fn prepare(
 
 /// Writes the divergent records (primary offsets `[from, to)` of each partition) to `path`
 /// as JSON lines: topic, partition, offset, timestamp, key, value, headers (bytes as
-/// arrays, `null` kept).
+/// standard base64, `null` kept; header names as text).
+///
+/// The file is created with mode 0600 and never over an existing one: it holds record
+/// data other users of the machine may not read, and a second export must not destroy the
+/// first.
 async fn export_divergent(
     flow: &FlowConfig,
     plan: &FailbackPlan,
@@ -412,7 +420,8 @@ async fn export_divergent(
     path: &Path,
 ) -> Result<(), FailbackError> {
     let export_error = |source| FailbackError::Export { flow: flow.name(), path: path.to_owned(), source };
-    let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(export_error)?);
+    let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(export_error)?;
+    let mut file = std::io::BufWriter::new(file);
     for p in &plan.partitions {
         let Some((from, to)) = p.divergent else { continue };
         let mut offset = from;
@@ -437,11 +446,7 @@ async fn export_divergent(
                     if record.offset < from || record.offset >= to {
                         continue;
                     }
-                    let line = serde_json::json!({
-                        "topic": p.topic, "partition": p.partition, "offset": record.offset,
-                        "timestamp": record.timestamp, "key": record.key, "value": record.value,
-                        "headers": record.headers,
-                    });
+                    let line = export_line(&p.topic, p.partition, &record);
                     writeln!(file, "{line}").map_err(export_error)?;
                 }
             }
@@ -452,6 +457,21 @@ async fn export_divergent(
         }
     }
     file.flush().map_err(export_error)
+}
+
+/// One JSON line of the divergent-tail export.
+fn export_line(topic: &str, partition: i32, record: &DecodedRecord) -> serde_json::Value {
+    let b64 = |bytes: &Option<Vec<u8>>| bytes.as_ref().map(|b| BASE64.encode(b));
+    let headers: Vec<_> = record
+        .headers
+        .iter()
+        .map(|(name, value)| serde_json::json!([String::from_utf8_lossy(name), b64(value)]))
+        .collect();
+    serde_json::json!({
+        "topic": topic, "partition": partition, "offset": record.offset,
+        "timestamp": record.timestamp, "key": b64(&record.key), "value": b64(&record.value),
+        "headers": headers,
+    })
 }
 
 /// Seeds the reverse flow's offset map (on the primary) with the inverse of the forward
@@ -496,12 +516,13 @@ async fn clear_segments(
     stale: impl Fn(&(SourcePartition, String, Segment)) -> bool,
 ) -> Result<(), FailbackError> {
     let maps = state::load(cluster, topic).await.map_err(client(flow))?;
-    let doomed: Vec<(SourcePartition, String, Segment)> = maps
+    let doomed: Vec<(SourcePartition, i64)> = maps
         .iter()
         .flat_map(|(source, (target_topic, map))| {
             map.segments().iter().map(move |s| (source.clone(), target_topic.clone(), *s))
         })
         .filter(|entry| stale(entry))
+        .map(|(source, _, segment)| (source, segment.source_start))
         .collect();
     for chunk in doomed.chunks(1_000) {
         let batch = state::tombstone_batch(chunk, marker::now_ms());

@@ -116,6 +116,27 @@ pub fn stamp(batch: &RecordBatch, stamp: Stamp) -> Bytes {
     apply(batch.to_patchable(), batch.attributes(), stamp)
 }
 
+/// [`stamp`] for a batch as it came from the source, checking its CRC-32C on the way: the
+/// records are read once, for the source CRC and the new one together (the CRC of the
+/// header part before and after the patch, combined with the records' CRC). A corrupt
+/// batch is refused instead of reaching the target with a fresh, valid CRC.
+pub fn stamp_verified(batch: &RecordBatch, stamp: Stamp) -> Result<Bytes, ForwardError> {
+    let records_crc = batch.records_crc();
+    let computed = batch.crc_with_records_crc(records_crc);
+    if computed != batch.stored_crc() {
+        let base_offset = batch.base_offset();
+        return Err(RewriteError::Crc { base_offset, stored: batch.stored_crc(), computed }.into());
+    }
+    let mut patch = batch.to_patchable();
+    let plain = batch.attributes() & !attributes::TRANSACTIONAL;
+    let attributes = if stamp.transactional { plain | attributes::TRANSACTIONAL } else { plain };
+    patch
+        .set_base_offset(0)
+        .set_producer(stamp.producer_id, stamp.producer_epoch, stamp.base_sequence)
+        .set_attributes(attributes);
+    Ok(patch.finish_with_records_crc(records_crc).into_bytes())
+}
+
 /// [`stamp`], in place when nothing else holds the batch's bytes (a batch the slow path or
 /// coalescing built): no copy. A batch sharing its bytes (a slice of a fetch answer) is
 /// copied, as by [`stamp`].

@@ -56,6 +56,12 @@ impl OffsetMap {
         });
     }
 
+    /// A map holding `segments` (in source order), e.g. the last one of a partition, from
+    /// which new records continue.
+    pub fn from_segments(segments: Vec<Segment>) -> Self {
+        Self { segments }
+    }
+
     pub fn segments(&self) -> &[Segment] {
         &self.segments
     }
@@ -69,8 +75,8 @@ impl OffsetMap {
         }
     }
 
-    /// Removes the segment starting at `source_start` (a tombstone read back from the state
-    /// topic); nothing if there is none.
+    /// Removes the segment starting at source offset `source_start`, if any (a tombstone
+    /// read back from the state topic).
     pub fn remove(&mut self, source_start: i64) {
         if let Ok(index) = self.segments.binary_search_by_key(&source_start, |s| s.source_start) {
             self.segments.remove(index);

@@ -18,7 +18,8 @@ use crate::client::{ClientError, Cluster, FetchSpec, Isolation, OffsetSpec};
 use crate::config::FlowConfig;
 use crate::protocol::batch::RecordBatch;
 use crate::protocol::error_code::ResponseError;
-use crate::protocol::records::{build_batch, uncompressed_key_values, KeyValueRef};
+use crate::protocol::records::{build_batch, KeyValueRef};
+use crate::replicate::rewrite::decode_records;
 
 /// A source partition (topic, partition).
 pub type SourcePartition = (String, i32);
@@ -34,25 +35,14 @@ pub fn offset_map_topic(flow: &FlowConfig) -> String {
 /// One segment as a state record (key, value).
 pub fn encode_segment(source: &SourcePartition, target_topic: &str, segment: &Segment) -> (String, String) {
     (
-        format!("{}/{}/{}", source.0, source.1, segment.source_start),
+        segment_key(source, segment.source_start),
         format!("{target_topic} {} {}", segment.source_end, segment.target_start),
     )
 }
 
-/// A state record's key back into the source partition and segment start; `None` for a
-/// key kferry did not write.
-pub fn decode_segment_key(key: &[u8]) -> Option<(SourcePartition, i64)> {
-    let key = std::str::from_utf8(key).ok()?;
-    let mut key_parts = key.rsplitn(3, '/');
-    let source_start = key_parts.next()?.parse().ok()?;
-    let partition = key_parts.next()?.parse().ok()?;
-    let topic = key_parts.next()?.to_string();
-    Some(((topic, partition), source_start))
-}
-
 /// A state record back into a segment; `None` for a record kferry did not write.
 pub fn decode_segment(key: &[u8], value: &[u8]) -> Option<(SourcePartition, String, Segment)> {
-    let ((topic, partition), source_start) = decode_segment_key(key)?;
+    let ((topic, partition), source_start) = decode_key(key)?;
     let value = std::str::from_utf8(value).ok()?;
     let mut value_parts = value.split(' ');
     let target_topic = value_parts.next()?.to_string();
@@ -104,11 +94,25 @@ pub fn state_batch(segments: &[(SourcePartition, String, Segment)], timestamp: i
     build_batch(&refs, timestamp)
 }
 
-/// A batch of tombstones removing `segments` from the state topic.
-pub fn tombstone_batch(segments: &[(SourcePartition, String, Segment)], timestamp: i64) -> RecordBatch {
-    let keys: Vec<String> = segments.iter().map(|(s, t, seg)| encode_segment(s, t, seg).0).collect();
+/// A batch of tombstones deleting the segments starting at these source offsets (of an
+/// earlier incarnation of a source partition that was reset).
+pub fn tombstone_batch(retired: &[(SourcePartition, i64)], timestamp: i64) -> RecordBatch {
+    let keys: Vec<String> = retired.iter().map(|(source, start)| segment_key(source, *start)).collect();
     let refs: Vec<KeyValueRef<'_>> = keys.iter().map(|k| (Some(k.as_bytes()), None)).collect();
     build_batch(&refs, timestamp)
+}
+
+fn segment_key(source: &SourcePartition, source_start: i64) -> String {
+    format!("{}/{}/{}", source.0, source.1, source_start)
+}
+
+/// The source partition and segment start a state key names.
+fn decode_key(key: &[u8]) -> Option<(SourcePartition, i64)> {
+    let key = std::str::from_utf8(key).ok()?;
+    let mut parts = key.rsplitn(3, '/');
+    let source_start = parts.next()?.parse().ok()?;
+    let partition = parts.next()?.parse().ok()?;
+    Some(((parts.next()?.to_string(), partition), source_start))
 }
 
 /// Creates the state topic if it is missing (compacted, one partition), with the durability
@@ -156,20 +160,20 @@ impl StateReader {
     /// that does not exist yet (no data replicated) leaves the maps empty.
     pub async fn catch_up(&mut self, target: &Cluster) -> Result<&OffsetMaps, ClientError> {
         let maps = &mut self.maps;
-        let next = read_records(target, &self.topic, self.next_offset, |key, value| match value {
-            Some(value) => {
-                if let Some((source, target_topic, segment)) = decode_segment(key, value) {
-                    let entry = maps.entry(source).or_insert_with(|| (target_topic.clone(), OffsetMap::default()));
-                    entry.0 = target_topic;
-                    entry.1.upsert(segment);
-                }
-            }
-            None => {
-                if let Some((source, start)) = decode_segment_key(key) {
+        let next = read_records(target, &self.topic, self.next_offset, |key, value| {
+            let Some(value) = value else {
+                // A tombstone: the segment of a source partition that was reset is gone.
+                if let Some((source, start)) = decode_key(key) {
                     if let Some((_, map)) = maps.get_mut(&source) {
                         map.remove(start);
                     }
                 }
+                return;
+            };
+            if let Some((source, target_topic, segment)) = decode_segment(key, value) {
+                let entry = maps.entry(source).or_insert_with(|| (target_topic.clone(), OffsetMap::default()));
+                entry.0 = target_topic;
+                entry.1.upsert(segment);
             }
         })
         .await?;
@@ -195,8 +199,9 @@ pub async fn latest_values(cluster: &Cluster, topic: &str) -> Result<BTreeMap<Ve
 }
 
 /// Calls `on_record` with the key and value of every committed record of partition 0 of
-/// `topic` from `from` (the log start if `None`) to its end (value `None`: a tombstone);
-/// records without a key are skipped. Returns the offset after the last one read, `None` if the topic does not
+/// `topic` from `from` (the log start if `None`) to its end, whatever codec the target
+/// broker stored them with (a target with `compression.type` set recompresses kferry's
+/// writes); records without a key are skipped, tombstones come with no value. Returns the offset after the last one read, `None` if the topic does not
 /// exist.
 async fn read_records(
     cluster: &Cluster,
@@ -231,8 +236,8 @@ async fn read_records(
         let selection = forward::select(fetched.records, offset, &fetched.aborted_transactions)
             .map_err(|e| malformed(e.to_string()))?;
         for forwarded in &selection.batches {
-            let records = uncompressed_key_values(&forwarded.batch)
-                .map_err(|e| malformed(format!("well-formed records ({e})")))?;
+            let records =
+                decode_records(&forwarded.batch).map_err(|e| malformed(format!("well-formed records ({e})")))?;
             for record in records {
                 if let Some(key) = record.key {
                     on_record(&key, record.value.as_deref());
@@ -268,11 +273,8 @@ mod tests {
             (("b".to_string(), 3), "b".to_string(), Segment { source_start: 5, source_end: 6, target_start: 2 }),
         ];
         let batch = state_batch(&segments, 1_000);
-        let decoded: Vec<_> = uncompressed_key_values(&batch)
-            .unwrap()
-            .into_iter()
-            .filter_map(|r| decode_segment(&r.key?, &r.value?))
-            .collect();
+        let decoded: Vec<_> =
+            decode_records(&batch).unwrap().into_iter().filter_map(|r| decode_segment(&r.key?, &r.value?)).collect();
         assert_eq!(decoded, segments);
     }
 }

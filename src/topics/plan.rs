@@ -88,7 +88,8 @@ impl Rules {
 }
 
 /// A change the plan makes on the target.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {
     CreateTopic {
         source_topic: String,
@@ -110,7 +111,8 @@ pub enum Change {
 }
 
 /// Something the operator should know that changes nothing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Notice {
     /// The topic is not replicated until the conflict is resolved; the others are.
     Conflict { source_topic: String, topic: String, conflict: Conflict },
@@ -122,7 +124,8 @@ pub enum Notice {
     PatternMatchesNothing { pattern: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Conflict {
     /// Kafka cannot remove partitions, and records would land in other partitions.
     MorePartitionsOnTarget {
@@ -140,7 +143,7 @@ pub enum Conflict {
 }
 
 /// What one sync round does to the target, and what it reports.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Plan {
     pub changes: Vec<Change>,
     pub notices: Vec<Notice>,

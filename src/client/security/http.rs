@@ -1,6 +1,6 @@
 //! A minimal HTTP/1.1 client for one thing: POSTing a form to an OAuth token endpoint and
-//! reading the answer. One request per connection (`Connection: close`), a bounded answer,
-//! `Content-Length` or chunked bodies, `https://` over the cluster's TLS roots. A full HTTP
+//! reading the answer. One request per connection (`Connection: close`), a bounded answer
+//! read exactly as far as `Content-Length` or the last chunk says, `https://` over the cluster's TLS roots. A full HTTP
 //! stack (hyper, reqwest) would weigh more than the rest of kferry's client together.
 
 use std::sync::Arc;
@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+use crate::client::resolve::{self, ResolveError, ResolverConfig};
+use crate::client::transport;
 
 /// Largest answer read; a token response is a few KiB.
 const MAX_RESPONSE_BYTES: u64 = 1024 * 1024;
@@ -19,6 +21,8 @@ const MAX_RESPONSE_BYTES: u64 = 1024 * 1024;
 pub(crate) enum HttpError {
     #[error("\"{0}\" is not a URL kferry can use ({1})")]
     BadUrl(String, &'static str),
+    #[error("{0}")]
+    Resolve(ResolveError),
     #[error("cannot connect: {0}")]
     Connect(Arc<std::io::Error>),
     #[error("TLS: {0}")]
@@ -70,6 +74,20 @@ impl Url {
     }
 }
 
+impl Url {
+    /// The `Host` header (RFC 9110 §7.2): the port unless it is the scheme's default, IPv6
+    /// literals in brackets.
+    pub(crate) fn host_header(&self) -> String {
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let default_port = if self.https { 443 } else { 80 };
+        if self.port == default_port {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
 /// A response: status code and body.
 pub(crate) struct Response {
     pub(crate) status: u16,
@@ -94,12 +112,14 @@ async fn exchange(
     body: &str,
     tls: Option<&TlsConnector>,
 ) -> Result<Response, HttpError> {
-    let tcp = TcpStream::connect((url.host.as_str(), url.port)).await.map_err(|e| HttpError::Connect(Arc::new(e)))?;
+    let addresses =
+        resolve::resolve(&url.host, url.port, &ResolverConfig::system()).await.map_err(HttpError::Resolve)?;
+    let tcp = transport::connect_first(&addresses).await.map_err(|e| HttpError::Connect(Arc::new(e)))?;
     let mut request = format!(
         "POST {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: application/json\r\n\
          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
         url.target,
-        url.host,
+        url.host_header(),
         body.len()
     );
     for (name, value) in headers {
@@ -123,14 +143,84 @@ async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, request: &
     stream.write_all(request).await.map_err(io)?;
     stream.flush().await.map_err(io)?;
     let mut raw = Vec::new();
-    // Connection: close, so the answer ends where the stream does.
-    (&mut stream).take(MAX_RESPONSE_BYTES).read_to_end(&mut raw).await.map_err(io)?;
-    parse_response(&raw)
+    let head_end = loop {
+        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at;
+        }
+        if !read_more(&mut stream, &mut raw).await? {
+            return Err(HttpError::Malformed("no end of headers"));
+        }
+    };
+    let head = parse_head(&raw[..head_end])?;
+    let body_start = head_end + 4;
+    // Read exactly what the framing says, never up to EOF: an identity provider that closes
+    // its TLS connection without close_notify makes the read past the body fail.
+    let body = match head.framing {
+        Framing::Length(length) => {
+            if length > MAX_RESPONSE_BYTES as usize {
+                return Err(HttpError::Malformed("Content-Length over 1 MiB"));
+            }
+            while raw.len() < body_start + length {
+                if !read_more(&mut stream, &mut raw).await? {
+                    return Err(HttpError::Malformed("body shorter than Content-Length"));
+                }
+            }
+            raw[body_start..body_start + length].to_vec()
+        }
+        Framing::Chunked => loop {
+            match dechunk(&raw[body_start..]) {
+                Ok(body) => break body,
+                Err(Dechunk::Incomplete) => {
+                    if !read_more(&mut stream, &mut raw).await? {
+                        return Err(HttpError::Malformed("short chunk"));
+                    }
+                }
+                Err(Dechunk::Bad(why)) => return Err(HttpError::Malformed(why)),
+            }
+        },
+        // No length and not chunked: the body ends with the connection (HTTP/1.0 style);
+        // here a missing close_notify is the end, not an error.
+        Framing::UntilClose => {
+            loop {
+                match read_more(&mut stream, &mut raw).await {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(HttpError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            raw[body_start..].to_vec()
+        }
+    };
+    Ok(Response { status: head.status, body })
 }
 
-fn parse_response(raw: &[u8]) -> Result<Response, HttpError> {
-    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or(HttpError::Malformed("no end of headers"))?;
-    let head = std::str::from_utf8(&raw[..head_end]).map_err(|_| HttpError::Malformed("headers are not text"))?;
+/// Appends what the stream has next to `raw`; `false` at end of stream. Bounded by
+/// [`MAX_RESPONSE_BYTES`].
+async fn read_more<S: AsyncRead + Unpin>(stream: &mut S, raw: &mut Vec<u8>) -> Result<bool, HttpError> {
+    if raw.len() as u64 >= MAX_RESPONSE_BYTES {
+        return Err(HttpError::Malformed("answer over 1 MiB"));
+    }
+    raw.reserve(8192);
+    let n = stream.read_buf(raw).await.map_err(|e| HttpError::Io(Arc::new(e)))?;
+    Ok(n > 0)
+}
+
+/// How the body of an answer is delimited.
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+struct Head {
+    status: u16,
+    framing: Framing,
+}
+
+fn parse_head(head: &[u8]) -> Result<Head, HttpError> {
+    let head = std::str::from_utf8(head).map_err(|_| HttpError::Malformed("headers are not text"))?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
     if !status_line.starts_with("HTTP/1.") {
@@ -141,41 +231,60 @@ fn parse_response(raw: &[u8]) -> Result<Response, HttpError> {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or(HttpError::Malformed("no status code"))?;
-    let mut chunked = false;
-    let mut length = None;
+    let mut framing = Framing::UntilClose;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else { continue };
         let value = value.trim();
         if name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked") {
-            chunked = true;
-        } else if name.eq_ignore_ascii_case("content-length") {
-            length = Some(value.parse::<usize>().map_err(|_| HttpError::Malformed("bad Content-Length"))?);
+            // RFC 9112 §6.3: chunked wins over Content-Length.
+            framing = Framing::Chunked;
+        } else if name.eq_ignore_ascii_case("content-length") && framing != Framing::Chunked {
+            framing = Framing::Length(value.parse().map_err(|_| HttpError::Malformed("bad Content-Length"))?);
         }
     }
-    let rest = &raw[head_end + 4..];
-    let body = if chunked {
-        dechunk(rest)?
-    } else if let Some(length) = length {
-        rest.get(..length).ok_or(HttpError::Malformed("body shorter than Content-Length"))?.to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Ok(Response { status, body })
+    Ok(Head { status, framing })
 }
 
-fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, HttpError> {
+/// Parses a whole response held in memory (tests).
+#[cfg(test)]
+fn parse_response(raw: &[u8]) -> Result<Response, HttpError> {
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or(HttpError::Malformed("no end of headers"))?;
+    let head = parse_head(&raw[..head_end])?;
+    let rest = &raw[head_end + 4..];
+    let body = match head.framing {
+        Framing::Chunked => dechunk(rest).map_err(|e| match e {
+            Dechunk::Incomplete => HttpError::Malformed("short chunk"),
+            Dechunk::Bad(why) => HttpError::Malformed(why),
+        })?,
+        Framing::Length(length) => {
+            rest.get(..length).ok_or(HttpError::Malformed("body shorter than Content-Length"))?.to_vec()
+        }
+        Framing::UntilClose => rest.to_vec(),
+    };
+    Ok(Response { status: head.status, body })
+}
+
+/// Why a chunked body could not be decoded (yet).
+enum Dechunk {
+    /// More bytes are needed.
+    Incomplete,
+    Bad(&'static str),
+}
+
+fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, Dechunk> {
     let mut body = Vec::new();
     loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n").ok_or(HttpError::Malformed("bad chunk"))?;
-        let size_text = std::str::from_utf8(&data[..line_end]).map_err(|_| HttpError::Malformed("bad chunk size"))?;
+        let line_end = data.windows(2).position(|w| w == b"\r\n").ok_or(Dechunk::Incomplete)?;
+        let size_text = std::str::from_utf8(&data[..line_end]).map_err(|_| Dechunk::Bad("bad chunk size"))?;
         let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| HttpError::Malformed("bad chunk size"))?;
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| Dechunk::Bad("bad chunk size"))?;
         data = &data[line_end + 2..];
         if size == 0 {
+            // Trailers are not read: the body is complete and the connection is closed.
             return Ok(body);
         }
-        body.extend_from_slice(data.get(..size).ok_or(HttpError::Malformed("short chunk"))?);
-        data = data.get(size + 2..).ok_or(HttpError::Malformed("short chunk"))?;
+        body.extend_from_slice(data.get(..size).ok_or(Dechunk::Incomplete)?);
+        data = data.get(size + 2..).ok_or(Dechunk::Incomplete)?;
     }
 }
 
@@ -219,6 +328,82 @@ mod tests {
         assert_eq!((chunked.status, chunked.body.as_slice()), (401, b"abcde".as_slice()));
         assert!(parse_response(b"SSH-2.0\r\n\r\n").is_err());
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}").is_err());
+    }
+
+    #[test]
+    fn host_header_carries_a_non_default_port() {
+        assert_eq!(Url::parse("https://idp.example/t").unwrap().host_header(), "idp.example");
+        assert_eq!(Url::parse("http://idp.example:8080/t").unwrap().host_header(), "idp.example:8080");
+        assert_eq!(Url::parse("https://[::1]:8443/t").unwrap().host_header(), "[::1]:8443");
+        assert_eq!(Url::parse("http://idp:443/t").unwrap().host_header(), "idp:443");
+    }
+
+    /// A stream that gives `data` in small pieces, then fails the way rustls does when the
+    /// peer closes without close_notify; it accepts every write.
+    struct NoCloseNotify {
+        data: Vec<u8>,
+        at: usize,
+    }
+
+    impl AsyncRead for NoCloseNotify {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            if self.at == self.data.len() {
+                let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "peer closed without close_notify");
+                return std::task::Poll::Ready(Err(eof));
+            }
+            let n = (self.data.len() - self.at).min(7).min(buf.remaining());
+            buf.put_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for NoCloseNotify {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    async fn exchange_with(answer: &[u8]) -> Result<Response, HttpError> {
+        round_trip(NoCloseNotify { data: answer.to_vec(), at: 0 }, b"POST / HTTP/1.1\r\n\r\n").await
+    }
+
+    #[tokio::test]
+    async fn reads_exactly_the_body_and_ignores_a_missing_close_notify() {
+        let answer = exchange_with(b"HTTP/1.1 200 OK\r\nContent-Length: 28\r\n\r\n{\"access_token\":\"abc\",\"x\":1}")
+            .await
+            .unwrap();
+        assert_eq!((answer.status, answer.body.as_slice()), (200, b"{\"access_token\":\"abc\",\"x\":1}".as_slice()));
+        let chunked =
+            exchange_with(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n")
+                .await
+                .unwrap();
+        assert_eq!(chunked.body, b"{\"a\":1}");
+        let until_close = exchange_with(b"HTTP/1.0 200 OK\r\n\r\n{}").await.unwrap();
+        assert_eq!(until_close.body, b"{}");
+        // A body cut short is still an error.
+        assert!(exchange_with(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{}").await.is_err());
+        assert!(exchange_with(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n").await.is_err());
     }
 
     #[test]

@@ -95,6 +95,31 @@ impl Security {
         }
     }
 
+    /// One line per credential that would cross the network unencrypted: a SASL PLAIN
+    /// password on a listener without TLS, a client secret sent to an `http://` token
+    /// endpoint. Allowed (test set-ups use them) but worth a warning.
+    pub fn cleartext_warnings(&self, cluster: &str) -> Vec<String> {
+        let Some(sasl) = &self.sasl else { return Vec::new() };
+        let mut warnings = Vec::new();
+        if sasl.mechanism == SaslMechanism::Plain && self.tls.is_none() {
+            warnings.push(format!(
+                "cluster {cluster}: SASL PLAIN without TLS sends the password of {} in clear text; \
+                 set security.tls (SASL_SSL) or use SCRAM",
+                sasl.username().unwrap_or("the user")
+            ));
+        }
+        if let Credentials::Token(oauth::TokenSource::Endpoint(endpoint), _) = &sasl.credentials {
+            if !endpoint.url.https {
+                warnings.push(format!(
+                    "cluster {cluster}: the token endpoint {} is http://, so the client secret of {} travels \
+                     in clear text; use https://",
+                    endpoint.url_text, endpoint.client_id
+                ));
+            }
+        }
+        warnings
+    }
+
     /// The SASL mechanism connections authenticate with, if any.
     pub fn sasl_mechanism(&self) -> Option<SaslMechanism> {
         self.sasl.as_ref().map(|s| s.mechanism)
@@ -223,5 +248,38 @@ impl SecretSource {
             return Err(CredentialError::Empty { key, path: path.clone() });
         }
         Ok(Secret::new(text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Security;
+    use crate::config::Config;
+
+    fn security(cluster_yaml: &str) -> Security {
+        let text = format!(
+            "clusters:\n  a: {{ bootstrap_servers: [\"h:1\"], security: {cluster_yaml} }}\n  b: {{ bootstrap_servers: [\"h:2\"] }}\nflows:\n  - {{ source: a, target: b }}\n"
+        );
+        let config = Config::parse(&text, "test").unwrap_or_else(|e| panic!("{e}"));
+        Security::from_config("a", &config.clusters["a"].security).unwrap()
+    }
+
+    #[test]
+    fn warns_when_a_secret_would_travel_in_clear_text() {
+        let plain = security("{ sasl: { mechanism: PLAIN, username: u, password: p } }");
+        let warnings = plain.cleartext_warnings("a");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("SASL PLAIN without TLS") && warnings[0].contains(" u "), "{warnings:?}");
+        assert!(!warnings[0].contains(" p "), "never the password itself");
+        let endpoint = security(
+            "{ sasl: { mechanism: OAUTHBEARER, token_endpoint: \"http://idp:8080/t\", client_id: c, client_secret: s } }",
+        );
+        let warnings = endpoint.cleartext_warnings("a");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("http://idp:8080/t") && warnings[0].contains("client secret"), "{warnings:?}");
+        // SCRAM never sends the password; TLS protects PLAIN.
+        assert!(security("{ sasl: { mechanism: SCRAM-SHA-512, username: u, password: p } }")
+            .cleartext_warnings("a")
+            .is_empty());
     }
 }

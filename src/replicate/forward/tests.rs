@@ -131,3 +131,19 @@ fn stamp_owned_patches_a_unique_batch_in_place_and_copies_a_shared_one() {
     assert_eq!(stamped, expected);
     assert_eq!(stamped.as_ptr(), address, "patched where it was, not copied");
 }
+
+#[test]
+fn stamp_verified_gives_the_bytes_of_stamp_and_refuses_a_flipped_byte() {
+    let batch = crate::protocol::records::build_batch(&[(Some(&b"key"[..]), Some(&b"value"[..]))], 1_000);
+    let stamp = Stamp { producer_id: 7, producer_epoch: 3, base_sequence: 42, transactional: true };
+    assert_eq!(stamp_verified(&batch, stamp).unwrap(), super::stamp(&batch, stamp), "one read, same bytes");
+    let mut bytes = batch.as_bytes().to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    let corrupt = match crate::protocol::batch::BatchIter::new(bytes::Bytes::from(bytes)).next() {
+        Some(Ok(crate::protocol::batch::BatchItem::Batch(b))) => b,
+        other => panic!("expected a batch, got {other:?}"),
+    };
+    let error = stamp_verified(&corrupt, stamp).unwrap_err();
+    assert!(error.to_string().contains("fails its CRC-32C check"), "{error}");
+}

@@ -1,0 +1,117 @@
+//! The scheduler's promises on the real test clusters (issue 13), checked with
+//! confluent-kafka (a partition refused for a while is in `multi_broker.rs`: Kafka 4.x caps
+//! `min.insync.replicas` at the replication factor, so one broker cannot refuse): a start position is never resolved twice (records
+//! written after kferry placed a partition are never skipped); kferry's own state survives
+//! a target that recompresses what kferry writes; progress reaches the end of a partition
+//! whose last records are an aborted transaction, so a planned failover finishes at once.
+
+use std::time::{Duration, Instant};
+
+use protocol_tests::{
+    alias, consume, content, create_topic, describe_group, eventually, group_consume, primary, produce, secondary,
+    two_cluster_config, unique_name, wait_until_replicated, Kferry,
+};
+
+fn flow_keys(topics: &str, extra: &str) -> String {
+    format!("    topics: [\"{topics}\"]\n    refresh_topics_interval_seconds: 1\n{extra}")
+}
+
+/// Sets topic configs on a target topic with confluent-kafka's admin client.
+async fn alter_target(topic: &str, set: &str) {
+    protocol_tests::verify_json(&["alter-config", "--bootstrap", &secondary(), "--topic", topic, "--set", set]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_latest_never_skips_records_written_after_the_start() {
+    let topic = unique_name("start-latest");
+    create_topic(&primary(), &topic, 1, &[]).await;
+    produce(&primary(), &topic, 50, "none", &[]).await; // before the start: never copied
+                                                        // The target refuses every batch until the limit is raised (kferry leaves it alone).
+    create_topic(&secondary(), &topic, 1, &["max.message.bytes=200"]).await;
+    let keys = "    start: latest\n    topic_configs_exclude: [\"max.message.bytes\"]\n";
+    let config = two_cluster_config(&alias("p"), &alias("s"), &flow_keys(&topic, keys));
+    let first = Kferry::start("run", &config);
+    // Let it place the partition (at offset 50), then write while the target refuses.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    produce(&primary(), &topic, 30, "none", &[]).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (code, _, stderr) = first.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("partition stopped"), "the refusal is reported:\n{stderr}");
+    assert!(consume(&secondary(), &topic, "read_committed", 0).await.is_empty());
+    // A new process: had the start not been committed, it would resolve `latest` again
+    // (offset 80) and skip the 30 records.
+    alter_target(&topic, "max.message.bytes=1048588").await;
+    let second = Kferry::start("run", &config);
+    let target = wait_until_replicated(&topic, 30).await;
+    let source = consume(&primary(), &topic, "read_committed", 80).await;
+    assert_eq!(content(&target)[&0], content(&source)[&0][50..], "exactly the records written after the start");
+    let (code, _, stderr) = second.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kferrys_state_survives_a_target_that_recompresses_it() {
+    let (source_alias, target_alias) = (alias("p"), alias("s"));
+    let topic = unique_name("zstd-target");
+    create_topic(&primary(), &topic, 1, &[]).await;
+    // The target stores kferry's state records zstd-compressed, whatever kferry sends.
+    let state_topic = format!("__kferry.offset-map.{source_alias}");
+    create_topic(&secondary(), &state_topic, 1, &["cleanup.policy=compact", "compression.type=zstd"]).await;
+    let txn = unique_name("zstd-txn");
+    let args = ["--transactional-id", txn.as_str(), "--txn-size", "10", "--abort-every", "4"];
+    let first = produce(&primary(), &topic, 120, "snappy", &args).await["committed"].as_u64().unwrap() as usize;
+    let config = two_cluster_config(
+        &source_alias,
+        &target_alias,
+        &flow_keys(&topic, "    sync_group_offsets_interval_seconds: 1\n"),
+    );
+    let kferry = Kferry::start("run", &config);
+    wait_until_replicated(&topic, first).await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    // After a restart kferry reads its (recompressed) offset map back and goes on.
+    let txn2 = unique_name("zstd-txn");
+    let args = ["--transactional-id", txn2.as_str(), "--txn-size", "10", "--abort-every", "4"];
+    let second = produce(&primary(), &topic, 120, "snappy", &args).await["committed"].as_u64().unwrap() as usize;
+    let kferry = Kferry::start("run", &config);
+    let target = wait_until_replicated(&topic, first + second).await;
+    let source = consume(&primary(), &topic, "read_committed", first + second).await;
+    assert_eq!(content(&target), content(&source));
+    // Group sync translates through the same map: the group continues at the next record.
+    let group = unique_name("zstd-group");
+    group_consume(&primary(), &topic, &group, "0=100", &[]).await;
+    let expected = target[100].offset;
+    eventually("the group's translated offset on the target", Duration::from_secs(30), || async {
+        let offsets = describe_group(&secondary(), &group).await.offsets;
+        (offsets.get(&format!("{topic}/0")) == Some(&expected)).then_some(())
+    })
+    .await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("WARN") && !stderr.contains("ERROR"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_failover_after_an_aborted_last_transaction_finishes_at_once() {
+    let (source_alias, target_alias) = (alias("p"), alias("s"));
+    let topic = unique_name("aborted-tail");
+    create_topic(&primary(), &topic, 2, &[]).await;
+    // Two transactions per partition's worth of records, the last one aborted: the
+    // partition ends with aborted records and an abort marker.
+    let txn = unique_name("tail-txn");
+    let args = ["--transactional-id", txn.as_str(), "--txn-size", "25", "--abort-every", "2"];
+    let committed = produce(&primary(), &topic, 50, "none", &args).await["committed"].as_u64().unwrap() as usize;
+    assert_eq!(committed, 25);
+    let config = two_cluster_config(&source_alias, &target_alias, &flow_keys(&topic, ""));
+    let kferry = Kferry::start("run", &config);
+    wait_until_replicated(&topic, committed).await;
+    let flow = format!("{source_alias}->{target_alias}");
+    let started = Instant::now();
+    let (code, stdout, stderr) =
+        Kferry::run_to_end_with("failover", &["--flow", &flow, "--planned", "--timeout", "30"], &config).await;
+    let took = started.elapsed();
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(took < Duration::from_secs(20), "planned failover took {took:?}:\n{stdout}\n{stderr}");
+    let _ = kferry.stop().await;
+}

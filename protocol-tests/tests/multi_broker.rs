@@ -1,0 +1,214 @@
+//! Replication on 3-broker clusters while a broker is down (issue 13), checked with
+//! confluent-kafka: with RF 3 and `min.insync.replicas` 2 every partition keeps
+//! replicating when one target broker stops; with RF 1 the partitions of the other brokers
+//! go on and the stopped broker's catch up when it returns; the same with one source broker
+//! cut off by the proxy in front of it. Exactly once, in order, at the end.
+//!
+//! The clusters are `protocol_tests::multi`'s (started by scripts/test); the tests of this
+//! file stop their nodes, so they run one at a time.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use protocol_tests::multi::{self, NodeGuard, Side};
+use protocol_tests::{
+    alias, consume, consume_partitions, content, describe_topic, eventually, produce, unique_name, verify_json,
+    ConsumedRecord, Kferry,
+};
+
+/// Restores a cut proxy when dropped, also when the test fails: the next tests need it.
+struct WanRestore(u32);
+
+impl Drop for WanRestore {
+    fn drop(&mut self) {
+        let wan = std::env::var("KFERRY_TEST_MULTI_WAN").unwrap_or_default();
+        let script = protocol_tests::crate_dir().join("../scripts/kafka/wan.sh");
+        let _ = std::process::Command::new(script).args(["restore", &wan, &self.0.to_string()]).status();
+    }
+}
+
+/// The tests of this file take nodes down: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn config(topic: &str, extra: &str) -> String {
+    let list = |bootstrap: String| {
+        multi::servers(&bootstrap).iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+    };
+    let (source, target) = (alias("mp"), alias("ms"));
+    format!(
+        "clusters:\n  {source}: {{ bootstrap_servers: [{}] }}\n  {target}: {{ bootstrap_servers: [{}] }}\n\
+         flows:\n  - source: {source}\n    target: {target}\n    topics: [\"{topic}\"]\n    refresh_topics_interval_seconds: 1\n{extra}",
+        list(multi::primary()),
+        list(multi::secondary()),
+    )
+}
+
+async fn create(bootstrap: &str, topic: &str, partitions: u32, replication_factor: u32) {
+    let (partitions, rf) = (partitions.to_string(), replication_factor.to_string());
+    let args = ["create-topic", "--bootstrap", bootstrap, "--topic", topic, "--partitions", &partitions];
+    verify_json(&[&args[..], &["--replication-factor", &rf]].concat()).await;
+}
+
+/// Partition leaders (node ids) as confluent-kafka's admin client sees them.
+async fn leaders(bootstrap: &str, topic: &str) -> BTreeMap<i32, i32> {
+    let json = verify_json(&["describe-topic", "--bootstrap", bootstrap, "--topic", topic]).await;
+    let leaders: BTreeMap<String, i32> = serde_json::from_value(json["leaders"].clone()).expect("leaders");
+    leaders.into_iter().map(|(p, l)| (p.parse().expect("partition"), l)).collect()
+}
+
+/// Waits until each partition of the target topic holds the number of records `wanted`
+/// gives (read_committed); more than wanted fails at once (a duplicate).
+async fn wait_for_counts(topic: &str, wanted: &BTreeMap<i32, usize>, within: Duration) -> Vec<ConsumedRecord> {
+    eventually(&format!("{topic}: {wanted:?} records per partition on the target"), within, || async {
+        if !describe_topic(&multi::secondary(), topic).await.exists {
+            return None;
+        }
+        let records = consume(&multi::secondary(), topic, "read_committed", 0).await;
+        let mut counts: BTreeMap<i32, usize> = BTreeMap::new();
+        for r in &records {
+            *counts.entry(r.partition).or_default() += 1;
+        }
+        for (partition, &count) in &counts {
+            assert!(
+                count <= wanted.get(partition).copied().unwrap_or(0),
+                "{topic} partition {partition}: {count} records, more than on the source"
+            );
+        }
+        wanted.iter().all(|(p, &n)| counts.get(p).copied().unwrap_or(0) >= n).then_some(records)
+    })
+    .await
+}
+
+fn every(partitions: i32, count: usize) -> BTreeMap<i32, usize> {
+    (0..partitions).map(|p| (p, count)).collect()
+}
+
+/// Source and target hold the same records, partition by partition, in order.
+async fn assert_identical(topic: &str, total: usize) {
+    let source = consume(&multi::primary(), topic, "read_committed", total).await;
+    let target = consume(&multi::secondary(), topic, "read_committed", total).await;
+    assert_eq!(content(&target), content(&source), "{topic}: the target differs from the source");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_a_stopped_target_broker_with_rf3_stalls_no_partition() {
+    let _serial = SERIAL.lock().await;
+    let prefix = unique_name("rf3");
+    let (topic, strict) = (format!("{prefix}-a"), format!("{prefix}-strict"));
+    create(&multi::primary(), &topic, 6, 3).await;
+    create(&multi::primary(), &strict, 1, 3).await;
+    // All three replicas required in sync on the target: with a broker down, every produce
+    // answers NOT_ENOUGH_REPLICAS (min.insync.replicas is never synced from the source).
+    create(&multi::secondary(), &strict, 1, 3).await;
+    alter(&multi::secondary(), &strict, "min.insync.replicas=3").await;
+    produce(&multi::primary(), &topic, 600, "lz4", &[]).await;
+    produce(&multi::primary(), &strict, 100, "lz4", &[]).await;
+    let kferry = Kferry::start("run", &config(&format!("{prefix}-.*"), "    replication_factor: 3\n"));
+    wait_for_counts(&topic, &every(6, 100), Duration::from_secs(120)).await;
+    wait_for_counts(&strict, &every(1, 100), Duration::from_secs(60)).await;
+    let down = NodeGuard::stop(Side::Secondary, 2).await;
+    let stopped = Instant::now();
+    produce(&multi::primary(), &topic, 600, "lz4", &[]).await;
+    produce(&multi::primary(), &strict, 100, "lz4", &[]).await;
+    wait_for_counts(&topic, &every(6, 200), Duration::from_secs(90)).await;
+    let caught_up = stopped.elapsed();
+    assert_eq!(
+        consume(&multi::secondary(), &strict, "read_committed", 0).await.len(),
+        100,
+        "the strict topic's new records wait while a replica is down"
+    );
+    down.start().await;
+    wait_for_counts(&strict, &every(1, 200), Duration::from_secs(120)).await;
+    assert_identical(&topic, 1200).await;
+    assert_identical(&strict, 200).await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let held: Vec<&str> = stderr.lines().filter(|l| l.contains("partition held back")).collect();
+    assert!(
+        held.iter().any(|l| l.contains(&strict) && l.contains("NOT_ENOUGH_REPLICAS")),
+        "the refused partition is reported:\n{stderr}"
+    );
+    eprintln!("every partition of {topic} replicated again {caught_up:?} after a target broker stopped");
+}
+
+/// Sets a topic config with confluent-kafka's admin client.
+async fn alter(bootstrap: &str, topic: &str, set: &str) {
+    verify_json(&["alter-config", "--bootstrap", bootstrap, "--topic", topic, "--set", set]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_rf1_partitions_of_a_stopped_target_broker_wait_and_catch_up() {
+    let _serial = SERIAL.lock().await;
+    let topic = unique_name("rf1-target");
+    create(&multi::primary(), &topic, 6, 3).await;
+    produce(&multi::primary(), &topic, 600, "none", &[]).await;
+    let kferry = Kferry::start("run", &config(&topic, "    replication_factor: 1\n"));
+    wait_for_counts(&topic, &every(6, 100), Duration::from_secs(120)).await;
+    let on_node_3: Vec<i32> =
+        leaders(&multi::secondary(), &topic).await.into_iter().filter(|&(_, l)| l == 3).map(|(p, _)| p).collect();
+    assert!(!on_node_3.is_empty() && on_node_3.len() < 6, "RF 1 partitions are spread: {on_node_3:?} on node 3");
+    let down = NodeGuard::stop(Side::Secondary, 3).await;
+    produce(&multi::primary(), &topic, 600, "none", &[]).await;
+    let others: BTreeMap<i32, usize> = (0..6).map(|p| (p, if on_node_3.contains(&p) { 0 } else { 200 })).collect();
+    // The stopped broker's partitions cannot be read meanwhile: count only the others.
+    let healthy: Vec<i32> = others.iter().filter(|(_, &n)| n > 0).map(|(&p, _)| p).collect();
+    eventually("the other brokers' partitions replicate", Duration::from_secs(90), || async {
+        let records = consume_partitions(&multi::secondary(), &topic, &healthy).await;
+        (records.len() == healthy.len() * 200).then_some(())
+    })
+    .await;
+    down.start().await;
+    wait_for_counts(&topic, &every(6, 200), Duration::from_secs(120)).await;
+    assert_identical(&topic, 1200).await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("partition held back"), "the waiting partitions are reported:\n{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_a_source_broker_cut_off_holds_back_only_its_partitions() {
+    let _serial = SERIAL.lock().await;
+    let topic = unique_name("rf1-source");
+    create(&multi::primary(), &topic, 6, 1).await;
+    produce(&multi::primary(), &topic, 600, "snappy", &[]).await;
+    let on_node_2: Vec<i32> =
+        leaders(&multi::primary(), &topic).await.into_iter().filter(|&(_, l)| l == 2).map(|(p, _)| p).collect();
+    assert!(!on_node_2.is_empty() && on_node_2.len() < 6, "RF 1 partitions are spread: {on_node_2:?} on node 2");
+    let _restore = WanRestore(2);
+    multi::wan_cut(2).await;
+    let kferry = Kferry::start("run", &config(&topic, ""));
+    let others: BTreeMap<i32, usize> = (0..6).filter(|p| !on_node_2.contains(p)).map(|p| (p, 100)).collect();
+    wait_for_counts(&topic, &others, Duration::from_secs(120)).await;
+    multi::wan_restore(2).await;
+    wait_for_counts(&topic, &every(6, 100), Duration::from_secs(120)).await;
+    // Cut off again while running: the broker's fetches fail, the others' go on. (Producers
+    // reach broker 2 through the same proxy: its partitions get theirs after the restore.)
+    multi::wan_cut(2).await;
+    let healthy: Vec<i32> = (0..6).filter(|p| !on_node_2.contains(p)).collect();
+    let list = |partitions: &[i32]| partitions.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+    let count = 100 * healthy.len() as u32;
+    produce(&multi::primary(), &topic, count, "snappy", &["--partitions", &list(&healthy)]).await;
+    eventually(
+        "the other brokers' partitions replicate while broker 2 is cut off",
+        Duration::from_secs(60),
+        || async {
+            let records = consume_partitions(&multi::secondary(), &topic, &healthy).await;
+            (records.len() == healthy.len() * 200).then_some(())
+        },
+    )
+    .await;
+    multi::wan_restore(2).await;
+    produce(&multi::primary(), &topic, 100 * on_node_2.len() as u32, "snappy", &["--partitions", &list(&on_node_2)])
+        .await;
+    wait_for_counts(&topic, &every(6, 200), Duration::from_secs(120)).await;
+    assert_identical(&topic, 1200).await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    // Both waits are reported: for the start position (cut off at start), for fetches
+    // (cut off while running).
+    assert!(
+        stderr.contains("partition waits for its start position"),
+        "the waiting partitions are reported:\n{stderr}"
+    );
+    assert!(stderr.contains("source broker cannot be fetched from"), "the cut-off broker is reported:\n{stderr}");
+}

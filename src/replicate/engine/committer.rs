@@ -1,0 +1,152 @@
+//! The committer side of the scheduler: what goes into the next transaction round, and
+//! what a finished round means for each partition (progress, offset map, sequence, a
+//! partition held back or stopped, the flow fenced).
+
+use std::time::Instant;
+
+use super::round::{self, PartitionFailure, RoundError, RoundPartition, RoundPlan, RoundReport};
+use super::{ReplicateError, Replicator};
+use crate::protocol::error_code::ResponseError;
+
+/// Least a round may carry per partition when the budget is shared by many.
+const MIN_ROUND_BYTES_PER_PARTITION: usize = 64 * 1024;
+
+impl Replicator {
+    /// Starts a round when none is in flight and some partition has work: as soon as the
+    /// previous one ended, so rounds batch whatever arrived meanwhile.
+    pub(super) fn launch_round(&mut self) {
+        let Some(producer) = self.producer else { return };
+        if self.round.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        let ready: Vec<_> = self.partitions.iter().filter(|(_, p)| p.has_work(now)).map(|(k, _)| k.clone()).collect();
+        if ready.is_empty() {
+            return;
+        }
+        // A third of the budget for the round: its batches exist fetched and stamped.
+        let round_budget = (self.flow.buffer_bytes / 3) as usize;
+        let per_partition = (round_budget / ready.len()).max(MIN_ROUND_BYTES_PER_PARTITION);
+        let mut partitions = Vec::with_capacity(ready.len());
+        let mut bytes = 0;
+        for key in ready {
+            let state = self.partitions.get_mut(&key).expect("listed above");
+            let last_segment = state.last_segment();
+            let unrecorded_start = (!state.committed_on_target).then_some(state.committed);
+            let (batches, progress_to) = state.take_for_round(per_partition);
+            bytes += batches.iter().map(|(p, _)| p.bytes()).sum::<usize>();
+            partitions.push(RoundPartition {
+                source: key,
+                target_topic: state.target_topic.clone(),
+                batches,
+                progress_to,
+                unrecorded_start,
+                source_end: state.source_end,
+                last_segment,
+                retired: state.retired_segments.clone(),
+            });
+        }
+        self.round_bytes = bytes * 2;
+        let plan = RoundPlan {
+            target: self.target.clone(),
+            producer,
+            transactional_id: self.transactional().then(|| self.transactional_id.clone()),
+            progress_group: self.progress_group.clone(),
+            state_topic: self.state_topic.clone(),
+            state_sequence: self.state_sequence,
+            partitions,
+        };
+        self.round = Some(tokio::spawn(round::run(plan)));
+    }
+
+    /// Books a finished round. Only a fenced producer or a missing API is fatal.
+    pub(super) fn on_round(
+        &mut self,
+        joined: Result<RoundReport, tokio::task::JoinError>,
+    ) -> Result<(), Box<ReplicateError>> {
+        self.round_bytes = 0;
+        let report = match joined {
+            Ok(report) => report,
+            Err(error) => {
+                // The task is gone with the batches it held: start again from what is committed.
+                tracing::error!(flow = %self.name(), %error, "transaction round task lost; resuming from the committed progress");
+                for state in self.partitions.values_mut().filter(|p| p.in_round) {
+                    state.in_round = false;
+                    state.rewind();
+                }
+                self.producer = None;
+                return Ok(());
+            }
+        };
+        self.state_sequence = report.state_sequence;
+        let committed = report.result.is_ok();
+        let now = Instant::now();
+        for partition in report.partitions {
+            self.book_partition(partition, committed, now);
+        }
+        match report.result {
+            Ok(done) => {
+                self.totals.transactions += done.transactions;
+                Ok(())
+            }
+            Err(RoundError::Fenced(error)) if self.transactional() => Err(Box::new(self.fenced(error))),
+            Err(RoundError::Unsupported(error)) => Err(Box::new(self.refused(error))),
+            Err(RoundError::Fenced(error) | RoundError::Abort(error)) => {
+                self.totals.aborted += 1;
+                tracing::warn!(flow = %self.name(), %error, "transaction round abandoned; its batches are sent again with a new producer epoch");
+                self.producer = None;
+                Ok(())
+            }
+        }
+    }
+
+    fn book_partition(&mut self, report: round::PartitionReport, committed: bool, now: Instant) {
+        let flow = self.flow.name();
+        let Some(state) = self.partitions.get_mut(&report.source) else { return };
+        state.in_round = false;
+        for (pending, target_base) in &report.landed {
+            state.landed(pending, *target_base);
+            self.totals.batches += 1;
+            self.totals.records += (pending.forwarded.batch.last_offset_delta() as u64) + 1;
+            self.totals.bytes += pending.bytes() as u64;
+        }
+        if committed {
+            state.retired_segments.clear();
+        }
+        if let Some(offset) = report.committed_to {
+            state.committed_to(offset);
+        }
+        state.give_back(report.returned);
+        let (topic, partition) = (&report.source.0, report.source.1);
+        match report.failure {
+            None => {}
+            Some(PartitionFailure::Transient(error)) => {
+                let news = state.stop(error.to_string(), false, now);
+                if news {
+                    tracing::warn!(flow, topic = %topic, partition, offset = state.committed, %error, "partition held back: the target cannot take its batches right now; the others go on, it is retried with backoff");
+                }
+            }
+            Some(PartitionFailure::Refused { error, code, offset, built: true })
+                if code.0 == ResponseError::MessageTooLarge && state.coalesce =>
+            {
+                // Coalescing may have built a batch larger than the target topic accepts,
+                // where the batches as they came pass: fetch them again, uncoalesced.
+                state.coalesce = false;
+                state.rewind();
+                tracing::warn!(flow, topic = %topic, partition, offset, %error, "the target refuses a coalesced batch as too large (its max.message.bytes is below what kferry built); this partition's batches are forwarded as they came from now on");
+            }
+            Some(PartitionFailure::Refused { error, offset, .. }) => {
+                let news = state.stop(error.to_string(), true, now);
+                if news {
+                    tracing::error!(flow, topic = %topic, partition, offset, %error, "partition stopped: the target refuses its batch at this source offset; the others go on, it is tried again every {:?}", super::partition::REFUSED_RETRY);
+                }
+            }
+            Some(PartitionFailure::Corrupt(error)) => {
+                state.rewind();
+                if state.stop(error.to_string(), true, now) {
+                    tracing::error!(flow, topic = %topic, partition, %error, "partition stopped: a source batch is corrupt; nothing of it was forwarded");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! One flow's replicator: a scheduler that keeps every source broker fetching and the
+//! target committing at the same time.
+//!
+//! - [`fetcher`]: one fetch in flight per source leader, each with its own incremental
+//!   session; an idle or unreachable broker holds back only its own partitions.
+//! - [`round`]: one transaction round on the target as a task of its own: produce the
+//!   waiting batches (up to 5 requests in flight per leader, every leader at once), write
+//!   the offset-map segments, commit progress, end the transaction. A partition that fails
+//!   is retried or held back inside the round; the others commit.
+//! - [`partition`]: one struct per source partition: committed progress, fetched batches,
+//!   sequence, offset map, stall.
+//! - [`producer`]: the producer session on the target (InitProducerId, fencing, refusals)
+//!   and the state read back at start.
+//! - [`tracking`]: which partitions are replicated and where new ones start; source resets.
+//!
+//! The next round starts as soon as the previous one is done and data is waiting, while
+//! the fetchers already read what follows: a cycle pays its round trips once, not in series.
+//! With `exactly_once` a round is one transaction (batches, offset map and progress, so a
+//! crash leaves both or neither); with `at_least_once` progress is committed after the
+//! acks. Memory is bounded by `buffer_bytes`: fetches are sent only while the batches
+//! buffered and in the round in flight leave room.
+
+mod committer;
+mod fetcher;
+mod partition;
+mod producer;
+mod round;
+mod tracking;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::client::{ClientError, Cluster, ProducerIdentity};
+use crate::config::{Delivery, FlowConfig};
+use fetcher::{BrokerFetcher, FetchAnswer};
+use partition::{PartitionState, SourcePartition};
+use round::RoundReport;
+
+/// Wake-up when nothing else happens: stalls and broker backoffs expire on it.
+const TICK: Duration = Duration::from_millis(100);
+/// Pause after the producer could not be started before trying again.
+const RESET_BACKOFF: Duration = Duration::from_secs(1);
+/// How long a stop waits for the round in flight to end before it abandons it (the open
+/// transaction is then aborted by the coordinator or the next instance).
+const STOP_GRACE: Duration = Duration::from_secs(3);
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Why a flow's replication stopped for good.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicateError {
+    #[error(
+        "flow {flow}: delivery exactly_once needs transactions on target cluster {target}, which refuses them: {reason}. \
+         Set `delivery: at_least_once` for this flow, or, where authorization is the cause, grant kferry's principal \
+         WRITE and DESCRIBE on TransactionalId {transactional_id}"
+    )]
+    TransactionsUnavailable { flow: String, target: String, transactional_id: String, reason: ClientError },
+    #[error("flow {flow}: another kferry instance took over transactional id {transactional_id} on {target}; this one stops ({reason})")]
+    Fenced { flow: String, target: String, transactional_id: String, reason: ClientError },
+    #[error("flow {flow}: the target refuses kferry's producer: {reason}")]
+    ProducerRefused { flow: String, reason: ClientError },
+    #[error(
+        "flow {flow}: failed over ({reason}, recorded in {topic} on {target}); it stays stopped so it cannot write to \
+         {target} again. Run `kferry failback` to bring data back and resume it"
+    )]
+    FailedOver { flow: String, target: String, topic: &'static str, reason: String },
+    #[error("flow {flow}: cannot read its failover record: {reason}")]
+    FailoverRecord { flow: String, reason: crate::recovery::marker::MarkerError },
+}
+
+/// A failed step: `Fatal` stops the flow, `Retry` is tried again after a pause.
+enum StepError {
+    Fatal(Box<ReplicateError>),
+    Retry(ClientError),
+}
+
+impl From<ClientError> for StepError {
+    fn from(error: ClientError) -> Self {
+        Self::Retry(error)
+    }
+}
+
+/// Counters since start, logged every few seconds.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    pub batches: u64,
+    /// Batches that took the slow path (compacted or LogAppendTime, rewritten).
+    pub rewritten: u64,
+    pub records: u64,
+    pub bytes: u64,
+    pub transactions: u64,
+    /// Small source batches merged into others before producing (see [`super::coalesce`]).
+    pub coalesced: u64,
+    /// Rounds abandoned (aborted) and tried again.
+    pub aborted: u64,
+    /// Source offsets deleted by retention before kferry copied them.
+    pub lost: u64,
+}
+
+/// Source topics to replicate and the target topic of each, as topic sync plans them.
+pub type TopicPlan = BTreeMap<String, String>;
+
+/// The progress group of a flow on its target: the committed offsets of this group are
+/// the next source offsets to replicate, keyed by target topic and partition.
+pub fn progress_group(flow: &FlowConfig) -> String {
+    format!("kferry.progress.{}.{}", flow.source, flow.target)
+}
+
+/// The flow's transactional id on its target.
+pub fn transactional_id(flow: &FlowConfig) -> String {
+    format!("kferry.{}.{}", flow.source, flow.target)
+}
+
+pub struct Replicator {
+    flow: FlowConfig,
+    source: Arc<Cluster>,
+    target: Arc<Cluster>,
+    /// Replicated source topics and their target names, as topic sync last planned them;
+    /// `None` until its first plan.
+    topics: watch::Receiver<Option<TopicPlan>>,
+    transactional_id: String,
+    progress_group: String,
+    /// Where the flow's offset map is persisted on the target.
+    state_topic: String,
+    /// `None` until started, and after a round was abandoned (a new one fences it).
+    producer: Option<ProducerIdentity>,
+    /// The state partition's next sequence for the current producer.
+    state_sequence: i32,
+    /// Whether the progress and offset maps were read back from the target yet.
+    loaded: bool,
+    /// The partitions replicated now.
+    partitions: BTreeMap<SourcePartition, PartitionState>,
+    /// Partitions with progress on the target that topic sync does not plan now (not yet,
+    /// at start, or no longer): kept so that they resume at their progress, never at the
+    /// flow's `start`, when they are replicated again.
+    parked: BTreeMap<SourcePartition, PartitionState>,
+    /// New partitions whose start position is being resolved, and those tasks.
+    placing: std::collections::BTreeSet<SourcePartition>,
+    placements: JoinSet<tracking::Placement>,
+    brokers: BTreeMap<i32, BrokerFetcher>,
+    fetches: JoinSet<FetchAnswer>,
+    /// Which broker each fetch task asks, to recover from a task that was lost.
+    fetch_brokers: BTreeMap<tokio::task::Id, i32>,
+    round: Option<JoinHandle<RoundReport>>,
+    /// Bytes of records the round in flight holds (counted twice: fetched and stamped).
+    round_bytes: usize,
+    /// When the replicated partitions were last compared with topic sync's plan.
+    tracked_at: Option<Instant>,
+    totals: Totals,
+}
+
+impl Replicator {
+    pub fn new(
+        flow: &FlowConfig,
+        source: Arc<Cluster>,
+        target: Arc<Cluster>,
+        topics: watch::Receiver<Option<TopicPlan>>,
+    ) -> Self {
+        Self {
+            transactional_id: transactional_id(flow),
+            progress_group: progress_group(flow),
+            state_topic: super::state::offset_map_topic(flow),
+            flow: flow.clone(),
+            source,
+            target,
+            topics,
+            producer: None,
+            state_sequence: 0,
+            loaded: false,
+            partitions: BTreeMap::new(),
+            parked: BTreeMap::new(),
+            placing: Default::default(),
+            placements: JoinSet::new(),
+            brokers: BTreeMap::new(),
+            fetches: JoinSet::new(),
+            fetch_brokers: BTreeMap::new(),
+            round: None,
+            round_bytes: 0,
+            tracked_at: None,
+            totals: Totals::default(),
+        }
+    }
+
+    fn name(&self) -> String {
+        self.flow.name()
+    }
+
+    fn transactional(&self) -> bool {
+        self.flow.delivery == Delivery::ExactlyOnce
+    }
+
+    /// The bytes of records held: buffered batches and the round in flight.
+    fn bytes_held(&self) -> usize {
+        self.round_bytes + self.partitions.values().map(|p| p.buffered_bytes).sum::<usize>()
+    }
+
+    /// Replicates until `stop` turns true or a fatal error. A stop ends within a few
+    /// seconds wherever the flow is: the round in flight gets [`STOP_GRACE`] to finish.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<Totals, ReplicateError> {
+        let mut reporter = Reporter::default();
+        let outcome = loop {
+            if *stop.borrow() {
+                break Ok(());
+            }
+            if let Err(fatal) = self.step(&mut stop).await {
+                break Err(*fatal);
+            }
+            reporter.maybe_report(&self.name(), self.totals);
+        };
+        self.shutdown().await;
+        outcome.map(|()| self.totals)
+    }
+
+    /// Starts what can start (producer, fetches, a round), then waits for one event.
+    async fn step(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), Box<ReplicateError>> {
+        if self.producer.is_none() && self.round.is_none() {
+            match self.start_producer().await {
+                Ok(()) => {}
+                Err(StepError::Fatal(error)) => return Err(error),
+                Err(StepError::Retry(error)) => {
+                    tracing::warn!(flow = %self.name(), %error, "cannot start the producer on the target; retrying in {RESET_BACKOFF:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(RESET_BACKOFF) => {}
+                        _ = stop.changed() => {}
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        self.track_partitions().await;
+        self.launch_fetches().await;
+        self.launch_round();
+        tokio::select! {
+            Some(joined) = self.fetches.join_next_with_id(), if !self.fetches.is_empty() => self.on_fetched(joined).await,
+            Some(joined) = self.placements.join_next(), if !self.placements.is_empty() => self.on_placed(joined),
+            joined = async { self.round.as_mut().expect("guarded").await }, if self.round.is_some() => {
+                self.round = None;
+                return self.on_round(joined);
+            }
+            _ = tokio::time::sleep(TICK) => {}
+            _ = stop.changed() => {}
+            _ = self.topics.changed() => self.tracked_at = None,
+        }
+        Ok(())
+    }
+
+    /// Stops fetching and gives the round in flight a moment to end.
+    async fn shutdown(&mut self) {
+        self.fetches.abort_all();
+        self.placements.abort_all();
+        if let Some(mut round) = self.round.take() {
+            match tokio::time::timeout(STOP_GRACE, &mut round).await {
+                Ok(joined) => {
+                    let _ = self.on_round(joined);
+                }
+                Err(_) => {
+                    round.abort();
+                    tracing::warn!(flow = %self.name(), "stopping with a transaction round still in flight; it is aborted");
+                    self.abort_open_transaction().await;
+                }
+            }
+        }
+        if self.transactional() {
+            tracing::info!(flow = %self.name(), "stopped: no transaction left open");
+        }
+    }
+
+    /// Best effort, bounded: the next InitProducerId or the coordinator's timeout aborts
+    /// the transaction anyway.
+    async fn abort_open_transaction(&self) {
+        if let (true, Some(producer)) = (self.transactional(), self.producer) {
+            let abort = self.target.end_txn(&self.transactional_id, producer, false);
+            let _ = tokio::time::timeout(Duration::from_secs(1), abort).await;
+        }
+    }
+}
+
+/// Logs the totals every [`REPORT_EVERY`] while they move.
+#[derive(Default)]
+struct Reporter {
+    reported_at: Option<Instant>,
+    records: u64,
+}
+
+impl Reporter {
+    fn maybe_report(&mut self, flow: &str, t: Totals) {
+        let due = self.reported_at.is_none_or(|at| at.elapsed() >= REPORT_EVERY);
+        if due && t.records != self.records {
+            tracing::info!(
+                flow,
+                records = t.records,
+                bytes = t.bytes,
+                batches = t.batches,
+                rewritten = t.rewritten,
+                coalesced = t.coalesced,
+                transactions = t.transactions,
+                aborted = t.aborted,
+                lost = t.lost,
+                "replicated so far"
+            );
+            self.reported_at = Some(Instant::now());
+            self.records = t.records;
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The flow's producer on the target: InitProducerId (fencing an earlier instance with the
+//! same transactional id and aborting its open transaction), the checks around it (the
+//! target has the transaction APIs; after it, the flow is not failing or failed over), and
+//! the state read back from the target: the progress group and the offset maps. The state
+//! is read in full once; after an abandoned round only the progress is read, and the maps
+//! again only if the progress shows the round committed after all (an EndTxn whose answer
+//! was lost).
+
+use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, FindCoordinatorRequest, InitProducerIdRequest,
+    TxnOffsetCommitRequest,
+};
+
+use super::partition::PartitionState;
+use super::{ReplicateError, Replicator, StepError};
+use crate::client::{ClientError, ConnectionError};
+use crate::protocol::error_code::ResponseError;
+use crate::recovery::marker::{self, FlowState, MarkerError};
+use crate::replicate::state;
+
+/// Transactions left open longer are aborted by the target's coordinator.
+const TRANSACTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Replicator {
+    /// A producer for the next rounds, every partition's sequence starting at 0.
+    pub(super) async fn start_producer(&mut self) -> Result<(), StepError> {
+        if self.transactional() {
+            self.check_transaction_apis().await?;
+        }
+        let transactional_id = self.transactional().then_some(self.transactional_id.as_str());
+        let producer = match self.target.init_producer_id(transactional_id, TRANSACTION_TIMEOUT).await {
+            Ok(producer) => producer,
+            Err(error) => return Err(self.classify_init_error(error)),
+        };
+        // Read the failover record *after* InitProducerId: a failover marks the flow before
+        // it fences, so a producer initialised after the fence sees the mark here and stops
+        // instead of writing.
+        self.check_not_failed_over().await?;
+        tracing::info!(flow = %self.name(), producer_id = producer.id, epoch = producer.epoch, delivery = %self.flow.delivery, "producer ready on the target");
+        state::ensure_topic(&self.target, &self.state_topic, self.flow.replication_factor).await?;
+        if !self.loaded || self.progress_moved().await? {
+            self.load_state().await?;
+        }
+        for partition in self.partitions.values_mut() {
+            partition.next_sequence = 0;
+        }
+        self.state_sequence = 0;
+        self.producer = Some(producer);
+        Ok(())
+    }
+
+    /// Reads progress and offset maps back; every partition then resumes from its
+    /// committed progress (those not replicated now are parked with it). Partitions not in
+    /// the progress group keep the start position they were given (it is committed with
+    /// the next round).
+    async fn load_state(&mut self) -> Result<(), StepError> {
+        let mut maps = state::load(&self.target, &self.state_topic).await?;
+        let progress = state::read_progress(&self.target, &self.progress_group).await?;
+        for p in progress {
+            let mut partition = PartitionState::resumed(p.target_topic, p.next_offset, p.source_end);
+            if let Some((_, map)) = maps.remove(&p.source) {
+                partition.offset_map = map;
+            }
+            match self.partitions.get(&p.source) {
+                Some(old) => {
+                    partition.source_topic_id = old.source_topic_id;
+                    partition.coalesce = old.coalesce;
+                    self.partitions.insert(p.source, partition);
+                }
+                // Tracking moves it in once topic sync plans its topic.
+                None => {
+                    self.parked.insert(p.source, partition);
+                }
+            }
+        }
+        for partition in self.partitions.values_mut().filter(|p| !p.committed_on_target) {
+            partition.rewind();
+        }
+        self.loaded = true;
+        Ok(())
+    }
+
+    /// Whether the progress group differs from what this process believes was committed:
+    /// a round it gave up on was committed after all.
+    async fn progress_moved(&mut self) -> Result<bool, StepError> {
+        let progress = state::read_progress(&self.target, &self.progress_group).await?;
+        let moved = progress.iter().any(|p| {
+            self.partitions
+                .get(&p.source)
+                .is_some_and(|known| known.committed_on_target && known.committed != p.next_offset)
+        });
+        if moved {
+            tracing::warn!(flow = %self.name(), "a transaction round reported as failed was committed on the target; reading the flow's state back");
+        } else {
+            // Nothing committed: batches fetched but not committed are sent again.
+            tracing::debug!(flow = %self.name(), "progress on the target as expected; resuming with the fetched batches");
+        }
+        Ok(moved)
+    }
+
+    /// Refuses to write to a target the flow was failed over to: its records there now come
+    /// from the target's own producers.
+    async fn check_not_failed_over(&self) -> Result<(), StepError> {
+        let fatal = |e| StepError::Fatal(Box::new(e));
+        match marker::read(&self.target, &self.name()).await {
+            // Failing over counts: the failover has begun and its fence may come next.
+            Ok(Some(record)) if record.state != FlowState::Active => Err(fatal(ReplicateError::FailedOver {
+                flow: self.name(),
+                target: self.flow.target.clone(),
+                topic: marker::FAILOVER_TOPIC,
+                reason: record.reason,
+            })),
+            Ok(_) => Ok(()),
+            Err(MarkerError::Client(e)) => Err(StepError::Retry(e)),
+            Err(reason) => Err(fatal(ReplicateError::FailoverRecord { flow: self.name(), reason })),
+        }
+    }
+
+    /// Refuses, before anything is produced, a target that lacks one of the transaction
+    /// APIs: a transaction that can be begun but never ended is worse than none (a broker
+    /// without EndTxn may expose the open transaction's records).
+    async fn check_transaction_apis(&self) -> Result<(), StepError> {
+        let broker = self.target.any_broker().await?;
+        let checks = [
+            broker.version_for::<FindCoordinatorRequest>().err(),
+            broker.version_for::<InitProducerIdRequest>().err(),
+            broker.version_for::<AddPartitionsToTxnRequest>().err(),
+            broker.version_for::<AddOffsetsToTxnRequest>().err(),
+            broker.version_for::<TxnOffsetCommitRequest>().err(),
+            broker.version_for::<EndTxnRequest>().err(),
+        ];
+        match checks.into_iter().flatten().next() {
+            Some(missing) => Err(StepError::Fatal(Box::new(self.refused(ClientError::Connection(missing))))),
+            None => Ok(()),
+        }
+    }
+
+    /// The fatal error for a target that refuses kferry's producer.
+    pub(super) fn refused(&self, error: ClientError) -> ReplicateError {
+        if self.transactional() {
+            ReplicateError::TransactionsUnavailable {
+                flow: self.name(),
+                target: self.flow.target.clone(),
+                transactional_id: self.transactional_id.clone(),
+                reason: error,
+            }
+        } else {
+            ReplicateError::ProducerRefused { flow: self.name(), reason: error }
+        }
+    }
+
+    /// The fatal error for a producer another instance fenced.
+    pub(super) fn fenced(&self, error: ClientError) -> ReplicateError {
+        ReplicateError::Fenced {
+            flow: self.name(),
+            target: self.flow.target.clone(),
+            transactional_id: self.transactional_id.clone(),
+            reason: error,
+        }
+    }
+
+    fn classify_init_error(&self, error: ClientError) -> StepError {
+        let refused = match &error {
+            ClientError::Connection(ConnectionError::UnsupportedApi { .. }) => true,
+            ClientError::Transaction { code, .. } | ClientError::Request { code, .. } => matches!(
+                code.0,
+                ResponseError::TransactionalIdAuthorizationFailed
+                    | ResponseError::ClusterAuthorizationFailed
+                    | ResponseError::UnsupportedVersion
+            ),
+            _ => false,
+        };
+        if refused {
+            StepError::Fatal(Box::new(self.refused(error)))
+        } else {
+            StepError::Retry(error)
+        }
+    }
+}

@@ -574,6 +574,27 @@ impl Kferry {
         self.finish(Duration::from_secs(30)).await
     }
 
+    /// Waits for the process to exit by itself (no signal); fails the test after `timeout`.
+    pub async fn wait_exit(self, timeout: Duration) -> (Option<i32>, String, String) {
+        self.finish(timeout).await
+    }
+
+    /// As [`Kferry::stop`], also measuring how long the process took to exit after SIGTERM.
+    pub async fn stop_timed(self) -> (Duration, Option<i32>, String, String) {
+        let started = std::time::Instant::now();
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+        let mut this = self;
+        let status = tokio::time::timeout(Duration::from_secs(30), this.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("kferry still running 30 s after SIGTERM"))
+            .expect("kferry exit status");
+        let elapsed = started.elapsed();
+        let (stdout, stderr) = (&mut this.output).await.expect("output drained");
+        (elapsed, status.code(), stdout, stderr)
+    }
+
     async fn finish(mut self, timeout: Duration) -> (Option<i32>, String, String) {
         let status = tokio::time::timeout(timeout, self.child.wait())
             .await

@@ -60,7 +60,8 @@ async fn planned_failover_then_reset_failback_returns_the_pair_without_duplicate
     let topic = unique_name("dr-planned");
     let group = unique_name("dr-group");
     let config = dr_config(&p, &s, &topic, &group);
-    create_topic(&primary(), &topic, 3, &[]).await;
+    // A config topic sync copies: a failed-over flow must not copy it over the secondary's.
+    create_topic(&primary(), &topic, 3, &["retention.ms=604800001"]).await;
     let txn = unique_name("txn");
     produce(&primary(), &topic, 300, "lz4", &["--transactional-id", &txn, "--txn-size", "7", "--abort-every", "3"])
         .await;
@@ -76,11 +77,18 @@ async fn planned_failover_then_reset_failback_returns_the_pair_without_duplicate
         assert_eq!(point["source_end"], point["replicated_to"], "{point}");
     }
     assert_eq!(dry_run["partitions"], failover["partitions"], "the dry run shows the failover point it then records");
-    let (code, _, stderr) = tokio::time::timeout(Duration::from_secs(60), kferry.stop()).await.expect("kferry ends");
-    assert!(stderr.contains("another kferry instance took over") || code == Some(0), "{stderr}");
+    // The running kferry stops by itself, idle as it is, within seconds.
+    let (code, _, stderr) = kferry.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("failed over") || stderr.contains("another kferry instance took over"), "{stderr}");
+    // Restarted, it does no topic-sync round: the secondary's own config stays.
+    let alter = ["alter-config", "--bootstrap", &secondary(), "--topic", &topic, "--set", "retention.ms=86400000"];
+    protocol_tests::verify_json(&alter).await;
     let (code, _, stderr) = Kferry::run_to_end("run", &config).await;
     assert_eq!(code, Some(1), "a failed-over flow must not run again:\n{stderr}");
     assert!(stderr.contains("failed over"), "{stderr}");
+    let configs = protocol_tests::describe_topic(&secondary(), &topic).await.configs;
+    assert_eq!(configs.get("retention.ms").map(String::as_str), Some("86400000"), "{configs:?}");
     let (code, _, stderr) = Kferry::run_to_end_with("failover", &["--flow", &flow, "--force"], &config).await;
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains(&format!("flow {flow}: already failed over (planned)")), "{stderr}");
@@ -119,7 +127,8 @@ async fn planned_failover_then_reset_failback_returns_the_pair_without_duplicate
     let runner = Kferry::start_with("failback", &["--flow", &flow, "--mode", "reset", "--json"], &config);
     wait_for_content(&primary(), &topic, &content(&on_secondary), "the secondary's records back on the primary").await;
     let complete = kferry_json("failback", &["--flow", &flow, "--complete", "--json"], &config).await;
-    let (code, _, stderr) = tokio::time::timeout(Duration::from_secs(60), runner.stop()).await.expect("runner ends");
+    // The failback process exits by itself once `--complete` has fenced it.
+    let (code, _, stderr) = runner.wait_exit(Duration::from_secs(15)).await;
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("in progress (failback reset): resuming the reverse flow"), "{stderr}");
     assert!(stderr.contains("fenced by `failback --complete`"), "{stderr}");
@@ -148,17 +157,21 @@ async fn planned_failover_then_reset_failback_returns_the_pair_without_duplicate
     produce(&primary(), &topic, 60, "gzip", &["--base-timestamp", "1700000000000"]).await;
     let everything = consume(&primary(), &topic, "read_committed", 0).await;
     wait_for_content(&secondary(), &topic, &content(&everything), "the forward flow copying new records").await;
-    let (code, _, stderr) = kferry.stop().await;
+    let (took, code, _, stderr) = kferry.stop_timed().await;
     assert_eq!(code, Some(0), "{stderr}");
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
 }
 
 /// Port of the source cluster the disaster test starts and kills (its controller uses the
-/// next one); outside every range scripts/test and the benchmarks use.
-const DISASTER_SOURCE_PORT: u16 = 19692;
+/// next one): `KFERRY_TEST_OWN_PORT`, by default 19692, outside every range scripts/test and
+/// the benchmarks use. Set it where several suites share a machine.
+fn disaster_source_port() -> u16 {
+    std::env::var("KFERRY_TEST_OWN_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(19692)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disaster_failover_then_incremental_failback_keeps_every_record_once() {
-    let source = protocol_tests::OwnCluster::start("drsource", DISASTER_SOURCE_PORT).await;
+    let source = protocol_tests::OwnCluster::start("drsource", disaster_source_port()).await;
     let (p, s) = (alias("p"), alias("s"));
     let flow = format!("{p}->{s}");
     let topic = unique_name("dr-disaster");
@@ -186,6 +199,7 @@ async fn disaster_failover_then_incremental_failback_keeps_every_record_once() {
     // The disaster: the source broker dies in the middle of replicating a backlog. kferry
     // (restarted with a backlog waiting and a small buffer, so it takes many cycles) has
     // seen the source's end but not copied everything when the broker is killed.
+    eprintln!("disaster test: kill, backlog");
     kferry.kill().await;
     produce(&source.bootstrap, &topic, 200_000, "lz4", &["--base-timestamp", "1500000000000"]).await;
     let kferry = Kferry::start("run", &config);
@@ -196,6 +210,7 @@ async fn disaster_failover_then_incremental_failback_keeps_every_record_once() {
         progress.iter().any(|p| p.source_end.is_some_and(|end| end > p.next_offset + 1_000)).then_some(())
     })
     .await;
+    eprintln!("disaster test: source killed");
     source.kill().await;
     let failover = kferry_json("failover", &["--flow", &flow, "--force", "--json"], &config).await;
     kferry.kill().await;
@@ -227,6 +242,7 @@ async fn disaster_failover_then_incremental_failback_keeps_every_record_once() {
     let after_failover = by_partition(&consume(&secondary(), &topic, "read_committed", 0).await);
 
     // The old primary comes back with records the secondary never got (the divergent tail).
+    eprintln!("disaster test: source restarted");
     source.restart().await;
     let old_primary = by_partition(&consume(&source.bootstrap, &topic, "read_committed", 0).await);
     for (partition, (replicated_to, source_end)) in &points {
@@ -242,6 +258,7 @@ async fn disaster_failover_then_incremental_failback_keeps_every_record_once() {
     let mut args = vec!["--flow", flow.as_str(), "--mode", "incremental", "--json"];
     args.extend(export);
     let plan = kferry_json("failback", &[args.clone(), vec!["--dry-run"]].concat(), &config).await;
+    eprintln!("disaster test: failback started");
     let runner = Kferry::start_with("failback", &args, &config);
     // The primary gets the records written on the secondary after the failover point,
     // after everything it already had.
@@ -255,6 +272,7 @@ async fn disaster_failover_then_incremental_failback_keeps_every_record_once() {
             .extend(content(written_on_secondary).remove(partition).unwrap_or_default());
     }
     wait_for_content(&source.bootstrap, &topic, &expected, "the secondary's new records on the primary").await;
+    eprintln!("disaster test: complete");
     kferry_json("failback", &["--flow", &flow, "--complete", "--json"], &config).await;
     let (code, stdout, stderr) =
         tokio::time::timeout(Duration::from_secs(60), runner.stop()).await.expect("runner ends");
@@ -262,6 +280,7 @@ async fn disaster_failover_then_incremental_failback_keeps_every_record_once() {
     let acted: Value = serde_json::Deserializer::from_str(&stdout).into_iter().next().unwrap().unwrap();
     assert_eq!(acted["partitions"], plan["partitions"], "the dry run lists what the real run then does");
 
+    eprintln!("disaster test: runner ended");
     // The divergent tail went to the export file, record for record.
     let export_path = acted["export"].as_str().expect("an export file");
     // Record data: readable by its owner only.
@@ -296,6 +315,7 @@ async fn disaster_failover_then_incremental_failback_keeps_every_record_once() {
     }
     assert_eq!(content(&primary_now.values().flatten().cloned().collect::<Vec<_>>()), expected);
 
+    eprintln!("disaster test: forward flow again");
     // The forward flow runs again: new records only, the tail never reaches the secondary.
     let kferry = Kferry::start("run", &config);
     produce(&source.bootstrap, &topic, 40, "gzip", &["--base-timestamp", "1700000000000"]).await;
@@ -363,29 +383,112 @@ async fn refusals_name_the_problem() {
     }
 }
 
+/// The records of `topics` on `bootstrap`, by topic.
+async fn contents(bootstrap: &str, topics: &[String]) -> BTreeMap<String, Content> {
+    let mut all = BTreeMap::new();
+    for topic in topics {
+        all.insert(topic.clone(), content(&consume(bootstrap, topic, "read_committed", 0).await));
+    }
+    all
+}
+
+async fn wait_for_all(bootstrap: &str, expected: &BTreeMap<String, Content>, what: &str) {
+    for (topic, content) in expected {
+        wait_for_content(bootstrap, topic, content, &format!("{what}: {topic}")).await;
+    }
+}
+
+/// The seed's topics in one flow, twice round the whole cycle (planned failover, reset
+/// failback, complete): a compact-only topic (as `_schemas`, `connect-configs`) is deleted and
+/// recreated by reset, once confirmed; a user topic ending in `.internal` is replicated;
+/// every record is once on both sides; the group continues at the next record each time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reset_failback_refuses_compact_only_topics_before_deleting_anything() {
+async fn two_full_cycles_with_compact_only_and_internal_topics_keep_every_record_once() {
     let (p, s) = (alias("p"), alias("s"));
     let flow = format!("{p}->{s}");
-    let topic = unique_name("dr-compacted");
-    let config = dr_config(&p, &s, &topic, "none");
-    create_topic(&primary(), &topic, 2, &["cleanup.policy=compact"]).await;
-    produce(&primary(), &topic, 100, "none", &["--key-space", "30"]).await;
-    let on_primary = consume(&primary(), &topic, "read_committed", 0).await;
-    let kferry = Kferry::start("run", &config);
-    wait_for_content(&secondary(), &topic, &content(&on_primary), "the compacted topic on the secondary").await;
-    kferry_json("failover", &["--flow", &flow, "--planned", "--json"], &config).await;
-    let _ = tokio::time::timeout(Duration::from_secs(60), kferry.stop()).await.expect("kferry ends");
-    let (code, _, stderr) =
-        Kferry::run_to_end_with("failback", &["--flow", &flow, "--mode", "reset", "--dry-run"], &config).await;
-    assert_eq!(code, Some(1), "{stderr}");
-    let expected = format!("reset failback refused: Kafka does not delete records of compact-only topics ({topic})");
-    assert!(stderr.contains(&expected), "{stderr}");
-    let (code, _, stderr) = Kferry::run_to_end_with("failback", &["--flow", &flow, "--mode", "reset"], &config).await;
-    assert_eq!(code, Some(1), "{stderr}");
-    assert_eq!(
-        content(&consume(&primary(), &topic, "read_committed", 0).await),
-        content(&on_primary),
-        "nothing deleted"
-    );
+    let base = unique_name("dr-twice");
+    let (data, schemas, internal) = (format!("{base}-data"), format!("{base}_schemas"), format!("{base}.internal"));
+    let topics = [data.clone(), schemas.clone(), internal.clone()];
+    let group = unique_name("dr-twice-group");
+    let config = dr_config(&p, &s, &format!("{base}.*"), &group);
+    create_topic(&primary(), &data, 2, &[]).await;
+    create_topic(&primary(), &schemas, 1, &["cleanup.policy=compact", "min.compaction.lag.ms=3600000"]).await;
+    create_topic(&primary(), &internal, 2, &[]).await;
+    produce(&primary(), &data, 100, "lz4", &[]).await;
+    produce(&primary(), &schemas, 30, "none", &["--key-space", "10"]).await;
+    produce(&primary(), &internal, 50, "zstd", &[]).await;
+    let mut kferry = Kferry::start("run", &config);
+    // Records of `data` the group has read, per partition, counted from the log start:
+    // replication and reset failback keep the order, so it is the next record's index.
+    let mut consumed: BTreeMap<i32, usize> = BTreeMap::new();
+    for cycle in 1..=2 {
+        let on_primary = contents(&primary(), &topics).await;
+        wait_for_all(&secondary(), &on_primary, &format!("cycle {cycle}: the secondary")).await;
+        for (partition, read) in by_partition(&group_consume(&primary(), &data, &group, "10", &[]).await) {
+            *consumed.entry(partition).or_default() += read.len();
+        }
+        kferry_json("failover", &["--flow", &flow, "--planned", "--json"], &config).await;
+        let (code, _, stderr) = kferry.wait_exit(Duration::from_secs(15)).await;
+        assert_eq!(code, Some(1), "cycle {cycle}: the forward kferry stops by itself:\n{stderr}");
+        let live = by_partition(&consume(&secondary(), &data, "read_committed", 0).await);
+        for (partition, record) in first_records(&secondary(), &data, &group).await {
+            let next = &live[&partition][consumed[&partition]];
+            assert!(record.same_as(next), "cycle {cycle}, secondary partition {partition}: {record:?}, not {next:?}");
+        }
+
+        produce(&secondary(), &data, 40, "gzip", &["--base-timestamp", &format!("{}", 1_600_000_000_000i64 + cycle)])
+            .await;
+        produce(&secondary(), &schemas, 10, "none", &["--key-space", "10"]).await;
+        produce(&secondary(), &internal, 20, "none", &[]).await;
+        for (partition, read) in by_partition(&group_consume(&secondary(), &data, &group, "5", &[]).await) {
+            *consumed.entry(partition).or_default() += read.len();
+        }
+        let on_secondary = contents(&secondary(), &topics).await;
+
+        // Reset plans to recreate the compact-only topic; unconfirmed, it changes nothing.
+        let args = ["--flow", flow.as_str(), "--mode", "reset", "--json"];
+        let plan = kferry_json("failback", &[&args[..], &["--dry-run"]].concat(), &config).await;
+        let recreate = plan["recreate"].as_array().unwrap();
+        assert_eq!(recreate.len(), 1, "{plan}");
+        assert_eq!(recreate[0]["topic"], schemas.as_str());
+        assert_eq!(recreate[0]["partitions"], 1);
+        assert_eq!(recreate[0]["configs"]["cleanup.policy"], "compact", "{plan}");
+        let (code, _, stderr) = Kferry::run_to_end_with("failback", &args, &config).await;
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.contains("Rerun with --yes to confirm"), "{stderr}");
+        let before = contents(&primary(), &topics).await;
+        assert_eq!(before[&schemas], on_primary[&schemas], "cycle {cycle}: nothing deleted unconfirmed");
+
+        let runner = Kferry::start_with("failback", &[&args[..], &["--yes"]].concat(), &config);
+        wait_for_all(&primary(), &on_secondary, &format!("cycle {cycle}: the primary")).await;
+        let complete = kferry_json("failback", &["--flow", &flow, "--complete", "--json"], &config).await;
+        let (code, stdout, stderr) = runner.wait_exit(Duration::from_secs(15)).await;
+        assert_eq!(code, Some(0), "cycle {cycle}: the failback process exits by itself:\n{stderr}");
+        assert!(stderr.contains("fenced by `failback --complete`"), "{stderr}");
+        let acted: Value = serde_json::Deserializer::from_str(&stdout).into_iter().next().unwrap().unwrap();
+        assert_eq!(acted["partitions"], plan["partitions"]);
+        for partition in complete["lag"].as_array().unwrap() {
+            assert_eq!(partition[2], 0, "{partition}");
+        }
+        let recreated = protocol_tests::describe_topic(&primary(), &schemas).await;
+        assert_eq!(recreated.partitions, 1);
+        assert_eq!(recreated.configs.get("cleanup.policy").map(String::as_str), Some("compact"));
+        assert_eq!(recreated.configs.get("min.compaction.lag.ms").map(String::as_str), Some("3600000"));
+        assert_eq!(contents(&primary(), &topics).await, on_secondary, "cycle {cycle}: every record once");
+        let live = by_partition(&consume(&primary(), &data, "read_committed", 0).await);
+        for (partition, record) in first_records(&primary(), &data, &group).await {
+            let next = &live[&partition][consumed[&partition]];
+            assert!(record.same_as(next), "cycle {cycle}, primary partition {partition}: {record:?}, not {next:?}");
+        }
+
+        // Back to where it started: the forward flow copies new records only.
+        kferry = Kferry::start("run", &config);
+        produce(&primary(), &data, 30, "snappy", &["--base-timestamp", &format!("{}", 1_700_000_000_000i64 + cycle)])
+            .await;
+    }
+    let on_primary = contents(&primary(), &topics).await;
+    wait_for_all(&secondary(), &on_primary, "after two cycles: the secondary").await;
+    let (took, code, _, stderr) = kferry.stop_timed().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
 }

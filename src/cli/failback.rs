@@ -24,7 +24,7 @@ pub(super) struct FailbackArgs<'a> {
     pub(super) timeout: Duration,
     pub(super) json: bool,
     pub(super) export_dir: &'a Path,
-    /// `--yes`: delete without asking.
+    /// `--yes`: reset deletes records and recreates compact-only topics without asking.
     pub(super) yes: bool,
 }
 
@@ -73,6 +73,16 @@ async fn start(
     // A failback already under way is resumed, never planned again (that would delete or
     // copy a second time); so a record that cannot be read stops here.
     let in_progress = match marker::read(primary, &reverse.name()).await {
+        Ok(Some(record)) if record.state == FlowState::FailingOver => {
+            eprintln!(
+                "error: flow {}: a `kferry failback --complete` was interrupted after it began fencing the reverse flow {}; \
+                 run `kferry failback --flow {} --complete` again to finish it",
+                flow.name(),
+                reverse.name(),
+                flow.name()
+            );
+            return false;
+        }
         Ok(record) => record.filter(|r| r.state == FlowState::Active),
         Err(e) => {
             eprintln!("error: flow {}: {e}", reverse.name());
@@ -105,8 +115,7 @@ async fn start(
         return true;
     }
     print(&plan, args.json);
-    if mode == FailbackMode::Reset && !args.yes && !confirmed_on_terminal(&flow.source).await {
-        eprintln!("failback not started: nothing was deleted");
+    if mode == FailbackMode::Reset && !args.yes && !confirmed(&plan, &flow.source).await {
         return false;
     }
     if let Err(e) = failback::prepare(flow, &plan, primary, secondary).await {
@@ -122,14 +131,29 @@ async fn start(
     run_reverse_flow(config, &reverse, primary).await
 }
 
-/// On a terminal, asks before reset deletes records; elsewhere (scripts, CI) there is no
-/// one to ask, so it goes on, as `--yes` would.
-async fn confirmed_on_terminal(cluster: &str) -> bool {
+/// Whether reset may go on without `--yes`: on a terminal, when the operator types yes;
+/// elsewhere (scripts, CI) there is no one to ask, so deleting records goes on as `--yes`
+/// would, but recreating compact-only topics (`_schemas`, `connect-*`) needs `--yes`.
+async fn confirmed(plan: &failback::FailbackPlan, primary: &str) -> bool {
     use std::io::{BufRead, IsTerminal, Write};
+    let recreated: Vec<&str> = plan.recreate.iter().map(|t| t.topic.as_str()).collect();
     if !std::io::stdin().is_terminal() {
-        return true;
+        if recreated.is_empty() {
+            return true;
+        }
+        eprintln!(
+            "error: flow {}: reset deletes and recreates the compact-only topics {} on the primary (see the plan); \
+             nothing was changed. Rerun with --yes to confirm",
+            plan.flow,
+            recreated.join(", ")
+        );
+        return false;
     }
-    let question = format!("Delete the records listed above on cluster {cluster}? Type \"yes\" to go on: ");
+    let mut question = format!("Delete the records listed above on cluster {primary}");
+    if !recreated.is_empty() {
+        question.push_str(&format!(" and recreate {}", recreated.join(", ")));
+    }
+    question.push_str("? Type \"yes\" to go on: ");
     let answer = tokio::task::spawn_blocking(move || {
         let mut stderr = std::io::stderr();
         let _ = stderr.write_all(question.as_bytes());
@@ -138,7 +162,11 @@ async fn confirmed_on_terminal(cluster: &str) -> bool {
         std::io::stdin().lock().read_line(&mut line).map(|_| line)
     })
     .await;
-    matches!(answer, Ok(Ok(line)) if line.trim().eq_ignore_ascii_case("yes"))
+    let yes = matches!(answer, Ok(Ok(line)) if line.trim().eq_ignore_ascii_case("yes"));
+    if !yes {
+        eprintln!("failback not started: nothing was deleted");
+    }
+    yes
 }
 
 /// Runs the reverse flow until a signal, or until `--complete` fences it (a success).
@@ -155,11 +183,13 @@ async fn run_reverse_flow(config: &Config, reverse: &FlowConfig, primary: &Clust
         ended = &mut running => ended,
         _ = super::run::wait_for_signal() => {
             stop.send_replace(true);
-            running.await
+            // Within 5 s of SIGTERM, as `kferry run`.
+            tokio::time::timeout(super::run::SHUTDOWN_GRACE, running).await.unwrap_or(false)
         }
     };
     match marker::read(primary, &reverse.name()).await {
-        Ok(Some(record)) if record.state == FlowState::FailedOver => {
+        // Failing over: `--complete` has marked the reverse flow and is fencing it.
+        Ok(Some(record)) if record.state != FlowState::Active => {
             eprintln!("reverse flow {} fenced by `failback --complete`: done", reverse.name());
             true
         }

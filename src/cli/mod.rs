@@ -136,7 +136,9 @@ enum Command {
         /// Where incremental failback writes the divergent records.
         #[arg(long, default_value = ".")]
         export_dir: PathBuf,
-        /// Do not ask before --mode reset deletes records (it asks only on a terminal).
+        /// Do not ask before --mode reset deletes records and recreates the compact-only
+        /// topics its plan lists (`_schemas`, `connect-*`); it asks only on a terminal, and
+        /// off one recreating needs this flag.
         #[arg(long)]
         yes: bool,
     },

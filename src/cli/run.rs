@@ -23,6 +23,9 @@ use crate::topics::sync::TopicSync;
 
 /// Pause between attempts to reach a flow's clusters.
 const CONNECT_RETRY: Duration = Duration::from_secs(5);
+/// How long a stopping process lets its flows finish their cycles (below the 5 s within
+/// which a service manager's SIGTERM must end it).
+pub(super) const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 
 pub(super) async fn run(config: &Config) -> Result<(), Failure> {
     let access = super::cluster_access(config, &ClientConfig::default())?;
@@ -55,8 +58,18 @@ pub(super) async fn run(config: &Config) -> Result<(), Failure> {
     }
     tracing::info!("stopping: finishing the cycles in progress");
     stop.send_replace(true);
-    while let Some(joined) = flows.join_next().await {
-        failed |= !matches!(joined, Ok(true));
+    // SIGTERM must end the process within 5 s whatever a flow is doing (connecting,
+    // retrying, a long request): a flow not done by then is dropped. An open transaction
+    // it leaves is aborted by the next InitProducerId or the transaction timeout.
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while let Some(joined) = flows.join_next().await {
+            failed |= !matches!(joined, Ok(true));
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("flows still busy after {SHUTDOWN_GRACE:?}: stopped without finishing their cycles");
+        flows.abort_all();
     }
     if failed {
         Err(Failure::Cluster)
@@ -121,6 +134,7 @@ pub(super) async fn run_flow(
     let (flow_stop, flow_stopped) = watch::channel(false);
     let mut flow_stopped_for_sync = flow_stopped.clone();
     let mut flow_stopped_for_groups = flow_stopped.clone();
+    let target_for_guard = Arc::clone(&target);
     let replicator = Replicator::new(&flow, source, target, replicated);
     let replication = async {
         let outcome = replicator.run(stopped.clone()).await;
@@ -130,8 +144,18 @@ pub(super) async fn run_flow(
     };
     let syncing = topic_sync_loop(&flow, sync, topics, stopped.clone(), &mut flow_stopped_for_sync);
     let group_syncing = group_sync_loop(&flow, groups, stopped.clone(), &mut flow_stopped_for_groups);
-    let (outcome, (), ()) = tokio::join!(replication, syncing, group_syncing);
+    let loops = async { tokio::join!(replication, syncing, group_syncing).0 };
+    // Disaster recovery (issue 14): no round at all for a failed-over flow, and the loops
+    // stop within a second of a failover or `failback --complete` marking the flow.
+    let outcome = crate::recovery::fence::guard(&flow, &target_for_guard, loops).await;
     drop(flow_stopped);
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(taken) => {
+            tracing::error!(flow = %flow.name(), "{taken}");
+            return false;
+        }
+    };
     match outcome {
         Ok(totals) => {
             tracing::info!(flow = %flow.name(), records = totals.records, bytes = totals.bytes, rewritten = totals.rewritten, "flow stopped");

@@ -1,5 +1,5 @@
 //! The admin calls kferry needs: DescribeCluster, DescribeConfigs, CreateTopics,
-//! CreatePartitions and IncrementalAlterConfigs (ACLs are in `acls`). Each
+//! DeleteTopics, CreatePartitions and IncrementalAlterConfigs (ACLs are in `acls`). Each
 //! goes to any broker (KRaft brokers forward controller work themselves) through the
 //! cluster's retry policy.
 
@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
 use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest, DescribeClusterRequest, DescribeConfigsRequest,
-    IncrementalAlterConfigsRequest, TopicName,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, IncrementalAlterConfigsRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -25,6 +26,8 @@ use crate::protocol::error_code::{ErrorCode, ResponseError};
 
 /// DescribeConfigs resource type of a topic.
 const RESOURCE_TOPIC: i8 = 2;
+/// DescribeConfigs resource type of a broker.
+const RESOURCE_BROKER: i8 = 4;
 
 /// The cluster as DescribeCluster reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +138,63 @@ impl Cluster {
             Ok(answer.low_watermark)
         })
         .await
+    }
+
+    /// Deletes `topic` (DeleteTopics) and waits until the cluster no longer knows it, so it
+    /// can be created again under the same name. A topic already gone is not an error.
+    pub async fn delete_topic(&self, topic: &str, timeout: Duration) -> Result<(), ClientError> {
+        let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        let started = Instant::now();
+        self.retrying(|| async {
+            let broker = self.any_broker().await?;
+            let name = TopicName(StrBytes::from_string(topic.to_string()));
+            // Version 6 names topics in `topics` (name or id), older ones in `topic_names`.
+            let request = match broker.version_for::<DeleteTopicsRequest>() {
+                Ok(version) if version >= 6 => DeleteTopicsRequest::default()
+                    .with_timeout_ms(timeout_ms)
+                    .with_topics(vec![DeleteTopicState::default().with_name(Some(name))]),
+                _ => DeleteTopicsRequest::default().with_timeout_ms(timeout_ms).with_topic_names(vec![name]),
+            };
+            let (_, response) = broker.request(&request).await?;
+            let result = response.responses.iter().find(|r| r.name.as_ref().is_some_and(|n| n.0.as_str() == topic));
+            match result.and_then(|r| ErrorCode::from_code(r.error_code).map(|code| (code, r.error_message.clone()))) {
+                Some((code, _)) if code.0 == ResponseError::UnknownTopicOrPartition => Ok(()),
+                Some((code, message)) => Err(self.topic_error("DeleteTopics", topic, code, message)),
+                None => Ok(()),
+            }
+        })
+        .await?;
+        loop {
+            self.invalidate_metadata();
+            match self.topic_once(topic).await {
+                Err(ClientError::UnknownTopic { .. }) => return Ok(()),
+                Err(other) => return Err(other),
+                Ok(_) if started.elapsed() >= timeout => {
+                    return Err(ClientError::TopicNotDeleted {
+                        cluster: self.name().clone(),
+                        topic: topic.to_string(),
+                        waited: started.elapsed(),
+                    })
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// The configs of broker `node_id` (DescribeConfigs of a BROKER resource), in the shape
+    /// of a topic's.
+    pub async fn describe_broker_configs(&self, node_id: i32) -> Result<TopicConfigs, ClientError> {
+        let request = DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(RESOURCE_BROKER)
+            .with_resource_name(StrBytes::from_string(node_id.to_string()))
+            .with_configuration_keys(None)]);
+        let (_, response) = self.request_any(&request).await?;
+        let result = response.results.into_iter().next().ok_or_else(|| ClientError::IncompleteResponse {
+            cluster: self.name().clone(),
+            what: "DescribeConfigs",
+            missing: format!("broker {node_id}"),
+        })?;
+        self.topic_configs(result).1
     }
 
     /// Every config of `topic`, with where its value comes from.

@@ -150,6 +150,8 @@ pub enum ClientError {
     NoLeader { cluster: Arc<str>, topic: String, partition: i32 },
     #[error("cluster {cluster}: topic {topic} was created but has no leader for every partition after {waited:?}")]
     TopicNotReady { cluster: Arc<str>, topic: String, waited: Duration },
+    #[error("cluster {cluster}: topic {topic} was deleted but is still listed after {waited:?}")]
+    TopicNotDeleted { cluster: Arc<str>, topic: String, waited: Duration },
     #[error("cluster {cluster}: metadata names broker {node_id}, but no address for it")]
     UnknownBroker { cluster: Arc<str>, node_id: i32 },
     #[error("cluster {cluster}: {what} answered without {missing}")]

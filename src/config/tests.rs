@@ -250,6 +250,23 @@ flows:
 }
 
 #[test]
+fn two_flows_between_one_pair_are_refused() {
+    let text = format!(
+        "{CLUSTERS}flows:\n  - {{source: primary, target: secondary, topics: [orders]}}\n  - {{source: primary, target: secondary, topics: [payments]}}\n"
+    );
+    assert_eq!(
+        parse(&text).unwrap_err().to_string(),
+        "config.yaml line 6: flows[1]: flow primary->secondary (flows[1]) has the same source and target as flows[0]; \
+         two flows between one pair would share a transactional id and progress group and fence each other. Merge \
+         them into one flow (list every topic pattern in its `topics`)"
+    );
+    let other_way = format!(
+        "{CLUSTERS}flows:\n  - {{source: primary, target: secondary, policy: prefix}}\n  - {{source: secondary, target: primary, policy: prefix}}\n"
+    );
+    assert!(parse(&other_way).is_ok());
+}
+
+#[test]
 fn identity_flows_must_not_form_a_cycle() {
     let three = "\
 clusters:

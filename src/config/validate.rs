@@ -13,6 +13,7 @@ pub(super) fn problems(config: &Config, text: &str) -> Vec<Problem> {
     check_clusters(&config.clusters, &mut report);
     check_flows(config, &mut report);
     check_identity_cycles(&config.flows, &mut report);
+    check_one_flow_per_pair(&config.flows, &mut report);
     let mut problems = report.problems;
     problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     problems
@@ -314,6 +315,30 @@ fn check_separator(flow: &FlowConfig, path: &KeyPath, report: &mut Report<'_>) {
                     flow.separator
                 ),
             );
+        }
+    }
+}
+
+/// Two flows from the same source to the same target would share everything kferry names
+/// after the pair: the transactional id (each one's InitProducerId fences the other, so
+/// they stop each other in turn), the progress group, the offset map and the failover
+/// record. One flow per pair, with every topic in its `topics` list, does the same work.
+fn check_one_flow_per_pair(flows: &[FlowConfig], report: &mut Report<'_>) {
+    let mut first: HashMap<(&str, &str), usize> = HashMap::new();
+    for (index, flow) in flows.iter().enumerate() {
+        match first.get(&(flow.source.as_str(), flow.target.as_str())) {
+            Some(&earlier) => report.add(
+                &KeyPath::root().key("flows").index(index),
+                format!(
+                    "flow {} (flows[{index}]) has the same source and target as flows[{earlier}]; two flows between \
+                     one pair would share a transactional id and progress group and fence each other. Merge them \
+                     into one flow (list every topic pattern in its `topics`)",
+                    flow.name()
+                ),
+            ),
+            None => {
+                first.insert((flow.source.as_str(), flow.target.as_str()), index);
+            }
         }
     }
 }

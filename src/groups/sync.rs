@@ -21,7 +21,7 @@ use regex::RegexSet;
 
 use super::checkpoint::{checkpoints_topic, Checkpoint, CheckpointError, CHECKPOINTS_PARTITION};
 use super::translate::{Progress, Translation, Translator};
-use crate::client::{ClientError, Cluster, CommittedOffset, GroupOffsets, ListedGroup, NewTopic};
+use crate::client::{ClientError, Cluster, CommittedOffset, GroupOffsets, ListedGroup};
 use crate::config::FlowConfig;
 use crate::protocol::error_code::ResponseError;
 use crate::protocol::records::{build_batch, KeyValueRef};
@@ -373,12 +373,8 @@ impl GroupSync {
             self.checkpoints_topic_ready = true;
             return Ok(());
         }
-        let new = NewTopic {
-            name: topic.to_string(),
-            partitions: 1,
-            replication_factor: self.flow.replication_factor,
-            configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
-        };
+        // Compacted, one partition, as MM2's; as durable as kferry's other topics.
+        let new = crate::topics::own::own_topic(&self.target, topic, self.flow.replication_factor).await?;
         match self.target.create_topics(&[new], false, PRODUCE_TIMEOUT).await?.remove(0).1 {
             Err(ClientError::Topic { code, .. }) if code.0 == ResponseError::TopicAlreadyExists => {}
             other => other?,

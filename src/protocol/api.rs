@@ -58,6 +58,7 @@ api_requests! {
     EndTxn: EndTxnRequest => EndTxnResponse;
     ListGroups: ListGroupsRequest => ListGroupsResponse;
     DeleteRecords: DeleteRecordsRequest => DeleteRecordsResponse;
+    DeleteTopics: DeleteTopicsRequest => DeleteTopicsResponse;
     SaslHandshake: SaslHandshakeRequest => SaslHandshakeResponse;
     SaslAuthenticate: SaslAuthenticateRequest => SaslAuthenticateResponse;
 }

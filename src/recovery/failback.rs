@@ -4,15 +4,23 @@
 //!
 //! - `reset` (what MM2's runbook describes): the old primary's records in the replicated
 //!   topics are deleted (DeleteRecords; topics, configs and ACLs stay), then everything on
-//!   `secondary` is copied back.
+//!   `secondary` is copied back. Kafka refuses DeleteRecords on compact-only topics
+//!   (`_schemas`, `connect-configs`, `connect-offsets`, `connect-status`): those are deleted
+//!   and created again with the same partitions, replication factor and topic configs
+//!   (ACLs name the topic, not its id, so they stay), which the plan shows.
 //! - `incremental`: only what `secondary` received after the failover point is copied back.
 //!   What reached `primary` but never `secondary` (the divergent tail) is exported to a file
 //!   and reported; groups that moved never land in it. The reverse flow's offset map is
 //!   seeded with the inverse of the forward one, so a group positioned before the failover
 //!   point translates to the original record on `primary`.
-//! - `complete`: waits for the reverse flow to catch up, syncs groups a last time, fences it,
-//!   and sets the forward flow's progress and offset map so that it resumes right after the
+//! - `complete`: waits for the reverse flow to catch up, syncs groups a last time, marks the
+//!   reverse flow failing over, fences it, and only then reads the primary's ends and sets
+//!   the forward flow's progress and offset map so that it resumes right after the
 //!   copied-back data, never copying it to `secondary` a second time.
+//!
+//! Offset maps are cleaned as they go stale, so a pair can go round the cycle again: a
+//! failback removes the reverse flow's map of an earlier cycle before it seeds or copies,
+//! and `--complete` removes forward segments whose records on the primary are deleted.
 
 use std::fmt;
 
@@ -26,9 +34,12 @@ use std::time::{Duration, Instant};
 
 use super::failover::{failover_point, write_table, GroupPosition};
 use super::marker::{self, FailoverRecord, FlowState, MarkerError};
-use crate::client::{ClientError, Cluster, CommittedOffset, FetchSpec, GroupOffsets, Isolation, OffsetSpec};
+use crate::client::{
+    ClientError, Cluster, CommittedOffset, ConfigSource, FetchSpec, GroupOffsets, Isolation, NewTopic, OffsetSpec,
+};
 use crate::config::{Delivery, FlowConfig, ReplicationPolicy};
 use crate::groups::sync::{GroupSync, GroupsError};
+use crate::protocol::error_code::ResponseError;
 use crate::replicate::engine::{progress_group, transactional_id};
 use crate::replicate::forward;
 use crate::replicate::offset_map::Segment;
@@ -37,6 +48,8 @@ use crate::replicate::state::{self, offset_map_topic, progress_metadata, SourceP
 
 /// How long the fencing InitProducerId may keep a transaction open (it aborts it at once).
 const FENCE_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long deleting a compact-only topic and creating it again may take.
+const RECREATE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -64,12 +77,8 @@ pub enum FailbackError {
          be running and the reverse flow would copy its data straight back (a cycle). Run `kferry failover` first"
     )]
     NotFailedOver { flow: String, target: String },
-    #[error(
-        "flow {flow}: reset failback refused: Kafka does not delete records of compact-only topics ({topics}) with \
-         DeleteRecords, so their old records would stay beside the copies; use --mode incremental, or add \
-         `delete` to their cleanup.policy on {source_alias} first"
-    )]
-    ResetOnCompacted { flow: String, topics: String, source_alias: String },
+    #[error("flow {flow}: cluster {cluster}: topic {topic} cannot be recreated: {reason}")]
+    Recreate { flow: String, cluster: String, topic: String, reason: String },
     #[error("flow {flow}: no failback in progress (the reverse flow {reverse} has no active record on {source_alias}): run `kferry failback --mode reset|incremental` first")]
     NotFailingBack { flow: String, reverse: String, source_alias: String },
     #[error("flow {flow}: the reverse flow still lags by {lag} offsets after {waited:?}; stop producers on {target} and keep `kferry failback` running, then try again (or raise --timeout)")]
@@ -116,6 +125,20 @@ pub struct PartitionFailback {
     /// Secondary offsets `[from, to)` copied back (the reverse flow then keeps copying
     /// whatever arrives after `to`).
     pub copy: (i64, i64),
+    /// `reset` of a compact-only topic: the topic is deleted and created again instead of
+    /// its records deleted, so the copies start at offset 0.
+    #[serde(default)]
+    pub recreate: bool,
+}
+
+/// A compact-only topic a reset failback deletes and creates again on the primary.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RecreatedTopic {
+    pub topic: String,
+    pub partitions: i32,
+    pub replication_factor: i16,
+    /// The configs set on the topic itself (not inherited), given to the new topic.
+    pub configs: std::collections::BTreeMap<String, String>,
 }
 
 /// What a failback does (dry run) or did.
@@ -130,6 +153,8 @@ pub struct FailbackPlan {
     pub groups: Vec<GroupPosition>,
     /// Where the divergent records go (`incremental` with a divergent tail).
     pub export: Option<PathBuf>,
+    /// `reset`: compact-only topics deleted and created again on the primary.
+    pub recreate: Vec<RecreatedTopic>,
 }
 
 /// The reverse flow of `flow`: its target back to its source, same topics and groups,
@@ -184,9 +209,10 @@ pub async fn plan(
     secondary: &Arc<Cluster>,
     export_dir: &Path,
 ) -> Result<FailbackPlan, FailbackError> {
-    if mode == FailbackMode::Reset {
-        refuse_compact_only_topics(flow, failover, primary).await?;
-    }
+    let recreate = match mode {
+        FailbackMode::Reset => compact_only_topics(flow, failover, primary).await?,
+        FailbackMode::Incremental => Vec::new(),
+    };
     let mut partitions = Vec::new();
     for point in &failover.partitions {
         let (topic, partition) = (point.target_topic.clone(), point.partition);
@@ -204,13 +230,15 @@ pub async fn plan(
                     .list_offset(&topic, partition, OffsetSpec::Earliest, Isolation::ReadCommitted)
                     .await
                     .map_err(client(flow))?;
+                let recreated = recreate.iter().any(|r| r.topic == topic);
                 PartitionFailback {
                     topic,
                     partition,
                     primary_end,
-                    delete_before: Some(primary_end),
+                    delete_before: (!recreated).then_some(primary_end),
                     divergent: None,
                     copy: (secondary_start, secondary_end),
+                    recreate: recreated,
                 }
             }
             FailbackMode::Incremental => PartitionFailback {
@@ -220,6 +248,7 @@ pub async fn plan(
                 delete_before: None,
                 divergent: (point.replicated_to < primary_end).then_some((point.replicated_to, primary_end)),
                 copy: (point.target_end, secondary_end),
+                recreate: false,
             },
         };
         partitions.push(entry);
@@ -229,33 +258,90 @@ pub async fn plan(
         .any(|p| p.divergent.is_some())
         .then(|| export_dir.join(format!("kferry-divergent-{}-{}.jsonl", flow.source, failover.at_ms)));
     let groups = secondary_groups(flow, primary, secondary).await?;
-    Ok(FailbackPlan { flow: flow.name(), reverse_flow: reverse_flow(flow).name(), mode, partitions, groups, export })
+    Ok(FailbackPlan {
+        flow: flow.name(),
+        reverse_flow: reverse_flow(flow).name(),
+        mode,
+        partitions,
+        groups,
+        export,
+        recreate,
+    })
 }
 
-/// Reset deletes records, which Kafka refuses for compact-only topics: checked for every
-/// topic before anything is deleted.
-async fn refuse_compact_only_topics(
+/// The compact-only topics of the failover record on the primary, as they are now: Kafka
+/// refuses DeleteRecords on them, so reset deletes and recreates them instead.
+async fn compact_only_topics(
     flow: &FlowConfig,
     failover: &FailoverRecord,
     primary: &Cluster,
-) -> Result<(), FailbackError> {
+) -> Result<Vec<RecreatedTopic>, FailbackError> {
     let mut topics: Vec<String> = failover.partitions.iter().map(|p| p.source_topic.clone()).collect();
+    topics.sort();
     topics.dedup();
-    let mut compacted = Vec::new();
+    let mut recreate = Vec::new();
     for (topic, configs) in primary.describe_topics_configs(&topics).await.map_err(client(flow))? {
-        let policy = configs.map_err(client(flow))?.get("cleanup.policy").and_then(|c| c.value.clone());
-        if policy.is_some_and(|p| !p.split(',').any(|part| part.trim() == "delete")) {
-            compacted.push(topic);
+        let configs = configs.map_err(client(flow))?;
+        let policy = configs.get("cleanup.policy").and_then(|c| c.value.clone());
+        if policy.is_none_or(|p| p.split(',').any(|part| part.trim() == "delete")) {
+            continue;
+        }
+        let info = primary.topic(&topic).await.map_err(client(flow))?;
+        let replicas = info.partitions.values().map(|p| p.replicas.len()).max().unwrap_or(0);
+        let cannot = |reason: String| FailbackError::Recreate {
+            flow: flow.name(),
+            cluster: flow.source.clone(),
+            topic: topic.clone(),
+            reason,
+        };
+        // A config whose value the broker hides would be lost: refuse before deleting.
+        if let Some((name, _)) = configs.iter().find(|(_, c)| c.source == ConfigSource::Topic && c.value.is_none()) {
+            return Err(cannot(format!("its config {name} is sensitive and cannot be read back")));
+        }
+        let own = configs
+            .into_iter()
+            .filter(|(_, c)| c.source == ConfigSource::Topic && !c.read_only)
+            .filter_map(|(name, c)| c.value.map(|v| (name, v)))
+            .collect();
+        recreate.push(RecreatedTopic {
+            topic: topic.clone(),
+            partitions: i32::try_from(info.partitions.len()).map_err(|e| cannot(e.to_string()))?,
+            replication_factor: i16::try_from(replicas).map_err(|e| cannot(e.to_string()))?,
+            configs: own,
+        });
+    }
+    Ok(recreate)
+}
+
+/// Deletes `topic` on the primary and creates it again as it was.
+async fn recreate_topic(flow: &FlowConfig, primary: &Cluster, topic: &RecreatedTopic) -> Result<(), FailbackError> {
+    let cannot = |e: ClientError| FailbackError::Recreate {
+        flow: flow.name(),
+        cluster: flow.source.clone(),
+        topic: topic.topic.clone(),
+        reason: e.to_string(),
+    };
+    primary.delete_topic(&topic.topic, RECREATE_TIMEOUT).await.map_err(cannot)?;
+    let new = NewTopic {
+        name: topic.topic.clone(),
+        partitions: topic.partitions,
+        replication_factor: Some(topic.replication_factor),
+        configs: topic.configs.clone(),
+    };
+    // The controller may still be removing the old topic's partitions for a moment.
+    let started = Instant::now();
+    loop {
+        let outcome = primary.create_topics(std::slice::from_ref(&new), false, RECREATE_TIMEOUT).await;
+        match outcome.map(|mut o| o.remove(0).1) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(ClientError::Topic { code, .. }))
+                if code.0 == ResponseError::TopicAlreadyExists && started.elapsed() < RECREATE_TIMEOUT =>
+            {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            }
+            Ok(Err(e)) | Err(e) => return Err(cannot(e)),
         }
     }
-    if compacted.is_empty() {
-        return Ok(());
-    }
-    Err(FailbackError::ResetOnCompacted {
-        flow: flow.name(),
-        topics: compacted.join(", "),
-        source_alias: flow.source.clone(),
-    })
 }
 
 /// The groups' committed offsets on the secondary for the replicated topics.
@@ -289,11 +375,20 @@ pub async fn prepare(
     if let Some(path) = &plan.export {
         export_divergent(flow, plan, primary, path).await?;
     }
+    for topic in &plan.recreate {
+        recreate_topic(flow, primary, topic).await?;
+    }
     for p in &plan.partitions {
         if let Some(before) = p.delete_before {
             primary.delete_records(&p.topic, p.partition, before).await.map_err(client(flow))?;
         }
     }
+    // A map of an earlier failback points at records this one deleted or does not copy:
+    // gone before the new one is seeded or grows, so groups never translate through it.
+    clear_segments(flow, primary, &offset_map_topic(&reverse), |(source, _, _)| {
+        plan.partitions.iter().any(|p| (&p.topic, p.partition) == (&source.0, source.1))
+    })
+    .await?;
     if plan.mode == FailbackMode::Incremental {
         seed_reverse_map(flow, plan, primary, secondary).await?;
     }
@@ -307,15 +402,8 @@ pub async fn prepare(
         })
         .collect();
     primary.commit_group_offsets(&progress_group(&reverse), &start).await.map_err(client(flow))?;
-    let record = FailoverRecord {
-        flow: reverse.name(),
-        state: FlowState::Active,
-        reason: format!("failback {}", plan.mode),
-        at_ms: marker::now_ms(),
-        source_reachable: true,
-        partitions: Vec::new(),
-    };
-    marker::write(primary, &record).await.map_err(marker_error(flow))
+    let record = FailoverRecord::state(&reverse.name(), FlowState::Active, &format!("failback {}", plan.mode));
+    marker::write(primary, &record, flow.replication_factor).await.map_err(marker_error(flow))
 }
 
 /// Writes the divergent records (primary offsets `[from, to)` of each partition) to `path`
@@ -420,13 +508,36 @@ fn invert(segment: &Segment) -> Segment {
     }
 }
 
+/// Deletes (tombstones) every segment of `topic`'s offset maps that `stale` selects.
+async fn clear_segments(
+    flow: &FlowConfig,
+    cluster: &Cluster,
+    topic: &str,
+    stale: impl Fn(&(SourcePartition, String, Segment)) -> bool,
+) -> Result<(), FailbackError> {
+    let maps = state::load(cluster, topic).await.map_err(client(flow))?;
+    let doomed: Vec<(SourcePartition, i64)> = maps
+        .iter()
+        .flat_map(|(source, (target_topic, map))| {
+            map.segments().iter().map(move |s| (source.clone(), target_topic.clone(), *s))
+        })
+        .filter(|entry| stale(entry))
+        .map(|(source, _, segment)| (source, segment.source_start))
+        .collect();
+    for chunk in doomed.chunks(1_000) {
+        let batch = state::tombstone_batch(chunk, marker::now_ms());
+        cluster.produce(topic, 0, batch.into_bytes(), Duration::from_secs(30)).await.map_err(client(flow))?;
+    }
+    Ok(())
+}
+
 async fn write_segments(
     flow: &FlowConfig,
     cluster: &Cluster,
     topic: &str,
     segments: &[(SourcePartition, String, Segment)],
 ) -> Result<(), FailbackError> {
-    state::ensure_topic(cluster, topic).await.map_err(client(flow))?;
+    state::ensure_topic(cluster, topic, flow.replication_factor).await.map_err(client(flow))?;
     for chunk in segments.chunks(1_000) {
         let batch = state::state_batch(chunk, marker::now_ms());
         cluster.produce(topic, 0, batch.into_bytes(), Duration::from_secs(30)).await.map_err(client(flow))?;
@@ -457,7 +568,8 @@ pub async fn complete_plan(
 ) -> Result<CompletePlan, FailbackError> {
     let reverse = reverse_flow(flow);
     match marker::read(primary, &reverse.name()).await.map_err(marker_error(flow))? {
-        Some(record) if record.state == FlowState::Active => {}
+        // Failing over: a `--complete` interrupted after its mark; running it again finishes it.
+        Some(record) if record.state != FlowState::FailedOver => {}
         _ => {
             return Err(FailbackError::NotFailingBack {
                 flow: flow.name(),
@@ -468,14 +580,7 @@ pub async fn complete_plan(
     }
     let points = failover_point(&reverse, Some(secondary), primary).await.map_err(Box::new)?;
     let lag = points.iter().map(|p| (p.source_topic.clone(), p.partition, p.not_replicated().unwrap_or(0))).collect();
-    let mut forward_positions = Vec::new();
-    for p in &points {
-        let end = primary
-            .list_offset(&p.target_topic, p.partition, OffsetSpec::Latest, Isolation::ReadCommitted)
-            .await
-            .map_err(client(flow))?;
-        forward_positions.push((p.target_topic.clone(), p.partition, end));
-    }
+    let forward_positions = primary_ends(flow, &points, primary).await?;
     let mut groups = Vec::new();
     for (group, offsets) in primary_groups(&reverse, primary, secondary).await? {
         for ((topic, partition), offset) in offsets {
@@ -490,6 +595,24 @@ pub async fn complete_plan(
         groups,
         fence: (reverse.delivery == Delivery::ExactlyOnce).then(|| transactional_id(&reverse)),
     })
+}
+
+/// Where the forward flow resumes: the primary's read-committed end of every partition the
+/// reverse flow copies.
+async fn primary_ends(
+    flow: &FlowConfig,
+    points: &[super::marker::PartitionPoint],
+    primary: &Cluster,
+) -> Result<Vec<(String, i32, i64)>, FailbackError> {
+    let mut ends = Vec::new();
+    for p in points {
+        let end = primary
+            .list_offset(&p.target_topic, p.partition, OffsetSpec::Latest, Isolation::ReadCommitted)
+            .await
+            .map_err(client(flow))?;
+        ends.push((p.target_topic.clone(), p.partition, end));
+    }
+    Ok(ends)
 }
 
 /// The reverse flow's groups as translated to the primary now.
@@ -515,8 +638,10 @@ async fn primary_groups(
 }
 
 /// `--complete`: waits until the reverse flow has copied everything, syncs groups a last
-/// time, fences the reverse flow, and sets the forward flow up to resume after the
-/// copied-back data; returns what it did.
+/// time, then, in this order: marks the reverse flow failing over (a kferry initialising
+/// its producer from now on stops; a running one within a second), fences it, reads where
+/// the forward flow resumes (nothing copied back can land after that any more), and sets
+/// the forward flow up to resume there. Returns what it did.
 pub async fn complete(
     flow: &FlowConfig,
     primary: &Arc<Cluster>,
@@ -542,20 +667,23 @@ pub async fn complete(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     GroupSync::new(&reverse, Arc::clone(secondary), Arc::clone(primary))?.round().await?;
-    let plan = complete_plan(flow, primary, secondary).await?;
-    if let Some(id) = &plan.fence {
+    let before = complete_plan(flow, primary, secondary).await?;
+    // How the failback began (its record's reason, `failback reset|incremental`): after a
+    // reset, no forward segment of before describes the primary's records any more.
+    let began = marker::read(primary, &reverse.name()).await.map_err(marker_error(flow))?.map(|r| r.reason);
+    let began = began.unwrap_or_default();
+    let reset = began == format!("failback {}", FailbackMode::Reset);
+    // The mark keeps that reason, so a `--complete` run again after an interruption knows it.
+    let mark = FailoverRecord::state(&reverse.name(), FlowState::FailingOver, &began);
+    marker::write(primary, &mark, flow.replication_factor).await.map_err(marker_error(flow))?;
+    if let Some(id) = &before.fence {
         primary.init_producer_id(Some(id), FENCE_TRANSACTION_TIMEOUT).await.map_err(client(flow))?;
     }
-    let fenced = FailoverRecord {
-        flow: reverse.name(),
-        state: FlowState::FailedOver,
-        reason: "failback complete".into(),
-        at_ms: marker::now_ms(),
-        source_reachable: true,
-        partitions: Vec::new(),
-    };
-    marker::write(primary, &fenced).await.map_err(marker_error(flow))?;
-    resume_forward(flow, &plan, primary, secondary).await?;
+    let points = failover_point(&reverse, Some(secondary), primary).await.map_err(Box::new)?;
+    let plan = CompletePlan { forward_positions: primary_ends(flow, &points, primary).await?, ..before };
+    let fenced = FailoverRecord::state(&reverse.name(), FlowState::FailedOver, "failback complete");
+    marker::write(primary, &fenced, flow.replication_factor).await.map_err(marker_error(flow))?;
+    resume_forward(flow, &plan, reset, primary, secondary).await?;
     Ok(plan)
 }
 
@@ -564,6 +692,7 @@ pub async fn complete(
 async fn resume_forward(
     flow: &FlowConfig,
     plan: &CompletePlan,
+    reset: bool,
     primary: &Cluster,
     secondary: &Cluster,
 ) -> Result<(), FailbackError> {
@@ -578,6 +707,21 @@ async fn resume_forward(
                 .map(move |s| ((target_topic.clone(), *partition), topic.clone(), invert(s)))
         })
         .collect();
+    // Forward segments of records the primary no longer has (a reset failback deleted them,
+    // or recreated their topic so its offsets start again at 0) would translate its groups
+    // to the wrong records: removed.
+    let mut log_starts = std::collections::BTreeMap::new();
+    for (topic, partition, _) in &plan.forward_positions {
+        let start = primary
+            .list_offset(topic, *partition, OffsetSpec::Earliest, Isolation::ReadCommitted)
+            .await
+            .map_err(client(flow))?;
+        log_starts.insert((topic.clone(), *partition), start);
+    }
+    clear_segments(flow, secondary, &offset_map_topic(flow), |(source, _, segment)| {
+        log_starts.get(source).is_some_and(|&start| reset || segment.source_end <= start)
+    })
+    .await?;
     write_segments(flow, secondary, &offset_map_topic(flow), &inverted).await?;
     let progress: GroupOffsets = plan
         .forward_positions
@@ -588,15 +732,8 @@ async fn resume_forward(
         })
         .collect();
     secondary.commit_group_offsets(&progress_group(flow), &progress).await.map_err(client(flow))?;
-    let active = FailoverRecord {
-        flow: flow.name(),
-        state: FlowState::Active,
-        reason: "failback complete".into(),
-        at_ms: marker::now_ms(),
-        source_reachable: true,
-        partitions: Vec::new(),
-    };
-    marker::write(secondary, &active).await.map_err(marker_error(flow))
+    let active = FailoverRecord::state(&flow.name(), FlowState::Active, "failback complete");
+    marker::write(secondary, &active, flow.replication_factor).await.map_err(marker_error(flow))
 }
 
 impl fmt::Display for FailbackPlan {
@@ -616,12 +753,27 @@ impl fmt::Display for FailbackPlan {
                 p.topic.clone(),
                 p.partition.to_string(),
                 p.primary_end.to_string(),
-                p.delete_before.map_or("-".to_string(), |o| o.to_string()),
+                match (p.recreate, p.delete_before) {
+                    (true, _) => "all (topic recreated)".to_string(),
+                    (false, before) => before.map_or("-".to_string(), |o| o.to_string()),
+                },
                 range(p.divergent),
                 range(Some(p.copy)),
             ]);
         }
         write_table(f, &rows)?;
+        for t in &self.recreate {
+            let configs: Vec<String> = t.configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            writeln!(
+                f,
+                "  recreate on the primary (compact-only, Kafka refuses DeleteRecords): {} ({} partitions, replication \
+                 factor {}, configs {}); ACLs stay",
+                t.topic,
+                t.partitions,
+                t.replication_factor,
+                if configs.is_empty() { "-".to_string() } else { configs.join(",") }
+            )?;
+        }
         if let Some(path) = &self.export {
             writeln!(f, "  divergent records go to {} (written when the failback runs)", path.display())?;
         }

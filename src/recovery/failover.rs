@@ -185,7 +185,17 @@ async fn group_positions(
 
 /// Fails the flow over. Planned: waits (up to `timeout`) until every partition is
 /// replicated to the source's end and syncs group offsets a last time; forced: takes what
-/// is there. Then fences the flow and records the failover point on the target.
+/// is there. Then, in this order, so that no cycle can land outside the recorded point:
+///
+/// 1. marks the flow `failing_over` (a kferry that initialises its producer from now on
+///    reads it and stops; a running one stops within a second),
+/// 2. fences the flow (a new epoch of its transactional id: a kferry initialised before
+///    the mark fails at its next transactional request, its open transaction aborted),
+/// 3. reads the failover point (nothing kferry writes can land after it any more),
+/// 4. records it (`failed_over`).
+///
+/// Everything that can be checked is checked before step 1. An interrupted failover (the
+/// flow left `failing_over`) is completed by running it again.
 pub async fn execute(
     flow: &FlowConfig,
     mode: Mode,
@@ -214,22 +224,22 @@ pub async fn execute(
     if let Some(source) = source {
         GroupSync::new(flow, Arc::clone(source), Arc::clone(target))?.round().await?;
     }
-    let plan = plan(flow, mode, source, target).await?;
-    if let Some(transactional_id) = &plan.fence {
-        // A new epoch for the flow's transactional id: a kferry still running the flow is
-        // fenced at its next transactional request, and its open transaction is aborted.
+    // The plan before the mark: it fails (no progress, a cluster error) while nothing is
+    // changed yet, and gives the groups' positions, which the fence does not move.
+    let before = plan(flow, mode, source, target).await?;
+    let mark = FailoverRecord::state(&flow.name(), FlowState::FailingOver, &mode.to_string());
+    marker::write(target, &mark, flow.replication_factor).await.map_err(marker_error)?;
+    if let Some(transactional_id) = &before.fence {
         target.init_producer_id(Some(transactional_id), FENCE_TRANSACTION_TIMEOUT).await.map_err(client(flow))?;
     }
+    let partitions = failover_point(flow, source.map(|s| &**s), target).await?;
     let record = FailoverRecord {
-        flow: flow.name(),
-        state: FlowState::FailedOver,
-        reason: mode.to_string(),
-        at_ms: marker::now_ms(),
         source_reachable: source.is_some(),
-        partitions: plan.partitions.clone(),
+        partitions: partitions.clone(),
+        ..FailoverRecord::state(&flow.name(), FlowState::FailedOver, &mode.to_string())
     };
-    marker::write(target, &record).await.map_err(marker_error)?;
-    Ok(plan)
+    marker::write(target, &record, flow.replication_factor).await.map_err(marker_error)?;
+    Ok(FailoverPlan { partitions, ..before })
 }
 
 /// Waits until every partition is replicated up to the source's end.

@@ -8,4 +8,5 @@
 
 pub mod failback;
 pub mod failover;
+pub mod fence;
 pub mod marker;

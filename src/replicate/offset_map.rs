@@ -75,7 +75,8 @@ impl OffsetMap {
         }
     }
 
-    /// Removes the segment starting at source offset `source_start`, if any.
+    /// Removes the segment starting at source offset `source_start`, if any (a tombstone
+    /// read back from the state topic).
     pub fn remove(&mut self, source_start: i64) {
         if let Ok(index) = self.segments.binary_search_by_key(&source_start, |s| s.source_start) {
             self.segments.remove(index);

@@ -4,15 +4,17 @@
 //!
 //! One record per segment: key `<source topic>/<partition>/<source start>` (topic names
 //! cannot hold `/`), value `<target topic> <source end> <target start>` in ASCII. A growing
-//! segment is written again under the same key; compaction keeps the newest. Group-offset
-//! translation and failover read the topic back with [`load`].
+//! segment is written again under the same key; compaction keeps the newest. A segment
+//! that no longer describes the target's records (a failback deleted them) is removed by a
+//! tombstone (its key, no value). Group-offset translation and failover read the topic back
+//! with [`load`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::forward;
 use super::offset_map::{OffsetMap, Segment};
-use crate::client::{ClientError, Cluster, FetchSpec, Isolation, NewTopic, OffsetSpec};
+use crate::client::{ClientError, Cluster, FetchSpec, Isolation, OffsetSpec};
 use crate::config::FlowConfig;
 use crate::protocol::batch::RecordBatch;
 use crate::protocol::error_code::ResponseError;
@@ -113,17 +115,13 @@ fn decode_key(key: &[u8]) -> Option<(SourcePartition, i64)> {
     Some(((parts.next()?.to_string(), partition), source_start))
 }
 
-/// Creates the state topic if it is missing (compacted, one partition).
-pub async fn ensure_topic(target: &Cluster, topic: &str) -> Result<(), ClientError> {
+/// Creates the state topic if it is missing (compacted, one partition), with the durability
+/// of kferry's own topics ([`crate::topics::own`]; `replication_factor`: the flow's setting).
+pub async fn ensure_topic(target: &Cluster, topic: &str, replication_factor: Option<i16>) -> Result<(), ClientError> {
     if target.topic(topic).await.is_ok() {
         return Ok(());
     }
-    let new = NewTopic {
-        name: topic.to_string(),
-        partitions: 1,
-        replication_factor: None,
-        configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
-    };
+    let new = crate::topics::own::own_topic(target, topic, replication_factor).await?;
     let mut outcomes = target.create_topics(&[new], false, Duration::from_secs(30)).await?;
     match outcomes.remove(0).1 {
         Err(ClientError::Topic { code, .. }) if code.0 == ResponseError::TopicAlreadyExists => Ok(()),

@@ -10,6 +10,7 @@ use regex::{Regex, RegexSet};
 
 use crate::config::{regex_error_reason, FlowConfig, ReplicationPolicy};
 
+pub mod own;
 pub mod plan;
 pub mod sync;
 
@@ -65,7 +66,7 @@ impl TopicFilter {
     }
 
     /// Whether the flow replicates `topic`: never for topics that are not user data
-    /// (broker-internal `__*` including kferry's own, MM2's `*.internal` and heartbeats),
+    /// (broker-internal `__*` including kferry's own, MM2's own topics and heartbeats),
     /// otherwise when an include pattern matches and no exclude pattern does.
     pub fn selects(&self, topic: &str) -> bool {
         !is_never_replicated(topic) && self.include.is_match(topic) && !self.exclude.is_match(topic)
@@ -95,16 +96,22 @@ pub(crate) fn whole_name_set(flow: &FlowConfig, patterns: &[String]) -> Result<R
 /// - `__*`: broker-internal topics (`__consumer_offsets`, `__transaction_state`,
 ///   `__cluster_metadata`) and kferry's own state topics ([`STATE_TOPIC_PREFIX`]). MM2
 ///   excludes `__.*` too.
-/// - MirrorMaker 2's internal topics, in case kferry replaces MM2 on clusters that still
-///   hold them: `*.internal` (`mm2-offset-syncs.<alias>.internal`,
-///   `<alias>.checkpoints.internal`, `mm2-configs.<alias>.internal`, ...), `heartbeats`
-///   and remote heartbeats `*.heartbeats`. MM2's own default filter differs slightly: it
-///   also drops `*-internal` and `*.replica`, and it does copy heartbeats on purpose.
+/// - MirrorMaker 2's own topics, in case kferry replaces MM2 on clusters that still hold
+///   them: `mm2-*.internal` (`mm2-offset-syncs.<alias>.internal`, `mm2-configs.<alias>.internal`,
+///   `mm2-offsets.<alias>.internal`, `mm2-status.<alias>.internal`), checkpoints
+///   `*.checkpoints.internal` (kferry writes its own there), `heartbeats` and remote
+///   heartbeats `*.heartbeats`.
 ///
-/// Single-underscore and Connect/Streams topics are data users copy: `_schemas`,
-/// `connect-offsets`, `connect-configs`, `connect-status`, `*-changelog`.
+/// Every other name is data users may copy: `_schemas`, `connect-offsets`,
+/// `connect-configs`, `connect-status`, `*-changelog`, and user topics ending in
+/// `.internal` or `-internal`, which MM2 copies too since Kafka 4 (KAFKA-17200). A user
+/// topic named `mm2-orders` is copied: only MM2's `mm2-<kind>.<alias>.internal` are not.
 fn is_never_replicated(topic: &str) -> bool {
-    topic.starts_with("__") || topic.ends_with(".internal") || topic == "heartbeats" || topic.ends_with(".heartbeats")
+    topic.starts_with("__")
+        || (topic.starts_with("mm2-") && topic.ends_with(".internal"))
+        || topic.ends_with(".checkpoints.internal")
+        || topic == "heartbeats"
+        || topic.ends_with(".heartbeats")
 }
 
 /// The name `topic` gets on the target cluster, or `None` when the flow must not copy it

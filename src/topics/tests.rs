@@ -29,6 +29,9 @@ fn all_topics_selects_data_topics_users_copy() {
         "app-store-repartition",
         "primary.orders",
         "orders-internal",
+        "orders.internal",
+        "app.events.internal",
+        "mm2-orders",
         "heartbeats-v2",
         "a",
     ];

@@ -1,9 +1,10 @@
 //! The flow's producer on the target: InitProducerId (fencing an earlier instance with the
-//! same transactional id and aborting its open transaction), the checks made before it
-//! (the flow was not failed over, the target has the transaction APIs), and the state read
-//! back from the target: the progress group and the offset maps. The state is read in
-//! full once; after an abandoned round only the progress is read, and the maps again only
-//! if the progress shows the round committed after all (an EndTxn whose answer was lost).
+//! same transactional id and aborting its open transaction), the checks around it (the
+//! target has the transaction APIs; after it, the flow is not failing or failed over), and
+//! the state read back from the target: the progress group and the offset maps. The state
+//! is read in full once; after an abandoned round only the progress is read, and the maps
+//! again only if the progress shows the round committed after all (an EndTxn whose answer
+//! was lost).
 
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, FindCoordinatorRequest, InitProducerIdRequest,
@@ -23,7 +24,6 @@ const TRANSACTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 impl Replicator {
     /// A producer for the next rounds, every partition's sequence starting at 0.
     pub(super) async fn start_producer(&mut self) -> Result<(), StepError> {
-        self.check_not_failed_over().await?;
         if self.transactional() {
             self.check_transaction_apis().await?;
         }
@@ -32,8 +32,12 @@ impl Replicator {
             Ok(producer) => producer,
             Err(error) => return Err(self.classify_init_error(error)),
         };
+        // Read the failover record *after* InitProducerId: a failover marks the flow before
+        // it fences, so a producer initialised after the fence sees the mark here and stops
+        // instead of writing.
+        self.check_not_failed_over().await?;
         tracing::info!(flow = %self.name(), producer_id = producer.id, epoch = producer.epoch, delivery = %self.flow.delivery, "producer ready on the target");
-        state::ensure_topic(&self.target, &self.state_topic).await?;
+        state::ensure_topic(&self.target, &self.state_topic, self.flow.replication_factor).await?;
         if !self.loaded || self.progress_moved().await? {
             self.load_state().await?;
         }
@@ -99,7 +103,8 @@ impl Replicator {
     async fn check_not_failed_over(&self) -> Result<(), StepError> {
         let fatal = |e| StepError::Fatal(Box::new(e));
         match marker::read(&self.target, &self.name()).await {
-            Ok(Some(record)) if record.state == FlowState::FailedOver => Err(fatal(ReplicateError::FailedOver {
+            // Failing over counts: the failover has begun and its fence may come next.
+            Ok(Some(record)) if record.state != FlowState::Active => Err(fatal(ReplicateError::FailedOver {
                 flow: self.name(),
                 target: self.flow.target.clone(),
                 topic: marker::FAILOVER_TOPIC,

@@ -1,0 +1,96 @@
+//! How kferry's own topics on a target are created: the offset maps
+//! (`__kferry.offset-map.*`), the failover records (`__kferry.failover`) and the MM2-format
+//! checkpoints (`*.checkpoints.internal`). They are what failover, failback and group
+//! translation read, so they must survive the loss of a broker: on a cluster of 3 or more
+//! brokers they get at least 3 replicas and `min.insync.replicas` 2, whatever the cluster's
+//! `default.replication.factor` says (often 1 on clusters set up by hand). The callers own
+//! when a topic is created; this module only decides its settings.
+
+use std::collections::BTreeMap;
+
+use crate::client::{ClientError, Cluster, NewTopic};
+
+/// Least replicas of kferry's own topics where the cluster has that many brokers.
+const SAFE_REPLICAS: i16 = 3;
+/// `min.insync.replicas` given to them there: one broker may be down and writes go on.
+const SAFE_MIN_INSYNC: i16 = 2;
+
+/// Replicas and `min.insync.replicas` for one of kferry's own topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Durability {
+    /// `None`: the cluster's `default.replication.factor`.
+    pub replication_factor: Option<i16>,
+    pub min_insync_replicas: Option<i16>,
+}
+
+/// The flow's `replication_factor` when set; else the cluster's default, raised to 3 where
+/// the cluster has 3 brokers or more. `min.insync.replicas` 2 wherever there are 3 replicas
+/// on 3 brokers or more.
+pub fn durability(configured: Option<i16>, cluster_default: Option<i16>, brokers: usize) -> Durability {
+    let enough_brokers = brokers >= SAFE_REPLICAS as usize;
+    let replication_factor = match configured {
+        Some(rf) => Some(rf),
+        None if enough_brokers => Some(cluster_default.unwrap_or(1).max(SAFE_REPLICAS)),
+        None => None,
+    };
+    let min_insync_replicas =
+        (enough_brokers && replication_factor.is_some_and(|rf| rf >= SAFE_REPLICAS)).then_some(SAFE_MIN_INSYNC);
+    Durability { replication_factor, min_insync_replicas }
+}
+
+/// The durability of kferry's own topics on `cluster`, from its broker count and
+/// `default.replication.factor` (unknown, e.g. not authorised to read it: treated as 1).
+pub async fn cluster_durability(cluster: &Cluster, configured: Option<i16>) -> Result<Durability, ClientError> {
+    let description = cluster.describe_cluster().await?;
+    let default = match description.brokers.first() {
+        Some(broker) => cluster
+            .describe_broker_configs(broker.node_id)
+            .await
+            .ok()
+            .and_then(|configs| configs.get("default.replication.factor").and_then(|c| c.value.clone()))
+            .and_then(|v| v.parse().ok()),
+        None => None,
+    };
+    Ok(durability(configured, default, description.brokers.len()))
+}
+
+/// One of kferry's own topics as it is created: compacted, one partition (its records are
+/// read back in order), with the cluster's durability for kferry's topics.
+pub async fn own_topic(cluster: &Cluster, name: &str, configured: Option<i16>) -> Result<NewTopic, ClientError> {
+    let durability = cluster_durability(cluster, configured).await?;
+    let mut configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+    if let Some(min) = durability.min_insync_replicas {
+        configs.insert("min.insync.replicas".to_string(), min.to_string());
+    }
+    Ok(NewTopic { name: name.to_string(), partitions: 1, replication_factor: durability.replication_factor, configs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_brokers_get_three_replicas_and_two_in_sync_whatever_the_default() {
+        let safe = Durability { replication_factor: Some(3), min_insync_replicas: Some(2) };
+        assert_eq!(durability(None, Some(1), 3), safe);
+        assert_eq!(durability(None, None, 5), safe);
+        assert_eq!(
+            durability(None, Some(4), 5),
+            Durability { replication_factor: Some(4), min_insync_replicas: Some(2) }
+        );
+    }
+
+    #[test]
+    fn the_flows_setting_wins_and_small_clusters_keep_their_default() {
+        assert_eq!(
+            durability(Some(2), Some(3), 3),
+            Durability { replication_factor: Some(2), min_insync_replicas: None }
+        );
+        assert_eq!(
+            durability(Some(3), None, 3),
+            Durability { replication_factor: Some(3), min_insync_replicas: Some(2) }
+        );
+        assert_eq!(durability(None, Some(1), 1), Durability { replication_factor: None, min_insync_replicas: None });
+        assert_eq!(durability(Some(1), None, 1), Durability { replication_factor: Some(1), min_insync_replicas: None });
+    }
+}

@@ -3,7 +3,9 @@
 //! `min.insync.replicas` at the replication factor, so one broker cannot refuse): a start position is never resolved twice (records
 //! written after kferry placed a partition are never skipped); kferry's own state survives
 //! a target that recompresses what kferry writes; progress reaches the end of a partition
-//! whose last records are an aborted transaction, so a planned failover finishes at once.
+//! whose last records are an aborted transaction, so a planned failover finishes at once;
+//! a source topic deleted and recreated under a running kferry is noticed and handled by
+//! `on_source_reset`.
 
 use std::time::{Duration, Instant};
 
@@ -114,4 +116,64 @@ async fn a_planned_failover_after_an_aborted_last_transaction_finishes_at_once()
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(took < Duration::from_secs(20), "planned failover took {took:?}:\n{stdout}\n{stderr}");
     let _ = kferry.stop().await;
+}
+
+/// Deletes a source topic and creates it again (new topic id, offsets from 0) with the
+/// same partitions, with confluent-kafka's admin client.
+async fn recreate_source(topic: &str, partitions: u32) {
+    protocol_tests::verify_json(&["delete-topic", "--bootstrap", &primary(), "--topic", topic]).await;
+    create_topic(&primary(), topic, partitions, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_source_topic_stops_its_partitions_by_default() {
+    let topic = unique_name("recreated-fail");
+    create_topic(&primary(), &topic, 2, &[]).await;
+    produce(&primary(), &topic, 200, "lz4", &[]).await;
+    let config = two_cluster_config(&alias("p"), &alias("s"), &flow_keys(&topic, ""));
+    let kferry = Kferry::start("run", &config);
+    let before = wait_until_replicated(&topic, 200).await;
+    recreate_source(&topic, 2).await;
+    produce(&primary(), &topic, 50, "lz4", &[]).await;
+    // Time for a few tracking passes (every 2 s): the new topic id is seen and, with the
+    // default policy, its partitions stop instead of copying the new topic's records.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    for partition in 0..2 {
+        // Noticed by the new topic id, or by the fetch position now beyond the log's end.
+        assert!(
+            stderr.lines().any(|l| l.contains("source reset")
+                && l.contains("on_source_reset: fail")
+                && l.contains(&format!("partition={partition}"))),
+            "partition {partition}'s reset is reported with the policy:\n{stderr}"
+        );
+    }
+    let after = consume(&secondary(), &topic, "read_committed", 0).await;
+    assert_eq!(content(&after), content(&before), "nothing of the new topic is copied under `fail`");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_source_topic_is_copied_again_with_restart_from_log_start() {
+    let topic = unique_name("recreated-restart");
+    create_topic(&primary(), &topic, 2, &[]).await;
+    produce(&primary(), &topic, 200, "lz4", &[]).await;
+    let keys = "    on_source_reset: restart_from_log_start\n";
+    let config = two_cluster_config(&alias("p"), &alias("s"), &flow_keys(&topic, keys));
+    let kferry = Kferry::start("run", &config);
+    let old = wait_until_replicated(&topic, 200).await;
+    recreate_source(&topic, 2).await;
+    produce(&primary(), &topic, 50, "zstd", &[]).await;
+    let new = consume(&primary(), &topic, "read_committed", 50).await;
+    let target = wait_until_replicated(&topic, 250).await;
+    // Each target partition: the old topic's records, then the new topic's, each once.
+    let (old, new, target) = (content(&old), content(&new), content(&target));
+    for (partition, records) in &target {
+        let mut expected = old.get(partition).cloned().unwrap_or_default();
+        expected.extend(new.get(partition).cloned().unwrap_or_default());
+        assert_eq!(records, &expected, "partition {partition}");
+    }
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("copying it again from its log start"), "the restart is reported:\n{stderr}");
 }

@@ -230,6 +230,21 @@ def cmd_create_topic(args):
     return 0
 
 
+def cmd_delete_topic(args):
+    """Deletes a topic and waits until the cluster's metadata no longer lists it (so it can
+    be created again at once)."""
+    admin = AdminClient(client_config(args))
+    futures = admin.delete_topics([args.topic], operation_timeout=args.timeout, request_timeout=args.timeout)
+    futures[args.topic].result(timeout=args.timeout)
+    deadline = time.monotonic() + args.timeout
+    while args.topic in admin.list_topics(timeout=args.timeout).topics:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"topic {args.topic} still listed {args.timeout}s after its deletion")
+        time.sleep(0.2)
+    emit({"deleted": args.topic})
+    return 0
+
+
 # ---------------------------------------------------------------- produce
 
 
@@ -739,6 +754,10 @@ def parse_args(argv):
     p.add_argument("--replication-factor", type=int, default=1)
     p.add_argument("--config", action="append", metavar="K=V")
     p.set_defaults(func=cmd_create_topic)
+
+    p = sub.add_parser("delete-topic")
+    common(p)
+    p.set_defaults(func=cmd_delete_topic)
 
     p = sub.add_parser("produce")
     common(p)

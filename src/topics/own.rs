@@ -23,15 +23,18 @@ pub struct Durability {
     pub min_insync_replicas: Option<i16>,
 }
 
-/// The flow's `replication_factor` when set; else the cluster's default, raised to 3 where
-/// the cluster has 3 brokers or more. `min.insync.replicas` 2 wherever there are 3 replicas
-/// on 3 brokers or more.
+/// The flow's `replication_factor` when set, else the cluster's default; raised to 3 where
+/// the cluster has 3 brokers or more, also when the flow asks for fewer (RF 1 for its
+/// replicated topics must not put the state every partition's round writes on one broker:
+/// that broker stopped would stall the whole flow). `min.insync.replicas` 2 wherever there
+/// are 3 replicas on 3 brokers or more.
 pub fn durability(configured: Option<i16>, cluster_default: Option<i16>, brokers: usize) -> Durability {
     let enough_brokers = brokers >= SAFE_REPLICAS as usize;
-    let replication_factor = match configured {
-        Some(rf) => Some(rf),
-        None if enough_brokers => Some(cluster_default.unwrap_or(1).max(SAFE_REPLICAS)),
-        None => None,
+    let replication_factor = match (configured, enough_brokers) {
+        (Some(rf), true) => Some(rf.max(SAFE_REPLICAS)),
+        (Some(rf), false) => Some(rf),
+        (None, true) => Some(cluster_default.unwrap_or(1).max(SAFE_REPLICAS)),
+        (None, false) => None,
     };
     let min_insync_replicas =
         (enough_brokers && replication_factor.is_some_and(|rf| rf >= SAFE_REPLICAS)).then_some(SAFE_MIN_INSYNC);
@@ -81,10 +84,14 @@ mod tests {
     }
 
     #[test]
-    fn the_flows_setting_wins_and_small_clusters_keep_their_default() {
+    fn the_flows_setting_raises_but_never_lowers_and_small_clusters_keep_their_default() {
         assert_eq!(
-            durability(Some(2), Some(3), 3),
-            Durability { replication_factor: Some(2), min_insync_replicas: None }
+            durability(Some(1), Some(3), 3),
+            Durability { replication_factor: Some(3), min_insync_replicas: Some(2) }
+        );
+        assert_eq!(
+            durability(Some(5), Some(3), 6),
+            Durability { replication_factor: Some(5), min_insync_replicas: Some(2) }
         );
         assert_eq!(
             durability(Some(3), None, 3),

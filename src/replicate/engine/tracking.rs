@@ -165,6 +165,12 @@ impl Replicator {
                 }
             }
             OnSourceReset::RestartFromLogStart => {
+                // Noticed by the fetch position (no id given): the topic's id now, so the
+                // same reset is not noticed again by its id and copied a second time.
+                let new_topic_id = match new_topic_id {
+                    Some(id) => Some(id),
+                    None => Some(self.source.topic(&key.0).await?.id),
+                };
                 let start =
                     self.source.list_offset(&key.0, key.1, OffsetSpec::Earliest, Isolation::ReadCommitted).await?;
                 let Some(state) = self.partitions.get_mut(key) else { return Ok(()) };

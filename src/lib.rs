@@ -14,6 +14,8 @@
 //!   and kferry's state topics on the target.
 //! - [`groups`]: consumer-group offset sync, and MM2-compatible checkpoint records.
 //! - [`recovery`]: failover and failback, as plans and their execution.
+//! - [`metrics`]: counters, gauges and histograms of every flow, their Prometheus text,
+//!   and the `/metrics`, `/healthz` and `/readyz` listener.
 //! - [`cli`]: argument parsing and the commands (`run`, `check`, `plan`, `offsets`,
 //!   `failover`, `failback`) that tie the rest together.
 
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod groups;
+pub mod metrics;
 pub mod protocol;
 pub mod recovery;
 pub mod replicate;

@@ -39,6 +39,28 @@ pub struct Config {
     /// Replication flows, each copying topics from one cluster to another.
     #[serde(default)]
     pub flows: Vec<FlowConfig>,
+    /// The HTTP listener of `/metrics`, `/healthz` and `/readyz`; off unless `listen` is set.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics and health endpoints of `kferry run`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `ip:port` to serve on, e.g. `0.0.0.0:9464`; absent: no listener.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Series per source partition (lag, offsets, records); turn off for flows of many
+    /// thousands of partitions, whose per-flow totals stay.
+    #[serde(default = "yes")]
+    pub per_partition: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { listen: None, per_partition: true }
+    }
 }
 
 /// How to reach one cluster.

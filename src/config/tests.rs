@@ -43,6 +43,7 @@ fn example_file_parses() {
             separator: ".".to_owned(),
             ..FlowConfig::between("primary", "secondary")
         }],
+        metrics: MetricsConfig { listen: Some("127.0.0.1:9464".to_owned()), per_partition: true },
     };
     assert_eq!(config, expected);
     assert_eq!(config.flows[0].name(), "primary->secondary");
@@ -104,7 +105,7 @@ fn parse_errors_name_key_line_and_what_is_allowed() {
         (
             // serde_norway points at the document start; kferry finds the key's line.
             "# comment\n\nflow: []\n".to_owned(),
-            "config.yaml line 3: unknown key \"flow\"; allowed: clusters, flows",
+            "config.yaml line 3: unknown key \"flow\"; allowed: clusters, flows, metrics",
         ),
         (
             format!("{CLUSTERS}flows:\n- source: primary\n  target: secondary\n  policy: identiy\n"),
@@ -389,4 +390,20 @@ fn security_problems_are_named() {
         assert!(got.contains(want), "{security}: {got}");
         assert!(got.contains("line 4") || got.contains("line 5"), "{security}: no line in {got}");
     }
+}
+
+#[test]
+fn metrics_listen_must_be_an_address() {
+    let text =
+        format!("{CLUSTERS}flows:\n  - source: primary\n    target: secondary\nmetrics:\n  listen: \"localhost:x\"\n");
+    let error = error_text(&text);
+    assert!(error.contains("metrics.listen"), "{error}");
+    assert!(error.contains("\"localhost:x\" is not an address to listen on"), "{error}");
+    let text = format!("{CLUSTERS}flows:\n  - source: primary\n    target: secondary\nmetrics: {{ listen: \"[::]:9464\", per_partition: false }}\n");
+    let config = parse(&text).unwrap();
+    assert_eq!(config.metrics, MetricsConfig { listen: Some("[::]:9464".into()), per_partition: false });
+    assert_eq!(
+        parse(&format!("{CLUSTERS}flows:\n  - source: primary\n    target: secondary\n")).unwrap().metrics.listen,
+        None
+    );
 }

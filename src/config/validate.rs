@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use super::error::Problem;
 use super::locate::{KeyPath, Locator};
-use super::{ClusterConfig, Config, FlowConfig, ReplicationPolicy, SaslConfig, SaslMechanism, SecurityConfig};
+use super::{
+    ClusterConfig, Config, FlowConfig, MetricsConfig, ReplicationPolicy, SaslConfig, SaslMechanism, SecurityConfig,
+};
 
 /// Every problem in `config`, ordered by line (problems without a line last).
 pub(super) fn problems(config: &Config, text: &str) -> Vec<Problem> {
@@ -14,6 +16,7 @@ pub(super) fn problems(config: &Config, text: &str) -> Vec<Problem> {
     check_flows(config, &mut report);
     check_identity_cycles(&config.flows, &mut report);
     check_one_flow_per_pair(&config.flows, &mut report);
+    check_metrics(&config.metrics, &mut report);
     let mut problems = report.problems;
     problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     problems
@@ -202,6 +205,19 @@ fn address_problem(address: &str) -> Option<String> {
     match port.parse::<u16>() {
         Ok(port) if port > 0 => None,
         _ => Some(format!("\"{address}\": port \"{port}\" is not a number from 1 to 65535")),
+    }
+}
+
+fn check_metrics(metrics: &MetricsConfig, report: &mut Report<'_>) {
+    let Some(listen) = &metrics.listen else { return };
+    if listen.parse::<std::net::SocketAddr>().is_err() {
+        report.add(
+            &KeyPath::root().key("metrics").key("listen"),
+            format!(
+                "\"{listen}\" is not an address to listen on; write ip:port, e.g. \"0.0.0.0:9464\" (every \
+                 interface), \"127.0.0.1:9464\" or \"[::]:9464\""
+            ),
+        );
     }
 }
 

@@ -1,0 +1,464 @@
+//! What kferry tells an operator without a log line: the counters, gauges and histograms
+//! of every flow, their Prometheus text exposition, and the health and readiness answers
+//! of the HTTP endpoints (`metrics.listen`).
+//!
+//! One struct per concept: [`Registry`] (the process), [`FlowMetrics`] (one flow: its
+//! throughput, rounds, latency, errors, state, group and topic sync) and
+//! [`PartitionMetrics`] (one source partition: lag, state). The engine resolves a handle
+//! once (a flow's at start, a partition's when it is first replicated) and then only
+//! touches atomics: no lock per record, none per batch. The few maps behind a mutex
+//! (errors, partitions, the latency histogram) are written once per round or per error.
+//!
+//! This module owns no I/O but the listener in [`http`]; it knows nothing of Kafka beyond
+//! the names it is given.
+
+mod exposition;
+mod health;
+mod histogram;
+pub mod http;
+mod lag;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+pub use health::{Health, Readiness};
+pub use histogram::{Buckets, Latency};
+pub use lag::LagClock;
+
+/// A lock whose holder panicked still holds consistent counters: keep using it.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Every flow's metrics in one process.
+#[derive(Debug)]
+pub struct Registry {
+    /// Per-partition series (lag, offsets, records) on `/metrics`; off for very large flows.
+    per_partition: bool,
+    /// The clock of every heartbeat and lag age in this registry.
+    epoch: Instant,
+    flows: Mutex<Vec<Arc<FlowMetrics>>>,
+}
+
+impl Registry {
+    pub fn new(per_partition: bool) -> Arc<Self> {
+        Arc::new(Self { per_partition, epoch: Instant::now(), flows: Mutex::new(Vec::new()) })
+    }
+
+    /// Registers a flow; its handle is what the flow's loops write to.
+    pub fn flow(&self, name: &str, source: &str, target: &str, buffer_limit: u64) -> Arc<FlowMetrics> {
+        let flow = Arc::new(FlowMetrics::new(name, source, target, buffer_limit, self.epoch));
+        lock(&self.flows).push(Arc::clone(&flow));
+        flow
+    }
+
+    fn flows(&self) -> Vec<Arc<FlowMetrics>> {
+        lock(&self.flows).clone()
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of everything registered.
+    pub fn render(&self) -> String {
+        exposition::render(self)
+    }
+
+    /// Whether the process and every running flow's loop are alive.
+    pub fn health(&self) -> Health {
+        health::health(self)
+    }
+
+    /// Whether every flow is replicating: no stopped flow, stalled partition or
+    /// unreachable cluster.
+    pub fn readiness(&self) -> Readiness {
+        health::readiness(self)
+    }
+
+    fn millis(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// Where a flow stands as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FlowState {
+    /// Reaching its clusters (retried until they answer).
+    Connecting = 0,
+    /// Connected; the producer on the target is not started yet (or being restarted).
+    Starting = 1,
+    Replicating = 2,
+    /// Stopped for good (fenced, failed over, transactions refused): needs an operator.
+    Stopped = 3,
+}
+
+impl FlowState {
+    const ALL: [FlowState; 4] = [Self::Connecting, Self::Starting, Self::Replicating, Self::Stopped];
+
+    fn from_u8(value: u8) -> Self {
+        Self::ALL.get(usize::from(value)).copied().unwrap_or(Self::Stopped)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Starting => "starting",
+            Self::Replicating => "replicating",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+/// Why a partition is not replicating; the `reason` label of stalled partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PartitionPhase {
+    Replicating = 0,
+    /// The source partition has no leader (its broker down, an election under way).
+    WaitingForLeader = 1,
+    /// The target cannot take its batches right now (no leader, not enough replicas).
+    TargetUnavailable = 2,
+    /// The target refuses a batch for good (too large, an ACL, a timestamp window).
+    TargetRefused = 3,
+    /// A source batch is corrupt or cannot be forwarded (an unsupported format).
+    Unforwardable = 4,
+    /// The source topic was recreated or truncated under kferry (`on_source_reset: fail`).
+    SourceReset = 5,
+}
+
+impl PartitionPhase {
+    const ALL: [PartitionPhase; 6] = [
+        Self::Replicating,
+        Self::WaitingForLeader,
+        Self::TargetUnavailable,
+        Self::TargetRefused,
+        Self::Unforwardable,
+        Self::SourceReset,
+    ];
+
+    fn from_u8(value: u8) -> Self {
+        Self::ALL.get(usize::from(value)).copied().unwrap_or(Self::Replicating)
+    }
+
+    /// The `state` label: replicating, waiting_for_leader or stalled.
+    pub fn state(self) -> &'static str {
+        match self {
+            Self::Replicating => "replicating",
+            Self::WaitingForLeader => "waiting_for_leader",
+            _ => "stalled",
+        }
+    }
+
+    /// The `reason` label ("" while replicating).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Replicating => "",
+            Self::WaitingForLeader => "source_no_leader",
+            Self::TargetUnavailable => "target_unavailable",
+            Self::TargetRefused => "target_refused",
+            Self::Unforwardable => "unforwardable",
+            Self::SourceReset => "source_reset",
+        }
+    }
+}
+
+/// How a replicated batch reached the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchPath {
+    /// As it came, only its header patched.
+    Fast = 0,
+    /// Built by merging small source batches.
+    Coalesced = 1,
+    /// Renumbered (compacted) or restamped (LogAppendTime).
+    Rewritten = 2,
+}
+
+impl BatchPath {
+    const ALL: [BatchPath; 3] = [Self::Fast, Self::Coalesced, Self::Rewritten];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Fast => "fast",
+            Self::Coalesced => "coalesced",
+            Self::Rewritten => "rewritten",
+        }
+    }
+}
+
+/// Which of a flow's clusters something concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Target,
+}
+
+/// One flow's metrics.
+#[derive(Debug)]
+pub struct FlowMetrics {
+    name: String,
+    source: String,
+    target: String,
+    epoch: Instant,
+    state: AtomicU8,
+    /// Why the flow stopped, or which cluster it cannot reach while connecting.
+    state_detail: Mutex<Option<String>>,
+    /// Milliseconds since the registry's epoch of the flow loop's last turn.
+    heartbeat: AtomicU64,
+    /// Why each cluster is unreachable, while it is (set and cleared on transitions).
+    source_unreachable: Mutex<Option<String>>,
+    target_unreachable: Mutex<Option<String>>,
+    /// Fast checks so a healthy flow never takes the locks above.
+    source_down: AtomicBool,
+    target_down: AtomicBool,
+    records: AtomicU64,
+    bytes: AtomicU64,
+    batches: [AtomicU64; 3],
+    transactions_committed: AtomicU64,
+    transactions_aborted: AtomicU64,
+    /// Source records deleted by retention before kferry copied them.
+    records_lost: AtomicU64,
+    rounds: Buckets,
+    latency: Mutex<Latency>,
+    buffer_bytes: AtomicU64,
+    buffer_limit: u64,
+    /// Errors by cluster alias and Kafka error code (or a kind for errors without one).
+    errors: Mutex<BTreeMap<(String, String), u64>>,
+    partitions: Mutex<BTreeMap<(String, i32), Arc<PartitionMetrics>>>,
+    pub groups: GroupSyncMetrics,
+    pub topics: TopicSyncMetrics,
+}
+
+impl FlowMetrics {
+    fn new(name: &str, source: &str, target: &str, buffer_limit: u64, epoch: Instant) -> Self {
+        Self {
+            name: name.to_string(),
+            source: source.to_string(),
+            target: target.to_string(),
+            epoch,
+            state: AtomicU8::new(FlowState::Connecting as u8),
+            state_detail: Mutex::new(None),
+            heartbeat: AtomicU64::new(epoch.elapsed().as_millis() as u64),
+            source_unreachable: Mutex::new(None),
+            target_unreachable: Mutex::new(None),
+            source_down: AtomicBool::new(false),
+            target_down: AtomicBool::new(false),
+            records: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            batches: Default::default(),
+            transactions_committed: AtomicU64::new(0),
+            transactions_aborted: AtomicU64::new(0),
+            records_lost: AtomicU64::new(0),
+            rounds: Buckets::seconds(),
+            latency: Mutex::new(Latency::new()),
+            buffer_bytes: AtomicU64::new(0),
+            buffer_limit,
+            errors: Mutex::new(BTreeMap::new()),
+            partitions: Mutex::new(BTreeMap::new()),
+            groups: GroupSyncMetrics::default(),
+            topics: TopicSyncMetrics::default(),
+        }
+    }
+
+    /// A flow's metrics registered nowhere: what a flow run outside `kferry run` writes to.
+    pub fn detached(name: &str, source: &str, target: &str, buffer_limit: u64) -> Arc<Self> {
+        Arc::new(Self::new(name, source, target, buffer_limit, Instant::now()))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The flow's loop is alive.
+    pub fn beat(&self) {
+        self.heartbeat.store(self.now(), Ordering::Relaxed);
+    }
+
+    pub fn set_state(&self, state: FlowState, detail: Option<String>) {
+        self.state.store(state as u8, Ordering::Relaxed);
+        *lock(&self.state_detail) = detail;
+        self.beat();
+    }
+
+    pub fn state(&self) -> FlowState {
+        FlowState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// Marks a cluster of the flow unreachable (`Some(why)`) or reachable again (`None`).
+    pub fn set_unreachable(&self, side: Side, why: Option<String>) {
+        let (down, reason) = match side {
+            Side::Source => (&self.source_down, &self.source_unreachable),
+            Side::Target => (&self.target_down, &self.target_unreachable),
+        };
+        // A healthy flow calls this on every success: only a change takes the lock.
+        if why.is_none() && !down.load(Ordering::Relaxed) {
+            return;
+        }
+        down.store(why.is_some(), Ordering::Relaxed);
+        *lock(reason) = why;
+    }
+
+    pub fn cluster(&self, side: Side) -> &str {
+        match side {
+            Side::Source => &self.source,
+            Side::Target => &self.target,
+        }
+    }
+
+    /// Counts an error on one of the flow's clusters; `code` is a Kafka error name such as
+    /// `NOT_LEADER_OR_FOLLOWER`, or a kind (`connection`, `other`) for errors without one.
+    pub fn error(&self, side: Side, code: &str) {
+        let cluster = self.cluster(side).to_string();
+        *lock(&self.errors).entry((cluster, code.to_string())).or_default() += 1;
+    }
+
+    /// Books batches that landed on the target and were committed.
+    pub fn replicated(&self, path: BatchPath, batches: u64, records: u64, bytes: u64) {
+        self.batches[path as usize].fetch_add(batches, Ordering::Relaxed);
+        self.records.fetch_add(records, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn transaction(&self, committed: bool) {
+        let counter = if committed { &self.transactions_committed } else { &self.transactions_aborted };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn lost(&self, records: u64) {
+        self.records_lost.fetch_add(records, Ordering::Relaxed);
+    }
+
+    pub fn round(&self, seconds: f64) {
+        self.rounds.observe(seconds);
+    }
+
+    /// Records end-to-end latencies (milliseconds, with the records each stands for) of one
+    /// round, under one lock.
+    pub fn latencies(&self, samples: &[(u64, u64)]) {
+        if samples.is_empty() {
+            return;
+        }
+        let mut latency = lock(&self.latency);
+        for &(millis, records) in samples {
+            latency.record(millis, records);
+        }
+    }
+
+    pub fn set_buffer_bytes(&self, bytes: u64) {
+        self.buffer_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The handle of one source partition, created on first use and kept (its counters
+    /// never go back); [`Self::retain_partitions`] marks those no longer replicated.
+    pub fn partition(&self, topic: &str, partition: i32) -> Arc<PartitionMetrics> {
+        let mut partitions = lock(&self.partitions);
+        if let Some(found) = partitions.get(&(topic.to_string(), partition)) {
+            return Arc::clone(found);
+        }
+        let created = Arc::new(PartitionMetrics::default());
+        partitions.insert((topic.to_string(), partition), Arc::clone(&created));
+        created
+    }
+
+    fn partitions(&self) -> Vec<((String, i32), Arc<PartitionMetrics>)> {
+        lock(&self.partitions).iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect()
+    }
+}
+
+/// One source partition.
+#[derive(Debug, Default)]
+pub struct PartitionMetrics {
+    records: AtomicU64,
+    bytes: AtomicU64,
+    /// The next source offset committed on the target.
+    replicated: AtomicI64,
+    /// The source's last stable offset (read_committed end) kferry last saw.
+    source_end: AtomicI64,
+    /// Milliseconds since kferry first saw the oldest record not yet replicated; 0 when
+    /// caught up.
+    lag_millis: AtomicU64,
+    phase: AtomicU8,
+    /// Replicated now; false once its topic is no longer planned (its gauges are dropped,
+    /// its counters stay).
+    active: AtomicBool,
+}
+
+impl PartitionMetrics {
+    pub fn replicated(&self, records: u64, bytes: u64) {
+        self.records.fetch_add(records, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Publishes where the partition stands.
+    pub fn set(&self, replicated: i64, source_end: i64, lag_millis: u64, phase: PartitionPhase) {
+        self.replicated.store(replicated, Ordering::Relaxed);
+        self.source_end.store(source_end, Ordering::Relaxed);
+        self.lag_millis.store(lag_millis, Ordering::Relaxed);
+        self.phase.store(phase as u8, Ordering::Relaxed);
+        self.active.store(true, Ordering::Relaxed);
+    }
+
+    pub fn deactivate(&self) {
+        self.active.store(false, Ordering::Relaxed);
+    }
+
+    fn lag_records(&self) -> i64 {
+        (self.source_end.load(Ordering::Relaxed) - self.replicated.load(Ordering::Relaxed)).max(0)
+    }
+
+    fn phase(&self) -> PartitionPhase {
+        PartitionPhase::from_u8(self.phase.load(Ordering::Relaxed))
+    }
+
+    fn active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+/// Consumer-group offset sync of one flow.
+#[derive(Debug, Default)]
+pub struct GroupSyncMetrics {
+    pub rounds: AtomicU64,
+    /// Groups looked at (and synced where allowed), summed over rounds.
+    pub groups_synced: AtomicU64,
+    pub offsets_committed: AtomicU64,
+    /// Groups left alone because they have members on the target.
+    pub groups_skipped: AtomicU64,
+    pub checkpoints: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// Topic sync of one flow.
+#[derive(Debug, Default)]
+pub struct TopicSyncMetrics {
+    pub rounds: AtomicU64,
+    pub topics_created: AtomicU64,
+    pub partitions_added: AtomicU64,
+    pub configs_changed: AtomicU64,
+    pub acls_created: AtomicU64,
+    /// Changes the target refused.
+    pub changes_failed: AtomicU64,
+    pub errors: AtomicU64,
+    /// Topics not replicated because of a conflict, as of the last round.
+    pub conflicts: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub fn inc(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+/// The resident memory of this process in bytes, from /proc/self/statm (Linux); `None`
+/// elsewhere.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // 4 KiB pages on every platform kferry ships for (x86-64 and arm64 Linux defaults).
+    Some(pages * 4096)
+}
+
+#[cfg(test)]
+mod tests;

@@ -8,6 +8,8 @@
 //! It exits 1 once every flow has stopped on an error it cannot recover from.
 //! A third loop, on its own interval, syncs consumer-group offsets (`groups`): it only reads
 //! the state the replicator commits, so it never slows the hot path.
+//! With `metrics.listen` set, an HTTP listener serves `/metrics`, `/healthz` and `/readyz`
+//! from the registry every flow's loops write to (see [`crate::metrics`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +20,9 @@ use super::{ClusterAccess, Failure};
 use crate::client::{ClientConfig, ClientError, Cluster};
 use crate::config::{Config, FlowConfig};
 use crate::groups::sync::GroupSync;
+use crate::metrics::{inc, FlowMetrics, FlowState, Registry, Side};
 use crate::replicate::engine::{Replicator, TopicPlan};
+use crate::topics::plan::{Change, Notice};
 use crate::topics::sync::TopicSync;
 
 /// Pause between attempts to reach a flow's clusters.
@@ -30,11 +34,27 @@ pub(super) const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 pub(super) async fn run(config: &Config) -> Result<(), Failure> {
     let access = super::cluster_access(config, &ClientConfig::default())?;
     let (stop, stopped) = watch::channel(false);
+    let registry = Registry::new(config.metrics.per_partition);
+    let mut listener = None;
+    if let Some(address) = &config.metrics.listen {
+        match crate::metrics::http::bind(address).await {
+            Ok(bound) => {
+                tracing::info!(address = %address, "serving /metrics, /healthz and /readyz");
+                listener =
+                    Some(tokio::spawn(crate::metrics::http::serve(bound, Arc::clone(&registry), stopped.clone())));
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(Failure::Config);
+            }
+        }
+    }
     let mut flows = tokio::task::JoinSet::new();
     for flow in &config.flows {
         let source = access[&flow.source].clone();
         let target = access[&flow.target].clone();
-        flows.spawn(run_flow(flow.clone(), source, target, stopped.clone()));
+        let metrics = registry.flow(&flow.name(), &flow.source, &flow.target, flow.buffer_bytes);
+        flows.spawn(run_flow_with(flow.clone(), source, target, stopped.clone(), metrics));
     }
     tracing::info!(flows = config.flows.len(), "running");
     let mut failed = false;
@@ -51,6 +71,10 @@ pub(super) async fn run(config: &Config) -> Result<(), Failure> {
                 }
                 None => {
                     tracing::error!("every flow has stopped");
+                    stop.send_replace(true);
+                    if let Some(listener) = listener {
+                        let _ = listener.await;
+                    }
                     return if failed { Err(Failure::Cluster) } else { Ok(()) };
                 }
             },
@@ -102,12 +126,33 @@ pub(super) async fn run_flow(
     flow: FlowConfig,
     source: ClusterAccess,
     target: ClusterAccess,
+    stopped: watch::Receiver<bool>,
+) -> bool {
+    let metrics = FlowMetrics::detached(&flow.name(), &flow.source, &flow.target, flow.buffer_bytes);
+    run_flow_with(flow, source, target, stopped, metrics).await
+}
+
+/// As [`run_flow`], booking the flow's metrics into `metrics`.
+async fn run_flow_with(
+    flow: FlowConfig,
+    source: ClusterAccess,
+    target: ClusterAccess,
     mut stopped: watch::Receiver<bool>,
+    metrics: Arc<FlowMetrics>,
 ) -> bool {
     let (source, target) = loop {
         match connect(&flow, &source, &target).await {
-            Ok(clusters) => break clusters,
-            Err(e) => {
+            Ok(clusters) => {
+                metrics.set_unreachable(Side::Source, None);
+                metrics.set_unreachable(Side::Target, None);
+                metrics.set_state(FlowState::Starting, None);
+                break clusters;
+            }
+            Err((side, e)) => {
+                metrics.error(side, &e.metric_code());
+                metrics.set_unreachable(side, Some(e.to_string()));
+                metrics
+                    .set_state(FlowState::Connecting, Some(format!("cluster {} unreachable", metrics.cluster(side))));
                 tracing::error!(flow = %flow.name(), error = %e, "cluster unreachable; retrying in {CONNECT_RETRY:?}")
             }
         }
@@ -119,6 +164,7 @@ pub(super) async fn run_flow(
     let sync = match TopicSync::new(&flow, Arc::clone(&source), Arc::clone(&target)) {
         Ok(sync) => sync,
         Err(e) => {
+            metrics.set_state(FlowState::Stopped, Some(format!("flow cannot start: {e}")));
             tracing::error!(flow = %flow.name(), error = %e, "flow cannot start");
             return false;
         }
@@ -126,6 +172,7 @@ pub(super) async fn run_flow(
     let groups = match GroupSync::new(&flow, Arc::clone(&source), Arc::clone(&target)) {
         Ok(groups) => groups,
         Err(e) => {
+            metrics.set_state(FlowState::Stopped, Some(format!("flow cannot start: {e}")));
             tracing::error!(flow = %flow.name(), error = %e, "flow cannot start");
             return false;
         }
@@ -135,15 +182,15 @@ pub(super) async fn run_flow(
     let mut flow_stopped_for_sync = flow_stopped.clone();
     let mut flow_stopped_for_groups = flow_stopped.clone();
     let target_for_guard = Arc::clone(&target);
-    let replicator = Replicator::new(&flow, source, target, replicated);
+    let replicator = Replicator::new(&flow, source, target, replicated).with_metrics(Arc::clone(&metrics));
     let replication = async {
         let outcome = replicator.run(stopped.clone()).await;
         // A replicator that stopped for good takes topic sync down with it.
         flow_stop.send_replace(true);
         outcome
     };
-    let syncing = topic_sync_loop(&flow, sync, topics, stopped.clone(), &mut flow_stopped_for_sync);
-    let group_syncing = group_sync_loop(&flow, groups, stopped.clone(), &mut flow_stopped_for_groups);
+    let syncing = topic_sync_loop(&flow, &metrics, sync, topics, stopped.clone(), &mut flow_stopped_for_sync);
+    let group_syncing = group_sync_loop(&flow, &metrics, groups, stopped.clone(), &mut flow_stopped_for_groups);
     let loops = async { tokio::join!(replication, syncing, group_syncing).0 };
     // Disaster recovery (issue 14): no round at all for a failed-over flow, and the loops
     // stop within a second of a failover or `failback --complete` marking the flow.
@@ -152,6 +199,7 @@ pub(super) async fn run_flow(
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(taken) => {
+            metrics.set_state(FlowState::Stopped, Some(taken.to_string()));
             tracing::error!(flow = %flow.name(), "{taken}");
             return false;
         }
@@ -170,6 +218,7 @@ pub(super) async fn run_flow(
 
 async fn topic_sync_loop(
     flow: &FlowConfig,
+    metrics: &FlowMetrics,
     mut sync: TopicSync,
     topics: watch::Sender<Option<TopicPlan>>,
     mut stopped: watch::Receiver<bool>,
@@ -179,6 +228,7 @@ async fn topic_sync_loop(
     loop {
         match sync.round().await {
             Ok((plan, applied)) => {
+                count_topic_sync(metrics, &plan, &applied);
                 let failed = applied.iter().filter(|a| a.outcome.is_err()).count();
                 tracing::debug!(flow = %flow.name(), changes = applied.len(), failed, topics = plan.replicated.len(), "topic sync round done");
                 let replicated = crate::topics::sync::replicated_after(&plan, &applied);
@@ -189,6 +239,7 @@ async fn topic_sync_loop(
                 });
             }
             Err(e) => {
+                inc(&metrics.topics.errors, 1);
                 tracing::error!(flow = %flow.name(), error = %e, "topic sync round failed; next try in {interval:?}")
             }
         }
@@ -202,6 +253,7 @@ async fn topic_sync_loop(
 
 async fn group_sync_loop(
     flow: &FlowConfig,
+    metrics: &FlowMetrics,
     mut groups: GroupSync,
     mut stopped: watch::Receiver<bool>,
     flow_stopped: &mut watch::Receiver<bool>,
@@ -213,9 +265,16 @@ async fn group_sync_loop(
     loop {
         match groups.round().await {
             Ok(report) => {
+                let counters = &metrics.groups;
+                inc(&counters.rounds, 1);
+                inc(&counters.groups_synced, report.groups as u64);
+                inc(&counters.offsets_committed, report.committed as u64);
+                inc(&counters.groups_skipped, report.active.len() as u64);
+                inc(&counters.checkpoints, report.checkpoints as u64);
                 tracing::debug!(flow = %flow.name(), groups = report.groups, committed = report.committed, active = report.active.len(), "group offset sync round done")
             }
             Err(e) => {
+                inc(&metrics.groups.errors, 1);
                 tracing::warn!(flow = %flow.name(), error = %e, "group offset sync round failed; next try in {interval:?}")
             }
         }
@@ -227,12 +286,38 @@ async fn group_sync_loop(
     }
 }
 
+/// Connects to both clusters; an error says which one failed.
 async fn connect(
     flow: &FlowConfig,
     source: &ClusterAccess,
     target: &ClusterAccess,
-) -> Result<(Arc<Cluster>, Arc<Cluster>), ClientError> {
-    let source = Cluster::connect(&flow.source, &source.bootstrap, source.client.clone()).await?;
-    let target = Cluster::connect(&flow.target, &target.bootstrap, target.client.clone()).await?;
+) -> Result<(Arc<Cluster>, Arc<Cluster>), (Side, ClientError)> {
+    let source = Cluster::connect(&flow.source, &source.bootstrap, source.client.clone())
+        .await
+        .map_err(|e| (Side::Source, e))?;
+    let target = Cluster::connect(&flow.target, &target.bootstrap, target.client.clone())
+        .await
+        .map_err(|e| (Side::Target, e))?;
     Ok((source, target))
+}
+
+/// Books a topic sync round: the changes applied (or refused) and the conflicts reported.
+fn count_topic_sync(metrics: &FlowMetrics, plan: &crate::topics::plan::Plan, applied: &[crate::topics::sync::Applied]) {
+    let counters = &metrics.topics;
+    inc(&counters.rounds, 1);
+    for change in applied {
+        if change.outcome.is_err() {
+            inc(&counters.changes_failed, 1);
+            continue;
+        }
+        let counter = match change.change {
+            Change::CreateTopic { .. } => &counters.topics_created,
+            Change::AddPartitions { .. } => &counters.partitions_added,
+            Change::AlterConfigs { .. } => &counters.configs_changed,
+            Change::CreateAcl { .. } => &counters.acls_created,
+        };
+        inc(counter, 1);
+    }
+    let conflicts = plan.notices.iter().filter(|n| matches!(n, Notice::Conflict { .. })).count();
+    counters.conflicts.store(conflicts as u64, std::sync::atomic::Ordering::Relaxed);
 }

@@ -195,6 +195,35 @@ impl ClientError {
         matches!(self, Self::Transaction { code, .. } if code.0 == crate::protocol::error_code::ResponseError::ConcurrentTransactions)
     }
 
+    /// The Kafka error code the broker answered with, if the error is one.
+    pub fn kafka_code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Partition { code, .. }
+            | Self::Topic { code, .. }
+            | Self::Request { code, .. }
+            | Self::Group { code, .. }
+            | Self::Transaction { code, .. } => Some(*code),
+            Self::Connection(ConnectionError::Handshake { code, .. }) => Some(*code),
+            Self::RetriesExhausted { last, .. } => last.kafka_code(),
+            _ => None,
+        }
+    }
+
+    /// How the error is counted in `kferry_errors_total`: the Kafka error name
+    /// (`NOT_LEADER_OR_FOLLOWER`), `connection` when the cluster could not be reached or the
+    /// connection broke, `no_leader` for a partition without one, `other` otherwise.
+    pub fn metric_code(&self) -> String {
+        if let Some(code) = self.kafka_code() {
+            return code.to_string();
+        }
+        match self {
+            Self::Connection(_) | Self::NoBootstrap { .. } => "connection".into(),
+            Self::NoLeader { .. } | Self::TopicNotReady { .. } => "no_leader".into(),
+            Self::RetriesExhausted { last, .. } => last.metric_code(),
+            _ => "other".into(),
+        }
+    }
+
     /// Whether cached metadata is likely stale and must be refreshed before a retry.
     pub fn needs_metadata_refresh(&self) -> bool {
         match self {

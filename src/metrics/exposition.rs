@@ -82,8 +82,7 @@ fn counter(
 pub(super) fn render(registry: &Registry) -> String {
     let flows = registry.flows();
     let mut text = Text { out: String::with_capacity(4096) };
-    let partitions: Vec<Vec<((String, i32), std::sync::Arc<PartitionMetrics>)>> =
-        flows.iter().map(|f| f.partitions()).collect();
+    let partitions: Vec<Partitions> = flows.iter().map(|f| f.partitions()).collect();
 
     text.family("kferry_build_info", "gauge", "kferry's version; always 1.");
     text.sample("kferry_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1);
@@ -221,6 +220,8 @@ pub(super) fn render(registry: &Registry) -> String {
 }
 
 type Partitions = Vec<((String, i32), std::sync::Arc<PartitionMetrics>)>;
+/// A per-flow counter: its name, help and how to read it.
+type FlowCounter = (&'static str, &'static str, fn(&FlowMetrics) -> u64);
 
 fn replicated(text: &mut Text, per_partition: bool, flows: &[std::sync::Arc<FlowMetrics>], partitions: &[Partitions]) {
     type Families = [(&'static str, &'static str, fn(&FlowMetrics) -> u64, fn(&PartitionMetrics) -> u64); 2];
@@ -313,7 +314,7 @@ fn lag(text: &mut Text, per_partition: bool, flows: &[std::sync::Arc<FlowMetrics
 }
 
 fn group_sync(text: &mut Text, flows: &[std::sync::Arc<FlowMetrics>]) {
-    let counters: [(&str, &str, fn(&FlowMetrics) -> u64); 6] = [
+    let counters: [FlowCounter; 6] = [
         ("kferry_group_sync_rounds_total", "Group offset sync rounds that completed.", |f| {
             f.groups.rounds.load(Ordering::Relaxed)
         }),
@@ -341,7 +342,7 @@ fn group_sync(text: &mut Text, flows: &[std::sync::Arc<FlowMetrics>]) {
 }
 
 fn topic_sync(text: &mut Text, flows: &[std::sync::Arc<FlowMetrics>]) {
-    let counters: [(&str, &str, fn(&FlowMetrics) -> u64); 7] = [
+    let counters: [FlowCounter; 7] = [
         ("kferry_topic_sync_rounds_total", "Topic sync rounds that completed.", |f| {
             f.topics.rounds.load(Ordering::Relaxed)
         }),

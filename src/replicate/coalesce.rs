@@ -17,6 +17,7 @@
 
 use super::forward::Forwarded;
 use super::rewrite::{assemble, records_section, Encoded, RewriteError, MAX_RECORDS_BYTES};
+use crate::metrics::BatchPath;
 use crate::protocol::batch::{attributes, RecordBatch};
 use crate::protocol::records::{encode_record, parse_records, Corruption};
 
@@ -107,7 +108,7 @@ fn merge(run: &[Forwarded]) -> Result<Option<Forwarded>, RewriteError> {
     let mut source_offsets: Vec<i64> = Vec::new();
     let mut base_timestamp = None;
     let mut max_timestamp = i64::MIN;
-    for Forwarded { batch, source_offsets: rewritten } in run {
+    for Forwarded { batch, source_offsets: rewritten, .. } in run {
         let base_offset = batch.base_offset();
         let codec = batch.compression();
         let corrupt =
@@ -157,7 +158,7 @@ fn merge(run: &[Forwarded]) -> Result<Option<Forwarded>, RewriteError> {
         attributes: (first.attributes() & attributes::TRANSACTIONAL) | run_codec(run),
     };
     let batch = assemble(first, &encoded, MAX_RECORDS_BYTES)?;
-    Ok(Some(Forwarded { batch, source_offsets: Some(source_offsets) }))
+    Ok(Some(Forwarded { batch, source_offsets: Some(source_offsets), path: BatchPath::Coalesced }))
 }
 
 #[cfg(test)]

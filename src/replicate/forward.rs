@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 use bytes::{Bytes, BytesMut};
 
 use super::rewrite::{needs_rewrite, rewrite, RewriteError};
+use crate::metrics::BatchPath;
 use crate::protocol::batch::{attributes, BatchError, BatchItem, BatchIter, PatchedBatch, RecordBatch};
 
 /// Why a fetched batch cannot be forwarded.
@@ -35,6 +36,8 @@ pub struct Forwarded {
     /// the batch was rewritten (compacted, LogAppendTime) and record `i` came from
     /// source offset `source_offsets[i]`.
     pub source_offsets: Option<Vec<i64>>,
+    /// How the batch was made, for the metrics (`kferry_batches_replicated_total`).
+    pub path: BatchPath,
 }
 
 /// The batches of one fetch that are to be forwarded, and where the next fetch starts.
@@ -82,7 +85,7 @@ pub fn select(records: Bytes, resume: i64, aborted: &[(i64, i64)]) -> Result<Sel
             continue;
         }
         if !needs_rewrite(&batch) {
-            selection.batches.push(Forwarded { batch, source_offsets: None });
+            selection.batches.push(Forwarded { batch, source_offsets: None, path: BatchPath::Fast });
             continue;
         }
         // The slow path: the target refuses this batch as it is (compaction left gaps in
@@ -90,9 +93,11 @@ pub fn select(records: Bytes, resume: i64, aborted: &[(i64, i64)]) -> Result<Sel
         match rewrite(&batch)? {
             Some(rewritten) => {
                 selection.rewritten += 1;
-                selection
-                    .batches
-                    .push(Forwarded { batch: rewritten.batch, source_offsets: Some(rewritten.source_offsets) });
+                selection.batches.push(Forwarded {
+                    batch: rewritten.batch,
+                    source_offsets: Some(rewritten.source_offsets),
+                    path: BatchPath::Rewritten,
+                });
             }
             None => selection.dropped += 1,
         }

@@ -23,7 +23,7 @@ fn batch(base: i64, values: &[&str], timestamp: i64, codec: i16) -> RecordBatch 
 }
 
 fn forwarded(batch: RecordBatch) -> Forwarded {
-    Forwarded { batch, source_offsets: None }
+    Forwarded { batch, source_offsets: None, path: BatchPath::Fast }
 }
 
 /// (timestamp, key, value) of every record, absolute timestamps.
@@ -48,7 +48,7 @@ fn small_batches_become_one_with_every_record_and_its_source_offset() {
             vec![batch(10, &["a"], 1_000, codec), batch(11, &["b", "c"], 900, codec), batch(14, &["d"], 1_100, codec)];
         let out = coalesce(input.into_iter().map(forwarded).collect()).unwrap();
         assert_eq!((out.batches.len(), out.merged), (1, 2));
-        let Forwarded { batch, source_offsets } = &out.batches[0];
+        let Forwarded { batch, source_offsets, .. } = &out.batches[0];
         assert_eq!(source_offsets.as_deref(), Some(&[10, 11, 12, 14][..]), "codec {codec}");
         assert!(batch.crc_is_valid());
         assert_eq!(batch.compression(), Compression::from_attributes(codec));
@@ -111,7 +111,11 @@ fn a_run_stops_at_the_size_limit() {
 #[test]
 fn rewritten_batches_keep_their_named_source_offsets() {
     // As the slow path returns a compacted batch: records renumbered 0..n, offsets named.
-    let compacted = Forwarded { batch: batch(20, &["a", "b"], 5, 3), source_offsets: Some(vec![20, 23]) };
+    let compacted = Forwarded {
+        batch: batch(20, &["a", "b"], 5, 3),
+        source_offsets: Some(vec![20, 23]),
+        path: BatchPath::Rewritten,
+    };
     let out = coalesce(vec![compacted, forwarded(batch(24, &["c"], 6, 3))]).unwrap();
     assert_eq!(out.batches[0].source_offsets.as_deref(), Some(&[20, 23, 24][..]));
 }

@@ -4,8 +4,10 @@
 
 use std::time::Instant;
 
+use super::gauges;
 use super::round::{self, PartitionFailure, RoundError, RoundPartition, RoundPlan, RoundReport};
 use super::{ReplicateError, Replicator};
+use crate::metrics::{PartitionPhase, Side};
 use crate::protocol::error_code::ResponseError;
 
 /// Least a round may carry per partition when the budget is shared by many.
@@ -56,6 +58,7 @@ impl Replicator {
             state_sequence: self.state_sequence,
             partitions,
         };
+        self.round_started = Some(Instant::now());
         self.round = Some(tokio::spawn(round::run(plan)));
     }
 
@@ -65,6 +68,9 @@ impl Replicator {
         joined: Result<RoundReport, tokio::task::JoinError>,
     ) -> Result<(), Box<ReplicateError>> {
         self.round_bytes = 0;
+        if let Some(started) = self.round_started.take() {
+            self.metrics.round(started.elapsed().as_secs_f64());
+        }
         let report = match joined {
             Ok(report) => report,
             Err(error) => {
@@ -81,34 +87,69 @@ impl Replicator {
         self.state_sequence = report.state_sequence;
         let committed = report.result.is_ok();
         let now = Instant::now();
+        let committed_at = unix_millis();
+        let mut latencies = Vec::new();
         for partition in report.partitions {
-            self.book_partition(partition, committed, now);
+            self.book_partition(partition, committed, now, committed_at, &mut latencies);
         }
-        match report.result {
+        self.metrics.latencies(&latencies);
+        if let Err(RoundError::Fenced(error) | RoundError::Unsupported(error) | RoundError::Abort(error)) =
+            &report.result
+        {
+            self.metrics.error(Side::Target, &error.metric_code());
+        }
+        let outcome = match report.result {
             Ok(done) => {
                 self.totals.transactions += done.transactions;
+                if done.transactions > 0 {
+                    self.metrics.transaction(true);
+                }
+                self.metrics.set_unreachable(Side::Target, None);
                 Ok(())
             }
             Err(RoundError::Fenced(error)) if self.transactional() => Err(Box::new(self.fenced(error))),
             Err(RoundError::Unsupported(error)) => Err(Box::new(self.refused(error))),
             Err(RoundError::Fenced(error) | RoundError::Abort(error)) => {
                 self.totals.aborted += 1;
+                self.metrics.transaction(false);
                 tracing::warn!(flow = %self.name(), %error, "transaction round abandoned; its batches are sent again with a new producer epoch");
                 self.producer = None;
                 Ok(())
             }
-        }
+        };
+        self.publish(true);
+        outcome
     }
 
-    fn book_partition(&mut self, report: round::PartitionReport, committed: bool, now: Instant) {
+    /// Books one partition's share of a round. `committed_at` (Unix milliseconds) and
+    /// `latencies` collect the end-to-end latency of its landed batches.
+    fn book_partition(
+        &mut self,
+        report: round::PartitionReport,
+        committed: bool,
+        now: Instant,
+        committed_at: i64,
+        latencies: &mut Vec<(u64, u64)>,
+    ) {
         let flow = self.flow.name();
         let Some(state) = self.partitions.get_mut(&report.source) else { return };
         state.in_round = false;
+        let (mut records, mut bytes) = (0, 0);
         for (pending, target_base) in &report.landed {
             state.landed(pending, *target_base);
+            let batch = &pending.forwarded.batch;
+            let (batch_records, batch_bytes) = (batch.records_count().max(0) as u64, pending.bytes() as u64);
             self.totals.batches += 1;
-            self.totals.records += (pending.forwarded.batch.last_offset_delta() as u64) + 1;
-            self.totals.bytes += pending.bytes() as u64;
+            self.totals.records += (batch.last_offset_delta() as u64) + 1;
+            self.totals.bytes += batch_bytes;
+            self.metrics.replicated(pending.forwarded.path, 1, batch_records, batch_bytes);
+            // The batch's newest record time: what a consumer of the source saw last.
+            latencies.push(((committed_at - batch.max_timestamp()).max(0) as u64, batch_records));
+            records += batch_records;
+            bytes += batch_bytes;
+        }
+        if records > 0 {
+            gauges::handle(&mut self.gauges, &self.metrics, &report.source).handle.replicated(records, bytes);
         }
         if committed {
             state.retired_segments.clear();
@@ -121,7 +162,8 @@ impl Replicator {
         match report.failure {
             None => {}
             Some(PartitionFailure::Transient(error)) => {
-                let news = state.stop(error.to_string(), false, now);
+                self.metrics.error(Side::Target, &error.metric_code());
+                let news = state.stop(PartitionPhase::TargetUnavailable, error.to_string(), now);
                 if news {
                     tracing::warn!(flow, topic = %topic, partition, offset = state.committed, %error, "partition held back: the target cannot take its batches right now; the others go on, it is retried with backoff");
                 }
@@ -129,24 +171,31 @@ impl Replicator {
             Some(PartitionFailure::Refused { error, code, offset, built: true })
                 if code.0 == ResponseError::MessageTooLarge && state.coalesce =>
             {
+                self.metrics.error(Side::Target, &code.to_string());
                 // Coalescing may have built a batch larger than the target topic accepts,
                 // where the batches as they came pass: fetch them again, uncoalesced.
                 state.coalesce = false;
                 state.rewind();
                 tracing::warn!(flow, topic = %topic, partition, offset, %error, "the target refuses a coalesced batch as too large (its max.message.bytes is below what kferry built); this partition's batches are forwarded as they came from now on");
             }
-            Some(PartitionFailure::Refused { error, offset, .. }) => {
-                let news = state.stop(error.to_string(), true, now);
+            Some(PartitionFailure::Refused { error, code, offset, .. }) => {
+                self.metrics.error(Side::Target, &code.to_string());
+                let news = state.stop(PartitionPhase::TargetRefused, error.to_string(), now);
                 if news {
                     tracing::error!(flow, topic = %topic, partition, offset, %error, "partition stopped: the target refuses its batch at this source offset; the others go on, it is tried again every {:?}", super::partition::REFUSED_RETRY);
                 }
             }
             Some(PartitionFailure::Corrupt(error)) => {
                 state.rewind();
-                if state.stop(error.to_string(), true, now) {
+                if state.stop(PartitionPhase::Unforwardable, error.to_string(), now) {
                     tracing::error!(flow, topic = %topic, partition, %error, "partition stopped: a source batch is corrupt; nothing of it was forwarded");
                 }
             }
         }
     }
+}
+
+/// Now as the Unix time in milliseconds, the clock of record timestamps.
+fn unix_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -12,6 +12,7 @@ use super::partition::SourcePartition;
 use crate::client::{
     ClientError, Cluster, FetchSession, FetchedPartition, Isolation, PartitionFetch, PartitionFetched,
 };
+use crate::metrics::{PartitionPhase, Side};
 use crate::protocol::error_code::ResponseError;
 
 /// How long a Fetch waits for data when the source has none. While a broker waits, the
@@ -20,6 +21,8 @@ use crate::protocol::error_code::ResponseError;
 pub(super) const FETCH_MAX_WAIT: Duration = Duration::from_millis(500);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long after its last failed fetch a broker still makes its cluster unreachable.
+const FAILING_FOR: Duration = Duration::from_secs(30);
 
 /// What one source broker's fetch brought back.
 pub(super) struct FetchAnswer {
@@ -94,6 +97,12 @@ impl BrokerFetcher {
             self.retry_at = Some(now + backoff);
         }
         self.failures
+    }
+
+    /// Whether the last fetch from this broker failed, recently: a broker asked nothing
+    /// since (its partitions led elsewhere now) no longer counts after a while.
+    pub(super) fn failing(&self, now: Instant) -> bool {
+        self.failures > 0 && self.retry_at.is_some_and(|at| at + FAILING_FOR > now)
     }
 
     /// The task was lost (cancelled or panicked): start a new session next time.
@@ -179,7 +188,7 @@ impl super::Replicator {
         self.source.invalidate_metadata();
         for key in leaderless {
             let Some(state) = self.partitions.get_mut(&key) else { continue };
-            if state.stop("the source partition has no leader".into(), false, now) {
+            if state.stop(PartitionPhase::WaitingForLeader, "the source partition has no leader".into(), now) {
                 tracing::warn!(flow = %self.flow.name(), topic = %key.0, partition = key.1, "source partition has no leader; it waits (retried with backoff), the others go on");
             }
         }
@@ -219,10 +228,15 @@ impl super::Replicator {
         let answers = match result {
             Ok(answers) => {
                 self.brokers.entry(broker).or_default().finished(session, true, now);
+                if !self.brokers.values().any(|b| b.failing(now)) {
+                    self.metrics.set_unreachable(Side::Source, None);
+                }
                 answers
             }
             Err(error) => {
                 let failures = self.brokers.entry(broker).or_default().finished(session, false, now);
+                self.metrics.error(Side::Source, &error.metric_code());
+                self.metrics.set_unreachable(Side::Source, Some(format!("broker {broker}: {error}")));
                 self.source.invalidate_metadata();
                 if failures == 1 || failures % 50 == 0 {
                     tracing::warn!(flow = %self.name(), broker, partitions = asked.len(), failures, %error, "source broker cannot be fetched from; its partitions wait (retried with backoff), the others go on");
@@ -241,6 +255,7 @@ impl super::Replicator {
                     }
                 }
                 Err(code) => {
+                    self.metrics.error(Side::Source, &code.to_string());
                     if code.needs_metadata_refresh() {
                         self.source.invalidate_metadata();
                     }
@@ -276,9 +291,12 @@ impl super::Replicator {
                     }
                 }
                 state.take_fetched(requested_at, coalesced.batches, selection.next_offset, data.high_watermark);
+                // Brokers too old to know it answer -1: the high watermark is the end then.
+                state.stable_end =
+                    if data.last_stable_offset >= 0 { data.last_stable_offset } else { data.high_watermark };
             }
             Err(error) => {
-                if state.stop(error.to_string(), true, Instant::now()) {
+                if state.stop(PartitionPhase::Unforwardable, error.to_string(), Instant::now()) {
                     tracing::error!(flow, topic = %key.0, partition = key.1, offset = requested_at, %error, "partition stopped: its next batch cannot be forwarded; the others go on");
                 }
             }

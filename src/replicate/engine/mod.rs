@@ -22,6 +22,7 @@
 
 mod committer;
 mod fetcher;
+mod gauges;
 mod partition;
 mod producer;
 mod round;
@@ -36,6 +37,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::client::{ClientError, Cluster, ProducerIdentity};
 use crate::config::{Delivery, FlowConfig};
+use crate::metrics::{FlowMetrics, FlowState, Side};
 use fetcher::{BrokerFetcher, FetchAnswer};
 use partition::{PartitionState, SourcePartition};
 use round::RoundReport;
@@ -151,6 +153,16 @@ pub struct Replicator {
     /// When the replicated partitions were last compared with topic sync's plan.
     tracked_at: Option<Instant>,
     totals: Totals,
+    /// Where the flow's counters and gauges go (a detached set unless `kferry run` gives
+    /// it the registry's).
+    metrics: Arc<FlowMetrics>,
+    /// Per-partition metrics handles, resolved once each.
+    gauges: BTreeMap<SourcePartition, gauges::Gauge>,
+    published_at: Option<Instant>,
+    /// The steady clock of lag ages.
+    clock_origin: Instant,
+    /// When the round in flight started.
+    round_started: Option<Instant>,
 }
 
 impl Replicator {
@@ -182,7 +194,18 @@ impl Replicator {
             round_bytes: 0,
             tracked_at: None,
             totals: Totals::default(),
+            metrics: FlowMetrics::detached(&flow.name(), &flow.source, &flow.target, flow.buffer_bytes),
+            gauges: BTreeMap::new(),
+            published_at: None,
+            clock_origin: Instant::now(),
+            round_started: None,
         }
+    }
+
+    /// Books the flow's metrics into `metrics` (the registry's handle of this flow).
+    pub fn with_metrics(mut self, metrics: Arc<FlowMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn name(&self) -> String {
@@ -209,8 +232,13 @@ impl Replicator {
             if let Err(fatal) = self.step(&mut stop).await {
                 break Err(*fatal);
             }
+            self.metrics.beat();
+            self.publish(false);
             reporter.maybe_report(&self.name(), self.totals);
         };
+        if let Err(fatal) = &outcome {
+            self.metrics.set_state(FlowState::Stopped, Some(fatal.to_string()));
+        }
         self.shutdown().await;
         outcome.map(|()| self.totals)
     }
@@ -219,9 +247,15 @@ impl Replicator {
     async fn step(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), Box<ReplicateError>> {
         if self.producer.is_none() && self.round.is_none() {
             match self.start_producer().await {
-                Ok(()) => {}
+                Ok(()) => {
+                    self.metrics.set_state(FlowState::Replicating, None);
+                    self.metrics.set_unreachable(Side::Target, None);
+                }
                 Err(StepError::Fatal(error)) => return Err(error),
                 Err(StepError::Retry(error)) => {
+                    self.metrics.error(Side::Target, &error.metric_code());
+                    self.metrics.set_state(FlowState::Starting, Some(format!("cannot start the producer: {error}")));
+                    self.metrics.set_unreachable(Side::Target, Some(error.to_string()));
                     tracing::warn!(flow = %self.name(), %error, "cannot start the producer on the target; retrying in {RESET_BACKOFF:?}");
                     tokio::select! {
                         _ = tokio::time::sleep(RESET_BACKOFF) => {}

@@ -27,6 +27,7 @@ use crate::client::{
     produce_outcomes, submit_produce, ClientError, Cluster, CommittedOffset, ConnectionError, GroupOffsets, Messenger,
     ProduceBatch, ProducerIdentity,
 };
+use crate::metrics::BatchPath;
 use crate::protocol::error_code::{ErrorCode, ResponseError};
 
 /// How long a round retries a partition refused for a transient reason before it holds
@@ -553,7 +554,8 @@ async fn write_segments(
     let mut queue = VecDeque::new();
     for batch in batches {
         let next = forward::next_sequence(sequence, batch.records_count());
-        let forwarded = forward::Forwarded { batch, source_offsets: Some(Vec::new()) };
+        // kferry's own state: never counted as replicated, whatever its path says.
+        let forwarded = forward::Forwarded { batch, source_offsets: Some(Vec::new()), path: BatchPath::Rewritten };
         queue.push_back(Outbound { pending: Pending { forwarded, source_next: 0 }, sequence, stamped: None });
         sequence = next;
     }

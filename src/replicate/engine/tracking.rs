@@ -12,6 +12,7 @@ use super::partition::{PartitionState, SourcePartition};
 use super::{Replicator, TopicPlan};
 use crate::client::{ClientError, Cluster, Isolation, OffsetSpec};
 use crate::config::{OnSourceReset, StartPosition};
+use crate::metrics::PartitionPhase;
 
 /// How often the replicated partitions are compared with the plan and the source's
 /// metadata (partition increases, recreated topics) when the plan did not change.
@@ -136,6 +137,7 @@ impl Replicator {
         if position < start {
             let lost = start - position;
             self.totals.lost += lost as u64;
+            self.metrics.lost(lost as u64);
             tracing::error!(flow = %self.name(), topic = %key.0, partition = key.1, lost, from = position, to = start, "source deleted records before they were replicated (retention); resuming at the log start");
             if let Some(state) = self.partitions.get_mut(key) {
                 state.fetch_position = start;
@@ -160,7 +162,7 @@ impl Replicator {
             OnSourceReset::Fail => {
                 let Some(state) = self.partitions.get_mut(key) else { return Ok(()) };
                 let message = format!("{reason}; partition stopped (on_source_reset: fail). Set `on_source_reset: restart_from_log_start` to copy it again from its log start");
-                if state.stop(message.clone(), true, now) {
+                if state.stop(PartitionPhase::SourceReset, message.clone(), now) {
                     tracing::error!(flow = %self.flow.name(), topic = %key.0, partition = key.1, committed = state.committed, "source reset: {message}");
                 }
             }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::super::forward::{self, Forwarded};
 use super::super::offset_map::{OffsetMap, Segment};
+use crate::metrics::PartitionPhase;
 
 /// A source partition (topic, partition).
 pub(super) type SourcePartition = (String, i32);
@@ -43,6 +44,8 @@ impl Pending {
 /// Why a partition is not replicating right now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Stall {
+    /// What kind of stop this is (the `reason` label of the partition metrics).
+    pub(super) phase: PartitionPhase,
     pub(super) reason: String,
     pub(super) retry_at: Instant,
     /// Failures in a row; sets the backoff of transient stalls.
@@ -77,6 +80,9 @@ pub(super) struct PartitionState {
     pub(super) offset_map: OffsetMap,
     /// The source's high watermark in the last fetch answer.
     pub(super) source_end: i64,
+    /// The source's last stable offset in the last fetch answer: the end read_committed
+    /// consumers see, against which lag is measured.
+    pub(super) stable_end: i64,
     pub(super) stall: Option<Stall>,
     /// Small batches may be coalesced; cleared when the target refused a coalesced batch
     /// as too large.
@@ -103,6 +109,7 @@ impl PartitionState {
             next_sequence: 0,
             offset_map: OffsetMap::default(),
             source_end: start,
+            stable_end: start,
             stall: None,
             coalesce: true,
             slow_path_reported: false,
@@ -115,6 +122,7 @@ impl PartitionState {
         let mut state = Self::new(target_topic, uuid::Uuid::nil(), next_offset);
         state.committed_on_target = true;
         state.source_end = source_end.unwrap_or(next_offset);
+        state.stable_end = state.source_end;
         state
     }
 
@@ -210,10 +218,12 @@ impl PartitionState {
         self.stall = None;
     }
 
-    /// Stops the partition for a while: with a growing backoff for a transient cause, for
-    /// [`REFUSED_RETRY`] when an operator must act. Returns whether this is news (the
-    /// first failure in a row, or a different reason), so the caller logs it once.
-    pub(super) fn stop(&mut self, reason: String, needs_operator: bool, now: Instant) -> bool {
+    /// Stops the partition for a while: with a growing backoff for a transient cause
+    /// (no leader, the target unavailable), for [`REFUSED_RETRY`] when an operator must
+    /// act. Returns whether this is news (the first failure in a row, or a different
+    /// reason), so the caller logs it once.
+    pub(super) fn stop(&mut self, phase: PartitionPhase, reason: String, now: Instant) -> bool {
+        let needs_operator = !matches!(phase, PartitionPhase::WaitingForLeader | PartitionPhase::TargetUnavailable);
         let failures = self.stall.as_ref().map_or(0, |s| s.failures) + 1;
         let news = self.stall.as_ref().is_none_or(|s| s.reason != reason);
         let wait = if needs_operator {
@@ -221,7 +231,7 @@ impl PartitionState {
         } else {
             (FIRST_RETRY_BACKOFF * 2u32.saturating_pow(failures.min(8) - 1)).min(MAX_RETRY_BACKOFF)
         };
-        self.stall = Some(Stall { reason, retry_at: now + wait, failures });
+        self.stall = Some(Stall { phase, reason, retry_at: now + wait, failures });
         news
     }
 

@@ -12,7 +12,7 @@ fn pending(base: i64, count: usize) -> Forwarded {
     let built = build_batch(&records, 1_000);
     let mut patch = built.to_patchable();
     patch.set_base_offset(base);
-    Forwarded { batch: patch.finish(), source_offsets: None }
+    Forwarded { batch: patch.finish(), source_offsets: None, path: crate::metrics::BatchPath::Fast }
 }
 
 fn partition() -> PartitionState {
@@ -97,18 +97,21 @@ fn an_answer_to_a_fetch_made_before_a_rewind_is_ignored() {
 fn transient_failures_back_off_and_refusals_wait_for_an_operator() {
     let mut p = partition();
     let now = Instant::now();
-    assert!(p.stop("NOT_ENOUGH_REPLICAS".into(), false, now), "news the first time");
-    assert!(!p.stop("NOT_ENOUGH_REPLICAS".into(), false, now), "the same cause is not logged again");
+    assert!(p.stop(PartitionPhase::TargetUnavailable, "NOT_ENOUGH_REPLICAS".into(), now), "news the first time");
+    assert!(
+        !p.stop(PartitionPhase::TargetUnavailable, "NOT_ENOUGH_REPLICAS".into(), now),
+        "the same cause is not logged again"
+    );
     let stall = p.stall.clone().unwrap();
     assert_eq!(stall.failures, 2);
     assert_eq!(stall.retry_at - now, Duration::from_millis(400));
     assert!(!p.wants_fetch(now, 1 << 20) && !p.has_work(now));
     assert!(p.wants_fetch(now + Duration::from_secs(1), 1 << 20), "tried again after the backoff");
     for _ in 0..20 {
-        p.stop("NOT_ENOUGH_REPLICAS".into(), false, now);
+        p.stop(PartitionPhase::TargetUnavailable, "NOT_ENOUGH_REPLICAS".into(), now);
     }
     assert_eq!(p.stall.clone().unwrap().retry_at - now, Duration::from_secs(5), "capped");
-    assert!(p.stop("MESSAGE_TOO_LARGE".into(), true, now));
+    assert!(p.stop(PartitionPhase::TargetRefused, "MESSAGE_TOO_LARGE".into(), now));
     assert_eq!(p.stall.clone().unwrap().retry_at - now, REFUSED_RETRY);
     p.committed_to(100);
     assert!(p.stall.is_none(), "a commit clears the stall");

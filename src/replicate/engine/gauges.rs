@@ -1,0 +1,66 @@
+//! What the scheduler tells the metrics registry about where the flow stands: each
+//! replicated partition's position, source end, lag and state, and the flow's buffer use.
+//! Published from the scheduler's own loop at most every [`PUBLISH_EVERY`] (and after each
+//! round), so the hot path pays nothing per record; counters are booked where they happen
+//! (committer, fetcher).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::partition::{PartitionState, SourcePartition};
+use super::Replicator;
+use crate::metrics::{LagClock, PartitionMetrics, PartitionPhase};
+
+/// How often the gauges are brought up to date between rounds.
+const PUBLISH_EVERY: Duration = Duration::from_millis(500);
+
+/// One partition's metrics handle, resolved once, and its lag clock.
+#[derive(Debug)]
+pub(super) struct Gauge {
+    pub(super) handle: Arc<PartitionMetrics>,
+    clock: LagClock,
+}
+
+/// The handle of a partition, resolved on first use.
+pub(super) fn handle<'a>(
+    gauges: &'a mut BTreeMap<SourcePartition, Gauge>,
+    metrics: &crate::metrics::FlowMetrics,
+    key: &SourcePartition,
+) -> &'a mut Gauge {
+    gauges
+        .entry(key.clone())
+        .or_insert_with(|| Gauge { handle: metrics.partition(&key.0, key.1), clock: LagClock::default() })
+}
+
+fn phase(state: &PartitionState) -> PartitionPhase {
+    state.stall.as_ref().map_or(PartitionPhase::Replicating, |s| s.phase)
+}
+
+impl Replicator {
+    /// Brings the gauges up to date if they are due (`force`: now).
+    pub(super) fn publish(&mut self, force: bool) {
+        if !force && self.published_at.is_some_and(|at| at.elapsed() < PUBLISH_EVERY) {
+            return;
+        }
+        let now = Instant::now();
+        self.published_at = Some(now);
+        let millis = self.clock_origin.elapsed().as_millis() as u64;
+        for (key, state) in &self.partitions {
+            let gauge = handle(&mut self.gauges, &self.metrics, key);
+            let end = state.stable_end.max(state.committed);
+            let lag = gauge.clock.update(end, state.committed, millis);
+            gauge.handle.set(state.committed, end, lag, phase(state));
+        }
+        // Partitions no longer replicated keep their counters, not their gauges.
+        let partitions = &self.partitions;
+        self.gauges.retain(|key, gauge| {
+            let kept = partitions.contains_key(key);
+            if !kept {
+                gauge.handle.deactivate();
+            }
+            kept
+        });
+        self.metrics.set_buffer_bytes(self.bytes_held() as u64);
+    }
+}

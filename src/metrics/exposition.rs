@@ -164,7 +164,6 @@ pub(super) fn render(registry: &Registry) -> String {
         "histogram",
         "Per record: source timestamp (CreateTime or LogAppendTime) to the commit on the target.",
     );
-    let mut quantiles = Vec::new();
     for flow in &flows {
         let latency = lock(&flow.latency);
         let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS.iter().map(|&b| (b, latency.at_most(b))).collect();
@@ -175,18 +174,6 @@ pub(super) fn render(registry: &Registry) -> String {
             latency.count(),
             latency.sum_seconds(),
         );
-        quantiles.push([0.5, 0.99, 0.999].map(|q| (q, latency.quantile(q))));
-    }
-    text.family("kferry_replication_latency_quantile_seconds", "gauge", "Replication latency percentiles since start, exact to 0.1% (from the HdrHistogram behind the histogram above).");
-    for (flow, quantiles) in flows.iter().zip(&quantiles) {
-        for (q, value) in quantiles {
-            let q = q.to_string();
-            text.sample(
-                "kferry_replication_latency_quantile_seconds",
-                &[("flow", &flow.name), ("quantile", &q)],
-                value,
-            );
-        }
     }
 
     lag(&mut text, registry.per_partition, &flows, &partitions);

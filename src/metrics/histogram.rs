@@ -1,6 +1,6 @@
 //! The two histogram kinds: [`Latency`], end-to-end replication latency kept in an
-//! HdrHistogram (exact to 3 significant digits from a millisecond to a week, so any
-//! percentile can be read from it) and exposed with fixed Prometheus buckets; and
+//! HdrHistogram (3 significant digits from a millisecond to a week, so the Prometheus
+//! buckets, fixed here, could be any others without losing precision); and
 //! [`Buckets`], a lock-free fixed-bucket histogram for round durations.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,11 +53,6 @@ impl Latency {
     pub(super) fn at_most(&self, seconds: f64) -> u64 {
         let millis = (seconds * 1000.0).round() as u64;
         self.histogram.count_between(0, millis)
-    }
-
-    /// The latency (seconds) at quantile `q` (0..=1), 0 when empty.
-    pub(super) fn quantile(&self, q: f64) -> f64 {
-        self.histogram.value_at_quantile(q) as f64 / 1000.0
     }
 }
 

@@ -1,0 +1,361 @@
+//! `kferry run` with `metrics.listen`, against the real test clusters: what `/metrics` says
+//! is checked against what confluent-kafka reads on the target, the exposition against
+//! Prometheus' own `promtool check metrics`, and a real Prometheus server scrapes kferry
+//! and is asked through its HTTP API. `/readyz` must fail, naming the cluster, while a
+//! target cannot be reached, and pass again once it can. HTTP is spoken by curl, never by
+//! kferry's own code. Every process a test starts (kferry, Prometheus, a broker) is stopped
+//! by a guard, also when the test fails.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use protocol_tests::{
+    consume, create_topic, eventually, primary, produce, two_cluster_config, unique_name, wait_until_replicated, Kferry,
+};
+
+/// A port nothing listens on right now (the kernel's choice, released at once).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// GET with curl: (status, body), or `None` while nothing answers on the port.
+fn get(url: &str) -> Option<(u16, String)> {
+    let output = Command::new("curl")
+        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}", url])
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl runs (scripts/setup installs it)");
+    if !output.status.success() {
+        return None;
+    }
+    let text = String::from_utf8(output.stdout).expect("utf-8 answer");
+    let (body, status) = text.rsplit_once('\n').expect("curl wrote the status");
+    Some((status.parse().expect("an HTTP status"), body.to_string()))
+}
+
+/// The samples of metric `name` in a Prometheus text exposition: labels and value.
+fn samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    let mut found = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').expect("a sample line has a value");
+        let (metric, labels) = match series.split_once('{') {
+            Some((metric, labels)) => (metric, labels.strip_suffix('}').expect("labels end with }")),
+            None => (series, ""),
+        };
+        if metric != name {
+            continue;
+        }
+        let labels = labels
+            .split(',')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (key, value) = l.split_once('=').expect("label=value");
+                (key.to_string(), value.trim_matches('"').to_string())
+            })
+            .collect();
+        found.push((labels, value.parse().expect("a number")));
+    }
+    found
+}
+
+/// The sum of `name` over the samples whose labels include `matching`.
+fn sum(text: &str, name: &str, matching: &[(&str, &str)]) -> f64 {
+    samples(text, name)
+        .iter()
+        .filter(|(labels, _)| matching.iter().all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v)))
+        .map(|(_, value)| value)
+        .sum()
+}
+
+fn with_metrics(config: String, port: u16) -> String {
+    format!("{config}metrics:\n  listen: \"127.0.0.1:{port}\"\n")
+}
+
+fn flow_keys(topic: &str) -> String {
+    format!("    topics: [\"{topic}\"]\n    refresh_topics_interval_seconds: 1\n    sync_group_offsets: false\n")
+}
+
+/// Scrapes until `/metrics` answers.
+async fn scrape(port: u16) -> String {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    eventually("kferry serving /metrics", Duration::from_secs(30), || async {
+        get(&url).map(|(status, body)| {
+            assert_eq!(status, 200, "{body}");
+            body
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_the_target_holds_and_promtool_accepts_them() {
+    let topic = unique_name("metrics-count");
+    const RECORDS: usize = 6_000;
+    create_topic(&primary(), &topic, 3, &[]).await;
+    produce(&primary(), &topic, RECORDS as u32, "lz4", &[]).await;
+    let (source, target) = (protocol_tests::alias("p"), protocol_tests::alias("s"));
+    let flow = format!("{source}->{target}");
+    let port = free_port();
+    let kferry = Kferry::start("run", &with_metrics(two_cluster_config(&source, &target, &flow_keys(&topic)), port));
+
+    let on_target = wait_until_replicated(&topic, RECORDS).await;
+    assert_eq!(on_target.len(), RECORDS);
+    // The counters are booked as the transaction commits, before the records are visible.
+    let text = scrape(port).await;
+    let replicated = sum(&text, "kferry_records_replicated_total", &[("flow", &flow), ("topic", &topic)]);
+    assert_eq!(replicated, on_target.len() as f64, "records counter vs confluent-kafka on the target\n{text}");
+    for partition in ["0", "1", "2"] {
+        let labels = [("flow", flow.as_str()), ("topic", topic.as_str()), ("partition", partition)];
+        let on_partition = on_target.iter().filter(|r| r.partition.to_string() == partition).count() as f64;
+        assert_eq!(sum(&text, "kferry_records_replicated_total", &labels), on_partition, "partition {partition}");
+        assert_eq!(sum(&text, "kferry_partition_replicated_offset", &labels), on_partition);
+    }
+    assert!(sum(&text, "kferry_bytes_replicated_total", &[("flow", &flow)]) > RECORDS as f64);
+    let batches = sum(&text, "kferry_batches_replicated_total", &[("flow", &flow)]);
+    assert!(batches >= 3.0, "at least one batch per partition: {batches}");
+    assert!(sum(&text, "kferry_transactions_total", &[("flow", &flow), ("outcome", "committed")]) >= 1.0);
+    assert_eq!(sum(&text, "kferry_replication_latency_seconds_count", &[("flow", &flow)]), RECORDS as f64);
+    let inf = sum(&text, "kferry_replication_latency_seconds_bucket", &[("flow", &flow), ("le", "+Inf")]);
+    assert_eq!(inf, RECORDS as f64);
+    assert!(sum(&text, "kferry_round_duration_seconds_count", &[("flow", &flow)]) >= 1.0);
+    assert_eq!(sum(&text, "kferry_topics_created_total", &[("flow", &flow)]), 1.0);
+    assert_eq!(sum(&text, "kferry_flow_state", &[("flow", &flow), ("state", "replicating")]), 1.0);
+    assert!(sum(&text, "kferry_process_resident_memory_bytes", &[]) > 1e6);
+    // Caught up: no lag, every partition replicating (published within half a second).
+    let text = eventually("lag 0 once caught up", Duration::from_secs(10), || async {
+        let text = scrape(port).await;
+        (sum(&text, "kferry_lag_records", &[("flow", &flow)]) == 0.0).then_some(text)
+    })
+    .await;
+    assert_eq!(sum(&text, "kferry_partitions", &[("flow", &flow), ("state", "replicating")]), 3.0);
+    assert_eq!(sum(&text, "kferry_partitions", &[("flow", &flow), ("state", "stalled")]), 0.0);
+
+    // Prometheus' own linter: no error and no warning.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (Debian package prometheus; scripts/setup installs it)");
+    std::io::Write::write_all(&mut promtool.stdin.take().expect("stdin"), text.as_bytes()).expect("exposition sent");
+    let checked = promtool.wait_with_output().expect("promtool finishes");
+    let said = format!("{}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+    assert!(checked.status.success() && said.trim().is_empty(), "promtool check metrics: {said}");
+
+    let (status, body) = get(&format!("http://127.0.0.1:{port}/healthz")).expect("healthz answers");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get(&format!("http://127.0.0.1:{port}/readyz")).expect("readyz answers");
+    assert_eq!(status, 200, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).expect("readyz is JSON");
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["flows"][0]["flow"], flow.as_str());
+    let (status, _) = get(&format!("http://127.0.0.1:{port}/nothing")).expect("answers");
+    assert_eq!(status, 404);
+
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("ERROR") && !stderr.contains("WARN"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_names_an_unreachable_target_and_healthz_stays_ok() {
+    let topic = unique_name("metrics-unreachable");
+    create_topic(&primary(), &topic, 1, &[]).await;
+    let (source, target) = (protocol_tests::alias("p"), protocol_tests::alias("s"));
+    let nowhere = free_port();
+    let config = format!(
+        "clusters:\n  {source}: {{ bootstrap_servers: [\"{}\"] }}\n  {target}: {{ bootstrap_servers: [\"127.0.0.1:{nowhere}\"] }}\n\
+         flows:\n  - source: {source}\n    target: {target}\n{}",
+        primary(),
+        flow_keys(&topic)
+    );
+    let port = free_port();
+    let kferry = Kferry::start("run", &with_metrics(config, port));
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let body = eventually("/readyz naming the target", Duration::from_secs(30), || async {
+        let (status, body) = get(&url)?;
+        let ready: serde_json::Value = serde_json::from_str(&body).expect("readyz is JSON");
+        let named = ready["flows"][0]["unreachable_clusters"][0]["cluster"] == target.as_str();
+        (named && status == 503).then_some(ready)
+    })
+    .await;
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["flows"][0]["state"], "connecting", "{body}");
+    assert_eq!(body["flows"][0]["unreachable_clusters"][0]["role"], "target", "{body}");
+    let reason = body["flows"][0]["unreachable_clusters"][0]["reason"].as_str().expect("a reason");
+    assert!(reason.contains(&nowhere.to_string()), "the reason names the address: {reason}");
+    let (status, health) = get(&format!("http://127.0.0.1:{port}/healthz")).expect("healthz answers");
+    assert_eq!(status, 200, "{health}");
+    let text = scrape(port).await;
+    let labels = [("cluster", target.as_str()), ("role", "target")];
+    assert_eq!(sum(&text, "kferry_cluster_reachable", &labels), 0.0, "{text}");
+    assert!(sum(&text, "kferry_errors_total", &[("cluster", &target), ("code", "connection")]) >= 1.0, "{text}");
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// The port of the target cluster the readiness test owns (and its controller, port + 1).
+fn own_target_port() -> u16 {
+    std::env::var("KFERRY_TEST_METRICS_OWN_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(19740)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_fails_while_the_target_broker_is_down_and_passes_once_it_is_back() {
+    let own = protocol_tests::OwnCluster::start("mtarget", own_target_port()).await;
+    let topic = unique_name("metrics-target-down");
+    create_topic(&primary(), &topic, 2, &[]).await;
+    produce(&primary(), &topic, 1_000, "zstd", &[]).await;
+    let (source, target) = (protocol_tests::alias("p"), protocol_tests::alias("s"));
+    let config = format!(
+        "clusters:\n  {source}: {{ bootstrap_servers: [\"{}\"] }}\n  {target}: {{ bootstrap_servers: [\"{}\"] }}\n\
+         flows:\n  - source: {source}\n    target: {target}\n{}",
+        primary(),
+        own.bootstrap,
+        flow_keys(&topic)
+    );
+    let port = free_port();
+    let kferry = Kferry::start("run", &with_metrics(config, port));
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    eventually("1,000 records on the own target", Duration::from_secs(120), || async {
+        (consume(&own.bootstrap, &topic, "read_committed", 0).await.len() == 1_000).then_some(())
+    })
+    .await;
+    eventually("ready while replicating", Duration::from_secs(30), || async {
+        get(&url).and_then(|(status, _)| (status == 200).then_some(()))
+    })
+    .await;
+
+    own.kill().await;
+    // Records to copy, so that the target is needed.
+    produce(&primary(), &topic, 500, "zstd", &[]).await;
+    let not_ready = eventually("/readyz failing with the target down", Duration::from_secs(60), || async {
+        let (status, body) = get(&url)?;
+        (status == 503).then(|| serde_json::from_str::<serde_json::Value>(&body).expect("JSON"))
+    })
+    .await;
+    let flow = &not_ready["flows"][0];
+    let names_target =
+        flow["unreachable_clusters"].as_array().is_some_and(|c| c.iter().any(|c| c["cluster"] == target.as_str()));
+    let names_partitions = flow["partitions"].as_array().is_some_and(|p| !p.is_empty());
+    assert!(names_target || names_partitions, "the body names the target or its partitions: {not_ready}");
+    let (status, health) = get(&format!("http://127.0.0.1:{port}/healthz")).expect("healthz answers");
+    assert_eq!(status, 200, "{health}");
+
+    own.restart().await;
+    eventually("ready again with the target back", Duration::from_secs(120), || async {
+        get(&url).and_then(|(status, _)| (status == 200).then_some(()))
+    })
+    .await;
+    let all = eventually("1,500 records on the own target", Duration::from_secs(120), || async {
+        let records = consume(&own.bootstrap, &topic, "read_committed", 0).await;
+        assert!(records.len() <= 1_500, "a record copied twice: {}", records.len());
+        (records.len() == 1_500).then_some(records)
+    })
+    .await;
+    let text = scrape(port).await;
+    assert_eq!(sum(&text, "kferry_records_replicated_total", &[("topic", &topic)]), all.len() as f64);
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// A Prometheus server of the test's own, scraping one target every second; killed and
+/// its data removed when dropped, also when the test fails.
+struct Prometheus {
+    child: std::process::Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Prometheus {
+    fn start(target: u16) -> Self {
+        let dir = std::env::temp_dir().join(unique_name("kferry-prometheus"));
+        std::fs::create_dir_all(&dir).expect("prometheus dir");
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: kferry\n    \
+                 static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+            ),
+        )
+        .expect("prometheus.yml written");
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("prometheus.log")).expect("log file");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus runs (Debian package prometheus; scripts/setup installs it)");
+        Self { child, dir, port }
+    }
+
+    /// The value of an instant query's first result, `None` while it has none.
+    fn query(&self, query: &str) -> Option<f64> {
+        let output = Command::new("curl")
+            .args(["-s", "--max-time", "5", "-G", &format!("http://127.0.0.1:{}/api/v1/query", self.port)])
+            .args(["--data-urlencode", &format!("query={query}")])
+            .stdin(Stdio::null())
+            .output()
+            .expect("curl runs");
+        let answer: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+        assert_ne!(answer["status"], "error", "{query}: {answer}");
+        answer["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Polls `query` until `accept` takes its value; fails with the last value after `timeout`.
+    async fn wait_for(&self, query: &str, timeout: Duration, accept: impl Fn(f64) -> bool) -> f64 {
+        eventually(&format!("Prometheus: {query}"), timeout, || async { self.query(query).filter(|v| accept(*v)) })
+            .await
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_server_scraping_kferry_sees_the_records_confluent_kafka_reads() {
+    let topic = unique_name("metrics-prometheus");
+    create_topic(&primary(), &topic, 2, &[]).await;
+    produce(&primary(), &topic, 4_000, "snappy", &[]).await;
+    let (source, target) = (protocol_tests::alias("p"), protocol_tests::alias("s"));
+    let flow = format!("{source}->{target}");
+    let port = free_port();
+    let kferry = Kferry::start("run", &with_metrics(two_cluster_config(&source, &target, &flow_keys(&topic)), port));
+    let prometheus = Prometheus::start(port);
+    let first = wait_until_replicated(&topic, 4_000).await;
+    let records = format!("sum(kferry_records_replicated_total{{flow=\"{flow}\",topic=\"{topic}\"}})");
+    let seen = prometheus.wait_for(&records, Duration::from_secs(60), |v| v == first.len() as f64).await;
+    assert_eq!(seen, 4_000.0);
+    assert_eq!(prometheus.query("up{job=\"kferry\"}"), Some(1.0));
+
+    // A burst while kferry runs: Prometheus sees lag while it is copied, then none.
+    produce(&primary(), &topic, 100_000, "none", &[]).await;
+    let all = wait_until_replicated(&topic, 104_000).await;
+    prometheus.wait_for(&records, Duration::from_secs(60), |v| v == all.len() as f64).await;
+    let lag = format!("kferry_lag_records{{flow=\"{flow}\"}}");
+    let peak = prometheus.wait_for(&format!("max_over_time({lag}[5m])"), Duration::from_secs(10), |_| true).await;
+    assert!(peak > 0.0, "lag seen while the burst was copied");
+    prometheus.wait_for(&lag, Duration::from_secs(30), |v| v == 0.0).await;
+    let latency = format!("sum(kferry_replication_latency_seconds_count{{flow=\"{flow}\"}})");
+    prometheus.wait_for(&latency, Duration::from_secs(30), |v| v == 104_000.0).await;
+    let p99 =
+        format!("histogram_quantile(0.99, sum by (le) (kferry_replication_latency_seconds_bucket{{flow=\"{flow}\"}}))");
+    let p99 = prometheus.wait_for(&p99, Duration::from_secs(10), |v| v.is_finite()).await;
+    assert!(p99 > 0.0 && p99 < 3_600.0, "p99 latency {p99} s");
+    drop(prometheus);
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("ERROR"), "{stderr}");
+}

@@ -11,13 +11,16 @@ use serde::Serialize;
 
 use super::{lock, FlowState, PartitionPhase, Registry};
 
-/// A running flow's loop that has not turned for this long is taken as wedged.
-const HEARTBEAT_STALE_MS: u64 = 60_000;
+/// A running flow's loop that has not turned for this long is taken as wedged: well above
+/// the longest a single call may retry (10 attempts, each up to a 10 s connect timeout and
+/// a 5 s backoff), so a cluster outage alone never fails the liveness probe (a restart
+/// would not bring the cluster back).
+const HEARTBEAT_STALE_MS: u64 = 5 * 60_000;
 
 #[derive(Debug, Serialize)]
 pub struct Health {
     pub healthy: bool,
-    /// Flows whose loop has not turned for over a minute.
+    /// Flows whose loop has not turned for over five minutes.
     pub wedged: Vec<String>,
 }
 

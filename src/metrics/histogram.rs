@@ -21,7 +21,7 @@ const LATENCY_MAX_MS: u64 = 7 * 24 * 3600 * 1000;
 /// End-to-end latency: source record time (CreateTime, or the broker's LogAppendTime) to
 /// the target commit, per record, in milliseconds.
 #[derive(Debug)]
-pub struct Latency {
+pub(super) struct Latency {
     histogram: Histogram<u64>,
     /// Exact sum in milliseconds (the histogram's own would be rounded).
     sum_ms: u64,
@@ -34,7 +34,7 @@ impl Latency {
     }
 
     /// Records `count` records that took `millis`.
-    pub fn record(&mut self, millis: u64, count: u64) {
+    pub(super) fn record(&mut self, millis: u64, count: u64) {
         let millis = millis.min(LATENCY_MAX_MS);
         // Within bounds by the line above; a failure could only be a counter overflow.
         let _ = self.histogram.record_n(millis, count);
@@ -58,7 +58,7 @@ impl Latency {
 
 /// A fixed-bucket histogram of seconds, written with atomics only.
 #[derive(Debug)]
-pub struct Buckets {
+pub(super) struct Buckets {
     bounds: &'static [f64],
     /// Per bucket (not cumulative), the last one for values above every bound.
     counts: Vec<AtomicU64>,
@@ -74,7 +74,7 @@ impl Buckets {
         }
     }
 
-    pub fn observe(&self, seconds: f64) {
+    pub(super) fn observe(&self, seconds: f64) {
         let slot = self.bounds.iter().position(|&bound| seconds <= bound).unwrap_or(self.bounds.len());
         self.counts[slot].fetch_add(1, Ordering::Relaxed);
         self.sum_micros.fetch_add((seconds.max(0.0) * 1e6) as u64, Ordering::Relaxed);

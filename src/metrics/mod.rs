@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 pub use health::{Health, Readiness};
-pub use histogram::{Buckets, Latency};
+use histogram::{Buckets, Latency};
 pub use lag::LagClock;
 
 /// A lock whose holder panicked still holds consistent counters: keep using it.
@@ -262,10 +262,6 @@ impl FlowMetrics {
     /// A flow's metrics registered nowhere: what a flow run outside `kferry run` writes to.
     pub fn detached(name: &str, source: &str, target: &str, buffer_limit: u64) -> Arc<Self> {
         Arc::new(Self::new(name, source, target, buffer_limit, Instant::now()))
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     fn now(&self) -> u64 {

@@ -20,9 +20,10 @@ use super::{ClusterAccess, Failure};
 use crate::client::{ClientConfig, ClientError, Cluster};
 use crate::config::{Config, FlowConfig};
 use crate::groups::sync::GroupSync;
-use crate::metrics::{inc, FlowMetrics, FlowState, Registry, Side};
+use crate::metrics::{inc, FlowMetrics, FlowState, Probe, Registry, Side};
 use crate::replicate::engine::{Replicator, TopicPlan};
 use crate::topics::plan::{Change, Notice};
+use crate::topics::sync::SyncError;
 use crate::topics::sync::TopicSync;
 
 /// Pause between attempts to reach a flow's clusters.
@@ -143,14 +144,14 @@ async fn run_flow_with(
     let (source, target) = loop {
         match connect(&flow, &source, &target).await {
             Ok(clusters) => {
-                metrics.set_unreachable(Side::Source, None);
-                metrics.set_unreachable(Side::Target, None);
+                metrics.set_unreachable(Side::Source, Probe::Connect, None);
+                metrics.set_unreachable(Side::Target, Probe::Connect, None);
                 metrics.set_state(FlowState::Starting, None);
                 break clusters;
             }
             Err((side, e)) => {
                 metrics.error(side, &e.metric_code());
-                metrics.set_unreachable(side, Some(e.to_string()));
+                metrics.set_unreachable(side, Probe::Connect, Some(e.to_string()));
                 metrics
                     .set_state(FlowState::Connecting, Some(format!("cluster {} unreachable", metrics.cluster(side))));
                 tracing::error!(flow = %flow.name(), error = %e, "cluster unreachable; retrying in {CONNECT_RETRY:?}")
@@ -228,6 +229,8 @@ async fn topic_sync_loop(
     loop {
         match sync.round().await {
             Ok((plan, applied)) => {
+                metrics.set_unreachable(Side::Source, Probe::TopicSync, None);
+                metrics.set_unreachable(Side::Target, Probe::TopicSync, None);
                 count_topic_sync(metrics, &plan, &applied);
                 let failed = applied.iter().filter(|a| a.outcome.is_err()).count();
                 tracing::debug!(flow = %flow.name(), changes = applied.len(), failed, topics = plan.replicated.len(), "topic sync round done");
@@ -240,6 +243,13 @@ async fn topic_sync_loop(
             }
             Err(e) => {
                 inc(&metrics.topics.errors, 1);
+                // An idle flow notices a cluster gone here, within its refresh interval.
+                let (side, error) = match &e {
+                    SyncError::Source { source, .. } => (Side::Source, source),
+                    SyncError::Target { source, .. } => (Side::Target, source),
+                };
+                metrics.error(side, &error.metric_code());
+                metrics.set_unreachable(side, Probe::TopicSync, Some(error.to_string()));
                 tracing::error!(flow = %flow.name(), error = %e, "topic sync round failed; next try in {interval:?}")
             }
         }

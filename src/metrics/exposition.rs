@@ -109,12 +109,8 @@ pub(super) fn render(registry: &Registry) -> String {
     text.family("kferry_cluster_reachable", "gauge", "1 while kferry reaches the flow's cluster, 0 while it cannot.");
     for flow in &flows {
         for (side, role) in [(Side::Source, "source"), (Side::Target, "target")] {
-            let down = match side {
-                Side::Source => flow.source_down.load(Ordering::Relaxed),
-                Side::Target => flow.target_down.load(Ordering::Relaxed),
-            };
             let labels = [("flow", flow.name.as_str()), ("cluster", flow.cluster(side)), ("role", role)];
-            text.sample("kferry_cluster_reachable", &labels, u8::from(!down));
+            text.sample("kferry_cluster_reachable", &labels, u8::from(flow.reachable(side)));
         }
     }
 

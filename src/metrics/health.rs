@@ -47,6 +47,8 @@ pub struct FlowReadiness {
 pub struct Unreachable {
     pub cluster: String,
     pub role: &'static str,
+    /// What found it unreachable: connect, fetch, produce or topic_sync.
+    pub seen_by: &'static str,
     pub reason: String,
 }
 
@@ -76,14 +78,15 @@ pub(super) fn readiness(registry: &Registry) -> Readiness {
         .iter()
         .map(|flow| {
             let state = flow.state();
-            let mut unreachable = Vec::new();
-            for (role, reason, name) in
-                [("source", &flow.source_unreachable, &flow.source), ("target", &flow.target_unreachable, &flow.target)]
-            {
-                if let Some(reason) = lock(reason).clone() {
-                    unreachable.push(Unreachable { cluster: name.clone(), role, reason });
-                }
-            }
+            let unreachable: Vec<Unreachable> = lock(&flow.unreachable)
+                .iter()
+                .map(|(&(side, probe), reason)| Unreachable {
+                    cluster: flow.cluster(side).to_string(),
+                    role: side.role(),
+                    seen_by: probe.name(),
+                    reason: reason.clone(),
+                })
+                .collect();
             let partitions: Vec<PartitionNotReady> = flow
                 .partitions()
                 .into_iter()

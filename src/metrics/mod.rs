@@ -186,10 +186,46 @@ impl BatchPath {
 }
 
 /// Which of a flow's clusters something concerns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Side {
     Source,
     Target,
+}
+
+impl Side {
+    fn role(self) -> &'static str {
+        match self {
+            Self::Source => "source",
+            Self::Target => "target",
+        }
+    }
+}
+
+/// What found a cluster unreachable. Each clears only what it set, so one that succeeds
+/// (topic sync's metadata) never hides what another still sees (a broker that cannot be
+/// fetched from).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Probe {
+    /// Connecting to the flow's clusters at start.
+    Connect = 0,
+    /// Fetching from the source's brokers.
+    Fetch = 1,
+    /// Starting the producer and committing rounds on the target.
+    Produce = 2,
+    /// Topic sync reading either cluster.
+    TopicSync = 3,
+}
+
+impl Probe {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Fetch => "fetch",
+            Self::Produce => "produce",
+            Self::TopicSync => "topic_sync",
+        }
+    }
 }
 
 /// One flow's metrics.
@@ -204,12 +240,11 @@ pub struct FlowMetrics {
     state_detail: Mutex<Option<String>>,
     /// Milliseconds since the registry's epoch of the flow loop's last turn.
     heartbeat: AtomicU64,
-    /// Why each cluster is unreachable, while it is (set and cleared on transitions).
-    source_unreachable: Mutex<Option<String>>,
-    target_unreachable: Mutex<Option<String>>,
-    /// Fast checks so a healthy flow never takes the locks above.
-    source_down: AtomicBool,
-    target_down: AtomicBool,
+    /// Why a cluster is unreachable, by what found it so, while it is.
+    unreachable: Mutex<BTreeMap<(Side, Probe), String>>,
+    /// Per side, a bit per [`Probe`] that finds it unreachable: a healthy flow never takes
+    /// the lock above.
+    down: [AtomicU8; 2],
     records: AtomicU64,
     bytes: AtomicU64,
     batches: [AtomicU64; 3],
@@ -238,10 +273,8 @@ impl FlowMetrics {
             state: AtomicU8::new(FlowState::Connecting as u8),
             state_detail: Mutex::new(None),
             heartbeat: AtomicU64::new(epoch.elapsed().as_millis() as u64),
-            source_unreachable: Mutex::new(None),
-            target_unreachable: Mutex::new(None),
-            source_down: AtomicBool::new(false),
-            target_down: AtomicBool::new(false),
+            unreachable: Mutex::new(BTreeMap::new()),
+            down: Default::default(),
             records: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             batches: Default::default(),
@@ -283,18 +316,30 @@ impl FlowMetrics {
         FlowState::from_u8(self.state.load(Ordering::Relaxed))
     }
 
-    /// Marks a cluster of the flow unreachable (`Some(why)`) or reachable again (`None`).
-    pub fn set_unreachable(&self, side: Side, why: Option<String>) {
-        let (down, reason) = match side {
-            Side::Source => (&self.source_down, &self.source_unreachable),
-            Side::Target => (&self.target_down, &self.target_unreachable),
-        };
+    /// Marks a cluster of the flow unreachable as `probe` found it (`Some(why)`), or
+    /// reachable again as far as `probe` is concerned (`None`).
+    pub fn set_unreachable(&self, side: Side, probe: Probe, why: Option<String>) {
+        let bit = 1u8 << (probe as u8);
+        let down = &self.down[side as usize];
         // A healthy flow calls this on every success: only a change takes the lock.
-        if why.is_none() && !down.load(Ordering::Relaxed) {
+        if why.is_none() && down.load(Ordering::Relaxed) & bit == 0 {
             return;
         }
-        down.store(why.is_some(), Ordering::Relaxed);
-        *lock(reason) = why;
+        let mut unreachable = lock(&self.unreachable);
+        match why {
+            Some(why) => {
+                down.fetch_or(bit, Ordering::Relaxed);
+                unreachable.insert((side, probe), why);
+            }
+            None => {
+                down.fetch_and(!bit, Ordering::Relaxed);
+                unreachable.remove(&(side, probe));
+            }
+        }
+    }
+
+    fn reachable(&self, side: Side) -> bool {
+        self.down[side as usize].load(Ordering::Relaxed) == 0
     }
 
     pub fn cluster(&self, side: Side) -> &str {

@@ -1,4 +1,4 @@
-use super::{BatchPath, FlowState, PartitionPhase, Registry, Side};
+use super::{BatchPath, FlowState, PartitionPhase, Probe, Registry, Side};
 
 fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
     text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no line {prefix} in\n{text}"))
@@ -88,14 +88,18 @@ fn readiness_names_what_is_wrong() {
     flow.partition("orders", 0).set(5, 5, 0, PartitionPhase::Replicating);
     assert!(registry.readiness().ready);
     flow.partition("orders", 1).set(0, 5, 0, PartitionPhase::TargetUnavailable);
-    flow.set_unreachable(Side::Target, Some("cluster b: cannot connect".into()));
+    flow.set_unreachable(Side::Target, Probe::Produce, Some("cluster b: cannot connect".into()));
+    flow.set_unreachable(Side::Target, Probe::TopicSync, None);
     let readiness = registry.readiness();
     assert!(!readiness.ready);
     let json = serde_json::to_value(&readiness).unwrap();
     assert_eq!(json["flows"][0]["unreachable_clusters"][0]["cluster"], "b");
     assert_eq!(json["flows"][0]["partitions"][0]["partition"], 1);
     assert_eq!(json["flows"][0]["partitions"][0]["reason"], "target_unavailable");
-    flow.set_unreachable(Side::Target, None);
+    assert!(registry.render().contains(r#"kferry_cluster_reachable{flow="a->b",cluster="b",role="target"} 0"#));
+    flow.set_unreachable(Side::Target, Probe::TopicSync, None);
+    assert!(!registry.readiness().ready, "only what found it unreachable clears it");
+    flow.set_unreachable(Side::Target, Probe::Produce, None);
     flow.partition("orders", 1).deactivate();
     assert!(registry.readiness().ready, "a partition no longer replicated does not count");
     assert!(registry.health().healthy);

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::gauges;
 use super::round::{self, PartitionFailure, RoundError, RoundPartition, RoundPlan, RoundReport};
 use super::{ReplicateError, Replicator};
-use crate::metrics::{PartitionPhase, Side};
+use crate::metrics::{PartitionPhase, Probe, Side};
 use crate::protocol::error_code::ResponseError;
 
 /// Least a round may carry per partition when the budget is shared by many.
@@ -104,7 +104,7 @@ impl Replicator {
                 if done.transactions > 0 {
                     self.metrics.transaction(true);
                 }
-                self.metrics.set_unreachable(Side::Target, None);
+                self.metrics.set_unreachable(Side::Target, Probe::Produce, None);
                 Ok(())
             }
             Err(RoundError::Fenced(error)) if self.transactional() => Err(Box::new(self.fenced(error))),

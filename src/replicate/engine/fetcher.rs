@@ -12,7 +12,7 @@ use super::partition::SourcePartition;
 use crate::client::{
     ClientError, Cluster, FetchSession, FetchedPartition, Isolation, PartitionFetch, PartitionFetched,
 };
-use crate::metrics::{PartitionPhase, Side};
+use crate::metrics::{PartitionPhase, Probe, Side};
 use crate::protocol::error_code::ResponseError;
 
 /// How long a Fetch waits for data when the source has none. While a broker waits, the
@@ -229,14 +229,14 @@ impl super::Replicator {
             Ok(answers) => {
                 self.brokers.entry(broker).or_default().finished(session, true, now);
                 if !self.brokers.values().any(|b| b.failing(now)) {
-                    self.metrics.set_unreachable(Side::Source, None);
+                    self.metrics.set_unreachable(Side::Source, Probe::Fetch, None);
                 }
                 answers
             }
             Err(error) => {
                 let failures = self.brokers.entry(broker).or_default().finished(session, false, now);
                 self.metrics.error(Side::Source, &error.metric_code());
-                self.metrics.set_unreachable(Side::Source, Some(format!("broker {broker}: {error}")));
+                self.metrics.set_unreachable(Side::Source, Probe::Fetch, Some(format!("broker {broker}: {error}")));
                 self.source.invalidate_metadata();
                 if failures == 1 || failures % 50 == 0 {
                     tracing::warn!(flow = %self.name(), broker, partitions = asked.len(), failures, %error, "source broker cannot be fetched from; its partitions wait (retried with backoff), the others go on");

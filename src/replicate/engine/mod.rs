@@ -37,7 +37,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::client::{ClientError, Cluster, ProducerIdentity};
 use crate::config::{Delivery, FlowConfig};
-use crate::metrics::{FlowMetrics, FlowState, Side};
+use crate::metrics::{FlowMetrics, FlowState, Probe, Side};
 use fetcher::{BrokerFetcher, FetchAnswer};
 use partition::{PartitionState, SourcePartition};
 use round::RoundReport;
@@ -249,13 +249,13 @@ impl Replicator {
             match self.start_producer().await {
                 Ok(()) => {
                     self.metrics.set_state(FlowState::Replicating, None);
-                    self.metrics.set_unreachable(Side::Target, None);
+                    self.metrics.set_unreachable(Side::Target, Probe::Produce, None);
                 }
                 Err(StepError::Fatal(error)) => return Err(error),
                 Err(StepError::Retry(error)) => {
                     self.metrics.error(Side::Target, &error.metric_code());
                     self.metrics.set_state(FlowState::Starting, Some(format!("cannot start the producer: {error}")));
-                    self.metrics.set_unreachable(Side::Target, Some(error.to_string()));
+                    self.metrics.set_unreachable(Side::Target, Probe::Produce, Some(error.to_string()));
                     tracing::warn!(flow = %self.name(), %error, "cannot start the producer on the target; retrying in {RESET_BACKOFF:?}");
                     tokio::select! {
                         _ = tokio::time::sleep(RESET_BACKOFF) => {}

@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod connect;
+pub mod dr;
 pub mod fake;
 pub mod mm2;
 pub mod multi;

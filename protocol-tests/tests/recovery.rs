@@ -6,9 +6,10 @@ use base64::Engine as _;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use protocol_tests::dr::{first_records, kferry_json, wait_for_content};
 use protocol_tests::{
     alias, by_partition, consume, content, create_topic, eventually, group_consume, primary, produce, secondary,
-    two_cluster_config, unique_name, ConsumedRecord, Content, Kferry,
+    two_cluster_config, unique_name, Content, Kferry,
 };
 use serde_json::Value;
 
@@ -22,35 +23,6 @@ fn dr_config(source: &str, target: &str, topic: &str, group: &str) -> String {
              sync_group_offsets_interval_seconds: 1\n"
         ),
     )
-}
-
-async fn wait_for_content(bootstrap: &str, topic: &str, expected: &Content, what: &str) {
-    let total: usize = expected.values().map(Vec::len).sum();
-    eventually(what, Duration::from_secs(120), || async {
-        if !protocol_tests::describe_topic(bootstrap, topic).await.exists {
-            return None;
-        }
-        let records = consume(bootstrap, topic, "read_committed", 0).await;
-        assert!(records.len() <= total, "{what}: {} records, more than the {total} expected", records.len());
-        (content(&records) == *expected).then_some(())
-    })
-    .await;
-}
-
-/// Runs a kferry command to its end; it must succeed; returns its stdout as JSON.
-async fn kferry_json(command: &str, args: &[&str], config: &str) -> Value {
-    let (code, stdout, stderr) = Kferry::run_to_end_with(command, args, config).await;
-    assert_eq!(code, Some(0), "kferry {command} {args:?} failed:\n{stderr}\n{stdout}");
-    serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("kferry {command} {args:?} printed no JSON ({e}):\n{stdout}"))
-}
-
-/// The first record of every partition the group reads on `bootstrap` (not committed).
-async fn first_records(bootstrap: &str, topic: &str, group: &str) -> BTreeMap<i32, ConsumedRecord> {
-    by_partition(&group_consume(bootstrap, topic, group, "1", &["--no-commit", "--timeout", "20"]).await)
-        .into_iter()
-        .map(|(p, records)| (p, records[0].clone()))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -396,6 +396,9 @@ pub struct TopicDescription {
     pub exists: bool,
     #[serde(default)]
     pub partitions: u32,
+    /// The most replicas any partition has.
+    #[serde(default)]
+    pub replication_factor: u32,
     /// Configs set on the topic itself.
     #[serde(default)]
     pub configs: std::collections::BTreeMap<String, String>,

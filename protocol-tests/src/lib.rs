@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod connect;
+pub mod dr;
 pub mod fake;
 pub mod mm2;
 pub mod multi;
@@ -394,6 +396,9 @@ pub struct TopicDescription {
     pub exists: bool,
     #[serde(default)]
     pub partitions: u32,
+    /// The most replicas any partition has.
+    #[serde(default)]
+    pub replication_factor: u32,
     /// Configs set on the topic itself.
     #[serde(default)]
     pub configs: std::collections::BTreeMap<String, String>,

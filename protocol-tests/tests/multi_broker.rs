@@ -2,7 +2,8 @@
 //! confluent-kafka: with RF 3 and `min.insync.replicas` 2 every partition keeps
 //! replicating when one target broker stops; with RF 1 the partitions of the other brokers
 //! go on and the stopped broker's catch up when it returns; the same with one source broker
-//! cut off by the proxy in front of it. Exactly once, in order, at the end.
+//! cut off by the proxy in front of it. Exactly once, in order, at the end. And kferry's own
+//! topics (offset map, failover record, checkpoints) survive a target broker's loss (issue 14).
 //!
 //! The clusters are `protocol_tests::multi`'s (started by scripts/test); the tests of this
 //! file stop their nodes, so they run one at a time.
@@ -30,11 +31,15 @@ impl Drop for WanRestore {
 /// The tests of this file take nodes down: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// A flow of `topic` between the 3-broker clusters, under aliases of its own.
 fn config(topic: &str, extra: &str) -> String {
+    config_named(&alias("mp"), &alias("ms"), topic, extra)
+}
+
+fn config_named(source: &str, target: &str, topic: &str, extra: &str) -> String {
     let list = |bootstrap: String| {
         multi::servers(&bootstrap).iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
     };
-    let (source, target) = (alias("mp"), alias("ms"));
     format!(
         "clusters:\n  {source}: {{ bootstrap_servers: [{}] }}\n  {target}: {{ bootstrap_servers: [{}] }}\n\
          flows:\n  - source: {source}\n    target: {target}\n    topics: [\"{topic}\"]\n    refresh_topics_interval_seconds: 1\n{extra}",
@@ -211,4 +216,54 @@ async fn three_brokers_a_source_broker_cut_off_holds_back_only_its_partitions() 
         "the waiting partitions are reported:\n{stderr}"
     );
     assert!(stderr.contains("source broker cannot be fetched from"), "the cut-off broker is reported:\n{stderr}");
+}
+
+/// kferry's own topics on a 3-broker target get 3 replicas and `min.insync.replicas` 2 (the
+/// flow sets no replication factor; the target's default is 1): with the leader of the
+/// failover record stopped, the offset map, the checkpoints and the failover record read
+/// back whole (confluent-kafka), and a restarted `kferry run` still finds the record and
+/// refuses the failed-over flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_kferrys_own_topics_survive_a_stopped_target_broker() {
+    let _serial = SERIAL.lock().await;
+    let (source, target) = (alias("mp"), alias("ms"));
+    let topic = unique_name("own-topics");
+    let group = unique_name("own-topics-group");
+    let extra = format!("    groups: [\"{group}\"]\n    sync_group_offsets_interval_seconds: 1\n");
+    let config = config_named(&source, &target, &topic, &extra);
+    create(&multi::primary(), &topic, 3, 3).await;
+    produce(&multi::primary(), &topic, 300, "lz4", &[]).await;
+    let kferry = Kferry::start("run", &config);
+    wait_for_counts(&topic, &every(3, 100), Duration::from_secs(120)).await;
+    protocol_tests::group_consume(&multi::primary(), &topic, &group, "40", &[]).await;
+    let (state, checkpoints) = (format!("__kferry.offset-map.{source}"), format!("{source}.checkpoints.internal"));
+    eventually("checkpoints of the group on the target", Duration::from_secs(60), || async {
+        let exists = describe_topic(&multi::secondary(), &checkpoints).await.exists;
+        (exists && !consume(&multi::secondary(), &checkpoints, "read_committed", 0).await.is_empty()).then_some(())
+    })
+    .await;
+    let flow = format!("{source}->{target}");
+    let (code, _, stderr) = Kferry::run_to_end_with("failover", &["--flow", &flow, "--planned"], &config).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, _, stderr) = kferry.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(code, Some(1), "{stderr}");
+
+    let own = [state.as_str(), "__kferry.failover", checkpoints.as_str()];
+    let mut before = BTreeMap::new();
+    for name in own {
+        let description = describe_topic(&multi::secondary(), name).await;
+        assert_eq!(description.replication_factor, 3, "{name}: {description:?}");
+        assert_eq!(description.config("min.insync.replicas"), Some("2"), "{name}");
+        before.insert(name, content(&consume(&multi::secondary(), name, "read_uncommitted", 0).await));
+    }
+    let leader = leaders(&multi::secondary(), "__kferry.failover").await[&0] as u32;
+    let down = NodeGuard::stop(Side::Secondary, leader).await;
+    for name in own {
+        let after = content(&consume(&multi::secondary(), name, "read_uncommitted", 0).await);
+        assert_eq!(after, before[name], "{name} with broker {leader} down");
+    }
+    let (code, _, stderr) = Kferry::run_to_end("run", &config).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("failed over"), "the failover record is read with broker {leader} down:\n{stderr}");
+    down.start().await;
 }

@@ -6,9 +6,10 @@ use base64::Engine as _;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use protocol_tests::dr::{first_records, kferry_json, wait_for_content};
 use protocol_tests::{
     alias, by_partition, consume, content, create_topic, eventually, group_consume, primary, produce, secondary,
-    two_cluster_config, unique_name, ConsumedRecord, Content, Kferry,
+    two_cluster_config, unique_name, Content, Kferry,
 };
 use serde_json::Value;
 
@@ -22,35 +23,6 @@ fn dr_config(source: &str, target: &str, topic: &str, group: &str) -> String {
              sync_group_offsets_interval_seconds: 1\n"
         ),
     )
-}
-
-async fn wait_for_content(bootstrap: &str, topic: &str, expected: &Content, what: &str) {
-    let total: usize = expected.values().map(Vec::len).sum();
-    eventually(what, Duration::from_secs(120), || async {
-        if !protocol_tests::describe_topic(bootstrap, topic).await.exists {
-            return None;
-        }
-        let records = consume(bootstrap, topic, "read_committed", 0).await;
-        assert!(records.len() <= total, "{what}: {} records, more than the {total} expected", records.len());
-        (content(&records) == *expected).then_some(())
-    })
-    .await;
-}
-
-/// Runs a kferry command to its end; it must succeed; returns its stdout as JSON.
-async fn kferry_json(command: &str, args: &[&str], config: &str) -> Value {
-    let (code, stdout, stderr) = Kferry::run_to_end_with(command, args, config).await;
-    assert_eq!(code, Some(0), "kferry {command} {args:?} failed:\n{stderr}\n{stdout}");
-    serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("kferry {command} {args:?} printed no JSON ({e}):\n{stdout}"))
-}
-
-/// The first record of every partition the group reads on `bootstrap` (not committed).
-async fn first_records(bootstrap: &str, topic: &str, group: &str) -> BTreeMap<i32, ConsumedRecord> {
-    by_partition(&group_consume(bootstrap, topic, group, "1", &["--no-commit", "--timeout", "20"]).await)
-        .into_iter()
-        .map(|(p, records)| (p, records[0].clone()))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -491,4 +463,178 @@ async fn two_full_cycles_with_compact_only_and_internal_topics_keep_every_record
     let (took, code, _, stderr) = kferry.stop_timed().await;
     assert_eq!(code, Some(0), "{stderr}");
     assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+}
+
+/// A producer that keeps writing to `topic` (20 records at a time, confluent-kafka) until
+/// stopped: the application that is still running when an operator forces a failover.
+struct Writer {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<u32>,
+}
+
+impl Writer {
+    fn start(bootstrap: &str, topic: &str) -> Self {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
+        let task = tokio::spawn(async move {
+            let mut rounds = 0;
+            // Bounded: 600 rounds are minutes of writing, far beyond any test's need.
+            while !*stopped.borrow_and_update() && rounds < 600 {
+                produce(&bootstrap, &topic, 20, "lz4", &["--linger-ms", "5"]).await;
+                rounds += 1;
+            }
+            rounds
+        });
+        Self { stop, task }
+    }
+
+    /// Stops after the write in progress; returns how many rounds of 20 were written.
+    async fn stop(self) -> u32 {
+        self.stop.send_replace(true);
+        self.task.await.expect("writer task")
+    }
+}
+
+/// The target's end offsets (high watermark: committed, aborted and markers alike) of
+/// `topics`, read with confluent-kafka.
+async fn ends(bootstrap: &str, topics: &[&str]) -> BTreeMap<(String, i32), i64> {
+    let mut all = BTreeMap::new();
+    for topic in topics {
+        for (partition, end) in protocol_tests::mm2::end_offsets(bootstrap, topic).await {
+            all.insert((topic.to_string(), partition), end);
+        }
+    }
+    all
+}
+
+/// The target end the failover recorded, per partition of its JSON output.
+fn recorded_target_ends(failover: &Value, topic: &str) -> BTreeMap<(String, i32), i64> {
+    failover["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| ((topic.to_string(), p["partition"].as_i64().unwrap() as i32), p["target_end"].as_i64().unwrap()))
+        .collect()
+}
+
+/// A forced failover while the primary is up and its producer keeps writing (the operator
+/// cannot wait, or cannot reach the applications): the recorded target end is the target's
+/// end right after the command (nothing lands after the point is read), and incremental
+/// failback copies nothing twice, compared record by record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_failover_while_a_producer_writes_fails_back_without_duplicates() {
+    let (p, s) = (alias("p"), alias("s"));
+    let flow = format!("{p}->{s}");
+    let topic = unique_name("dr-forced-writing");
+    let group = unique_name("dr-forced-group");
+    let config = dr_config(&p, &s, &topic, &group);
+    create_topic(&primary(), &topic, 3, &[]).await;
+    produce(&primary(), &topic, 300, "lz4", &[]).await;
+    let kferry = Kferry::start("run", &config);
+    let first = consume(&primary(), &topic, "read_committed", 0).await;
+    wait_for_content(&secondary(), &topic, &content(&first), "the first records on the secondary").await;
+    let writer = Writer::start(&primary(), &topic);
+    // Let kferry copy some of what the writer writes, mid-stream.
+    eventually("kferry copying the writer's records", Duration::from_secs(60), || async {
+        let copied = consume(&secondary(), &topic, "read_committed", 0).await.len();
+        (copied >= first.len() + 100).then_some(())
+    })
+    .await;
+
+    let failover = kferry_json("failover", &["--flow", &flow, "--force", "--json"], &config).await;
+    let right_after = ends(&secondary(), &[&topic]).await;
+    assert_eq!(right_after, recorded_target_ends(&failover, &topic), "the recorded target end: {failover}");
+    let (code, _, stderr) = kferry.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(code, Some(1), "the fenced kferry stops by itself:\n{stderr}");
+    assert_eq!(ends(&secondary(), &[&topic]).await, right_after, "nothing landed after the failover returned");
+
+    // The primary's writer goes on a little (the divergent tail), then moves to the secondary.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    writer.stop().await;
+    let on_secondary = by_partition(&consume(&secondary(), &topic, "read_committed", 0).await);
+    let old_primary = by_partition(&consume(&primary(), &topic, "read_committed", 0).await);
+    let mut divergent = 0;
+    for point in failover["partitions"].as_array().unwrap() {
+        let partition = point["partition"].as_i64().unwrap() as i32;
+        let replicated_to = point["replicated_to"].as_i64().unwrap() as usize;
+        assert_eq!(content(&on_secondary[&partition]), content(&old_primary[&partition][..replicated_to]), "{point}");
+        divergent += old_primary[&partition].len() - replicated_to;
+    }
+    assert!(divergent > 0, "the writer wrote past the failover point");
+    produce(&secondary(), &topic, 60, "zstd", &[]).await;
+    let after_failover = by_partition(&consume(&secondary(), &topic, "read_committed", 0).await);
+
+    // Incremental failback: the primary keeps all it had (its tail exported) and gets the
+    // secondary's new records once, after it.
+    let dir = std::env::temp_dir().join(unique_name("dr-forced-export"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let args = ["--flow", flow.as_str(), "--mode", "incremental", "--json", "--export-dir", dir.to_str().unwrap()];
+    let runner = Kferry::start_with("failback", &args, &config);
+    let mut expected = Content::new();
+    for (partition, old) in &old_primary {
+        let new_on_secondary = &after_failover[partition][on_secondary[partition].len()..];
+        let mut records = content(old).remove(partition).unwrap();
+        records.extend(content(new_on_secondary).remove(partition).unwrap_or_default());
+        expected.insert(*partition, records);
+    }
+    wait_for_content(&primary(), &topic, &expected, "the secondary's new records on the primary, once").await;
+    kferry_json("failback", &["--flow", &flow, "--complete", "--json"], &config).await;
+    let (code, stdout, stderr) = runner.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let acted: Value = serde_json::Deserializer::from_str(&stdout).into_iter().next().unwrap().unwrap();
+    let exported = std::fs::read_to_string(acted["export"].as_str().expect("an export file")).unwrap();
+    assert_eq!(exported.lines().count(), divergent, "the export holds exactly the divergent tail");
+    assert_eq!(content(&consume(&primary(), &topic, "read_committed", 0).await), expected);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A kferry whose every round fails (its state topic refuses the state batch, so each round
+/// is abandoned and retried with a new producer epoch: the kferry most likely to take its
+/// transactional id back after a fence) while `failover --force` runs, three times over
+/// (a flow and topic of its own each time): once the command has returned, nothing more
+/// lands on the target, neither data nor state, and the process stops by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_force_in_a_loop_stops_a_kferry_whose_rounds_keep_failing() {
+    for attempt in 1..=3 {
+        let (p, s) = (alias("p"), alias("s"));
+        let flow = format!("{p}->{s}");
+        let topic = unique_name("dr-force-loop");
+        let config = dr_config(&p, &s, &topic, "none");
+        let state_topic = format!("__kferry.offset-map.{p}");
+        create_topic(&primary(), &topic, 2, &[]).await;
+        produce(&primary(), &topic, 50, "none", &[]).await;
+        let kferry = Kferry::start("run", &config);
+        let first = consume(&primary(), &topic, "read_committed", 0).await;
+        wait_for_content(&secondary(), &topic, &content(&first), &format!("attempt {attempt}: first copy")).await;
+        // From now on every round's state batch is refused: a state record is larger than 120
+        // bytes, a transaction marker (about 80) is not, so the aborts still complete.
+        let alter =
+            ["alter-config", "--bootstrap", &secondary(), "--topic", &state_topic, "--set", "max.message.bytes=120"];
+        protocol_tests::verify_json(&alter).await;
+        let writer = Writer::start(&primary(), &topic);
+        let before = ends(&secondary(), &[&topic]).await;
+        eventually(&format!("attempt {attempt}: rounds failing"), Duration::from_secs(60), || async {
+            // Data lands in transactions that are then aborted: the end moves, the
+            // committed records do not.
+            let moved = ends(&secondary(), &[&topic]).await.iter().any(|(k, end)| *end > before[k] + 2);
+            moved.then_some(())
+        })
+        .await;
+
+        let failover = kferry_json("failover", &["--flow", &flow, "--force", "--json"], &config).await;
+        let right_after = ends(&secondary(), &[&topic, &state_topic]).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let (code, _, stderr) = kferry.wait_exit(Duration::from_secs(15)).await;
+        assert_eq!(code, Some(1), "attempt {attempt}: the failing kferry stops by itself:\n{stderr}");
+        assert!(stderr.contains("transaction round abandoned"), "attempt {attempt}: rounds did fail:\n{stderr}");
+        assert_eq!(
+            ends(&secondary(), &[&topic, &state_topic]).await,
+            right_after,
+            "attempt {attempt}: kferry produced after `failover --force` returned ({failover})"
+        );
+        // The failed rounds' data was never committed (the fence aborted the last one).
+        let visible = consume(&secondary(), &topic, "read_committed", 0).await.len();
+        assert_eq!(visible, first.len(), "attempt {attempt}");
+        writer.stop().await;
+    }
 }

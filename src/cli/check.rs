@@ -171,6 +171,17 @@ pub(super) fn check_client_config() -> ClientConfig {
     config
 }
 
+/// `failover` and `failback` find out as quickly as `check` whether a cluster answers at all
+/// (a lost source is the reason to fail over), but once connected they ride out what a
+/// cluster in trouble answers for a while (a coordinator moving or still loading after a
+/// broker restart: COORDINATOR_NOT_AVAILABLE for seconds) with the full retry policy,
+/// instead of giving up a failover after three attempts in a third of a second.
+pub(super) fn dr_client_config() -> ClientConfig {
+    let mut config = ClientConfig::default();
+    config.connection.connect_timeout = Duration::from_secs(5);
+    config
+}
+
 /// Connects to every configured cluster, concurrently; fails only when a cluster's
 /// security settings cannot be used at all (an unreadable certificate file).
 pub(super) async fn connect_all(

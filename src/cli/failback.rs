@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use super::check::{close_all, connect_all};
 use super::failover::find_flow;
+use super::run::FlowEnd;
 use super::Failure;
 use crate::client::{ClientConfig, Cluster};
 use crate::config::{Config, FlowConfig};
@@ -30,7 +31,7 @@ pub(super) struct FailbackArgs<'a> {
 
 pub(super) async fn failback(config: &Config, args: FailbackArgs<'_>) -> Result<(), Failure> {
     let flow = find_flow(config, args.flow)?;
-    let clusters = connect_all(config, super::check::check_client_config()).await?;
+    let clusters = connect_all(config, super::check::dr_client_config()).await?;
     let (Ok(primary), Ok(secondary)) = (&clusters[&flow.source], &clusters[&flow.target]) else {
         for (alias, cluster) in [(&flow.source, &clusters[&flow.source]), (&flow.target, &clusters[&flow.target])] {
             if let Err(e) = cluster {
@@ -179,12 +180,12 @@ async fn run_reverse_flow(config: &Config, reverse: &FlowConfig, primary: &Clust
     let (source, target) = (access[&reverse.source].clone(), access[&reverse.target].clone());
     let running = super::run::run_flow(reverse.clone(), source, target, stopped);
     tokio::pin!(running);
-    let ended_well = tokio::select! {
-        ended = &mut running => ended,
+    let end = tokio::select! {
+        end = &mut running => end,
         _ = super::run::wait_for_signal() => {
             stop.send_replace(true);
             // Within 5 s of SIGTERM, as `kferry run`.
-            tokio::time::timeout(super::run::SHUTDOWN_GRACE, running).await.unwrap_or(false)
+            tokio::time::timeout(super::run::SHUTDOWN_GRACE, running).await.unwrap_or(FlowEnd::Failed)
         }
     };
     match marker::read(primary, &reverse.name()).await {
@@ -193,7 +194,14 @@ async fn run_reverse_flow(config: &Config, reverse: &FlowConfig, primary: &Clust
             eprintln!("reverse flow {} fenced by `failback --complete`: done", reverse.name());
             true
         }
-        _ => ended_well,
+        _ => match end {
+            FlowEnd::Stopped => true,
+            FlowEnd::Failed => false,
+            FlowEnd::TakenAway(taken) => {
+                tracing::error!("{taken}");
+                false
+            }
+        },
     }
 }
 

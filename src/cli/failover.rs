@@ -17,7 +17,7 @@ pub(super) async fn failover(
     json: bool,
 ) -> Result<(), Failure> {
     let flow = find_flow(config, flow_name)?;
-    let clusters = connect_all(config, super::check::check_client_config()).await?;
+    let clusters = connect_all(config, super::check::dr_client_config()).await?;
     let target = match &clusters[&flow.target] {
         Ok(target) => target,
         Err(e) => {

@@ -65,7 +65,12 @@ pub(super) async fn run(config: &Config) -> Result<(), Failure> {
         tokio::select! {
             _ = &mut signal => break,
             joined = flows.join_next() => match joined {
-                Some(Ok(ok)) => failed |= !ok,
+                Some(Ok(FlowEnd::Stopped)) => {}
+                Some(Ok(FlowEnd::Failed)) => failed = true,
+                Some(Ok(FlowEnd::TakenAway(taken))) => {
+                    tracing::error!("{taken}");
+                    failed = true;
+                }
                 Some(Err(e)) => {
                     tracing::error!(error = %e, "a flow task panicked");
                     failed = true;
@@ -88,7 +93,7 @@ pub(super) async fn run(config: &Config) -> Result<(), Failure> {
     // it leaves is aborted by the next InitProducerId or the transaction timeout.
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while let Some(joined) = flows.join_next().await {
-            failed |= !matches!(joined, Ok(true));
+            failed |= !matches!(joined, Ok(FlowEnd::Stopped));
         }
     })
     .await;
@@ -121,14 +126,25 @@ pub(super) async fn wait_for_signal() {
     }
 }
 
-/// One flow: connect (retrying), then topic sync and replication side by side. Returns
-/// whether the flow ended without a fatal error.
+/// How a flow's loops ended.
+pub(super) enum FlowEnd {
+    /// Stopped when asked to (a signal).
+    Stopped,
+    /// Stopped on an error it cannot recover from, logged.
+    Failed,
+    /// Stopped by its failover record: an error for `kferry run`, the expected end for the
+    /// reverse flow of `kferry failback` once `--complete` has fenced it. Not logged: the
+    /// caller knows which it is.
+    TakenAway(crate::recovery::fence::TakenAway),
+}
+
+/// One flow: connect (retrying), then topic sync and replication side by side.
 pub(super) async fn run_flow(
     flow: FlowConfig,
     source: ClusterAccess,
     target: ClusterAccess,
     stopped: watch::Receiver<bool>,
-) -> bool {
+) -> FlowEnd {
     let metrics = FlowMetrics::detached(&flow.name(), &flow.source, &flow.target, flow.buffer_bytes);
     run_flow_with(flow, source, target, stopped, metrics).await
 }
@@ -140,7 +156,7 @@ async fn run_flow_with(
     target: ClusterAccess,
     mut stopped: watch::Receiver<bool>,
     metrics: Arc<FlowMetrics>,
-) -> bool {
+) -> FlowEnd {
     let (source, target) = loop {
         match connect(&flow, &source, &target).await {
             Ok(clusters) => {
@@ -159,7 +175,7 @@ async fn run_flow_with(
         }
         tokio::select! {
             _ = tokio::time::sleep(CONNECT_RETRY) => {}
-            _ = stopped.wait_for(|stop| *stop) => return true,
+            _ = stopped.wait_for(|stop| *stop) => return FlowEnd::Stopped,
         }
     };
     let sync = match TopicSync::new(&flow, Arc::clone(&source), Arc::clone(&target)) {
@@ -167,7 +183,7 @@ async fn run_flow_with(
         Err(e) => {
             metrics.set_state(FlowState::Stopped, Some(format!("flow cannot start: {e}")));
             tracing::error!(flow = %flow.name(), error = %e, "flow cannot start");
-            return false;
+            return FlowEnd::Failed;
         }
     };
     let groups = match GroupSync::new(&flow, Arc::clone(&source), Arc::clone(&target)) {
@@ -175,7 +191,7 @@ async fn run_flow_with(
         Err(e) => {
             metrics.set_state(FlowState::Stopped, Some(format!("flow cannot start: {e}")));
             tracing::error!(flow = %flow.name(), error = %e, "flow cannot start");
-            return false;
+            return FlowEnd::Failed;
         }
     };
     let (topics, replicated) = watch::channel(None);
@@ -201,18 +217,17 @@ async fn run_flow_with(
         Ok(outcome) => outcome,
         Err(taken) => {
             metrics.set_state(FlowState::Stopped, Some(taken.to_string()));
-            tracing::error!(flow = %flow.name(), "{taken}");
-            return false;
+            return FlowEnd::TakenAway(taken);
         }
     };
     match outcome {
         Ok(totals) => {
             tracing::info!(flow = %flow.name(), records = totals.records, bytes = totals.bytes, rewritten = totals.rewritten, "flow stopped");
-            true
+            FlowEnd::Stopped
         }
         Err(e) => {
             tracing::error!(flow = %flow.name(), "{e}");
-            false
+            FlowEnd::Failed
         }
     }
 }

@@ -28,9 +28,12 @@ pub(super) fn handle<'a>(
     metrics: &crate::metrics::FlowMetrics,
     key: &SourcePartition,
 ) -> &'a mut Gauge {
-    gauges
-        .entry(key.clone())
-        .or_insert_with(|| Gauge { handle: metrics.partition(&key.0, key.1), clock: LagClock::default() })
+    // Looked up before inserting: no key is cloned once the handle exists.
+    if !gauges.contains_key(key) {
+        let gauge = Gauge { handle: metrics.partition(&key.0, key.1), clock: LagClock::default() };
+        gauges.insert(key.clone(), gauge);
+    }
+    gauges.get_mut(key).expect("inserted above")
 }
 
 fn phase(state: &PartitionState) -> PartitionPhase {

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use protocol_tests::{
-    consume, create_topic, describe_topic, eventually, primary, produce, two_cluster_config, unique_name,
+    consume, create_topic, describe_topic, eventually, primary, produce, secondary, two_cluster_config, unique_name,
     wait_until_replicated, Kferry,
 };
 
@@ -194,6 +194,61 @@ async fn readyz_names_an_unreachable_target_and_healthz_stays_ok() {
     let labels = [("cluster", target.as_str()), ("role", "target")];
     assert_eq!(sum(&text, "kferry_cluster_reachable", &labels), 0.0, "{text}");
     assert!(sum(&text, "kferry_errors_total", &[("cluster", &target), ("code", "connection")]) >= 1.0, "{text}");
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_the_target_refuses_is_stalled_in_readyz_and_its_lag_is_what_is_missing() {
+    let prefix = unique_name("metrics-refused");
+    let (big, small) = (format!("{prefix}-big"), format!("{prefix}-small"));
+    create_topic(&primary(), &big, 1, &[]).await;
+    create_topic(&primary(), &small, 1, &[]).await;
+    // As in replication.rs: the target copy of `big` takes no batch over 300 bytes, and the
+    // flow keeps that limit out of config sync.
+    create_topic(&secondary(), &big, 1, &["max.message.bytes=300"]).await;
+    produce(&primary(), &big, 200, "none", &["--linger-ms", "50"]).await;
+    produce(&primary(), &small, 300, "gzip", &[]).await;
+    let (source, target) = (protocol_tests::alias("p"), protocol_tests::alias("s"));
+    let flow = format!("{source}->{target}");
+    let keys = format!(
+        "    topics: [\"{prefix}-.*\"]\n    topic_configs_exclude: [\"max.message.bytes\"]\n    \
+         refresh_topics_interval_seconds: 1\n    sync_group_offsets: false\n"
+    );
+    let port = free_port();
+    let kferry = Kferry::start("run", &with_metrics(two_cluster_config(&source, &target, &keys), port));
+    let small_on_target = wait_until_replicated(&small, 300).await;
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let not_ready = eventually("/readyz naming the refused partition", Duration::from_secs(30), || async {
+        let (status, body) = get(&url)?;
+        let ready: serde_json::Value = serde_json::from_str(&body).expect("readyz is JSON");
+        (status == 503 && ready["flows"][0]["partitions"].as_array().is_some_and(|p| !p.is_empty())).then_some(ready)
+    })
+    .await;
+    let partitions = not_ready["flows"][0]["partitions"].as_array().expect("a list");
+    assert_eq!(partitions.len(), 1, "only the refused partition: {not_ready}");
+    assert_eq!(partitions[0]["topic"], big.as_str());
+    assert_eq!(partitions[0]["partition"], 0);
+    assert_eq!(partitions[0]["state"], "stalled");
+    assert_eq!(partitions[0]["reason"], "target_refused");
+    assert_eq!(not_ready["flows"][0]["unreachable_clusters"], serde_json::json!([]), "both clusters answer");
+
+    let text = scrape(port).await;
+    let stalled = [("flow", flow.as_str()), ("state", "stalled"), ("reason", "target_refused")];
+    assert_eq!(sum(&text, "kferry_partitions", &stalled), 1.0, "{text}");
+    let too_large = [("cluster", target.as_str()), ("code", "MESSAGE_TOO_LARGE")];
+    assert!(sum(&text, "kferry_errors_total", &too_large) >= 1.0, "{text}");
+    let small_labels = [("topic", small.as_str()), ("partition", "0")];
+    assert_eq!(sum(&text, "kferry_records_replicated_total", &small_labels), small_on_target.len() as f64);
+    assert_eq!(sum(&text, "kferry_partition_lag_records", &small_labels), 0.0);
+    // The refused partition is behind by every record confluent-kafka reads on the source
+    // and none of which it finds on the target.
+    let on_source = consume(&primary(), &big, "read_committed", 200).await.len();
+    let on_target = consume(&secondary(), &big, "read_committed", 0).await.len();
+    let big_labels = [("topic", big.as_str()), ("partition", "0")];
+    assert_eq!(sum(&text, "kferry_partition_lag_records", &big_labels), (on_source - on_target) as f64);
+    assert_eq!(sum(&text, "kferry_records_replicated_total", &big_labels), on_target as f64);
+    assert!(sum(&text, "kferry_lag_seconds", &[("flow", &flow)]) > 0.0, "the stalled partition ages");
     let (code, _, stderr) = kferry.stop().await;
     assert_eq!(code, Some(0), "{stderr}");
 }

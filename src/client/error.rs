@@ -214,7 +214,7 @@ impl ClientError {
     /// connection broke, `no_leader` for a partition without one, `other` otherwise.
     pub fn metric_code(&self) -> String {
         if let Some(code) = self.kafka_code() {
-            return code.to_string();
+            return code.name();
         }
         match self {
             Self::Connection(_) | Self::NoBootstrap { .. } => "connection".into(),

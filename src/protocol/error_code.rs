@@ -47,21 +47,30 @@ impl ErrorCode {
     }
 }
 
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let ResponseError::Unknown(code) = self.0 {
-            return write!(f, "UNKNOWN_ERROR_CODE ({code})");
+impl ErrorCode {
+    /// The name Kafka's docs and logs use, `NOT_LEADER_OR_FOLLOWER`, without the number
+    /// (`UNKNOWN_ERROR_CODE` for a code kferry does not know).
+    pub fn name(self) -> String {
+        if let ResponseError::Unknown(_) = self.0 {
+            return "UNKNOWN_ERROR_CODE".to_string();
         }
         // `ResponseError` displays as `NotLeaderOrFollower`; Kafka's docs and logs say
         // `NOT_LEADER_OR_FOLLOWER`, which is what operators search for.
         let camel = self.0.to_string();
+        let mut name = String::with_capacity(camel.len() + 8);
         for (i, c) in camel.chars().enumerate() {
             if c.is_ascii_uppercase() && i > 0 {
-                f.write_str("_")?;
+                name.push('_');
             }
-            write!(f, "{}", c.to_ascii_uppercase())?;
+            name.push(c.to_ascii_uppercase());
         }
-        write!(f, " ({})", self.code())
+        name
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name(), self.code())
     }
 }
 
@@ -72,6 +81,7 @@ mod tests {
     #[test]
     fn displays_like_kafka_docs() {
         assert_eq!(ErrorCode::from_code(6).unwrap().to_string(), "NOT_LEADER_OR_FOLLOWER (6)");
+        assert_eq!(ErrorCode::from_code(10).unwrap().name(), "MESSAGE_TOO_LARGE");
         assert_eq!(ErrorCode::from_code(-1).unwrap().to_string(), "UNKNOWN_SERVER_ERROR (-1)");
         assert_eq!(ErrorCode::from_code(9999).unwrap().to_string(), "UNKNOWN_ERROR_CODE (9999)");
         assert!(ErrorCode::from_code(0).is_none());

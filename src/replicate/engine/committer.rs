@@ -171,7 +171,7 @@ impl Replicator {
             Some(PartitionFailure::Refused { error, code, offset, built: true })
                 if code.0 == ResponseError::MessageTooLarge && state.coalesce =>
             {
-                self.metrics.error(Side::Target, &code.to_string());
+                self.metrics.error(Side::Target, &code.name());
                 // Coalescing may have built a batch larger than the target topic accepts,
                 // where the batches as they came pass: fetch them again, uncoalesced.
                 state.coalesce = false;
@@ -179,7 +179,7 @@ impl Replicator {
                 tracing::warn!(flow, topic = %topic, partition, offset, %error, "the target refuses a coalesced batch as too large (its max.message.bytes is below what kferry built); this partition's batches are forwarded as they came from now on");
             }
             Some(PartitionFailure::Refused { error, code, offset, .. }) => {
-                self.metrics.error(Side::Target, &code.to_string());
+                self.metrics.error(Side::Target, &code.name());
                 let news = state.stop(PartitionPhase::TargetRefused, error.to_string(), now);
                 if news {
                     tracing::error!(flow, topic = %topic, partition, offset, %error, "partition stopped: the target refuses its batch at this source offset; the others go on, it is tried again every {:?}", super::partition::REFUSED_RETRY);

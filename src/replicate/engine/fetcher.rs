@@ -255,7 +255,7 @@ impl super::Replicator {
                     }
                 }
                 Err(code) => {
-                    self.metrics.error(Side::Source, &code.to_string());
+                    self.metrics.error(Side::Source, &code.name());
                     if code.needs_metadata_refresh() {
                         self.source.invalidate_metadata();
                     }

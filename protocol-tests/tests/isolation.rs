@@ -177,3 +177,81 @@ async fn a_recreated_source_topic_is_copied_again_with_restart_from_log_start() 
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("copying it again from its log start"), "the restart is reported:\n{stderr}");
 }
+
+/// Port of the source cluster the corrupt-batch test damages (its controller uses the next
+/// one): `KFERRY_TEST_CRC_PORT`, by default 19684, outside every range scripts/test and the
+/// benchmarks use.
+fn crc_source_port() -> u16 {
+    std::env::var("KFERRY_TEST_CRC_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(19684)
+}
+
+/// Flips one byte of the `nth` occurrence of `needle` in `file`.
+fn flip_byte(file: &std::path::Path, needle: &[u8], nth: usize) {
+    let mut bytes = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let at = (0..bytes.len().saturating_sub(needle.len()))
+        .filter(|&i| &bytes[i..i + needle.len()] == needle)
+        .nth(nth)
+        .unwrap_or_else(|| panic!("{}: occurrence {nth} of {needle:?} not found", file.display()));
+    bytes[at] ^= 0x01;
+    std::fs::write(file, bytes).expect("segment written back");
+}
+
+/// A batch damaged in the source's log (one payload byte flipped in a segment file of a
+/// real broker; stopped cleanly, the broker does not re-check the segment when it starts,
+/// and serves the bytes as they are, as after a disk fault): kferry copies the batches
+/// before it, stops that partition with a CRC error naming topic, partition and offset,
+/// copies nothing of the damaged batch or after it, and another topic goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_source_batch_stops_its_partition_and_nothing_of_it_is_copied() {
+    let source = protocol_tests::OwnCluster::start("crcsource", crc_source_port()).await;
+    let prefix = unique_name("crc");
+    let (damaged, healthy) = (format!("{prefix}-damaged"), format!("{prefix}-healthy"));
+    create_topic(&source.bootstrap, &damaged, 1, &[]).await;
+    create_topic(&source.bootstrap, &healthy, 1, &[]).await;
+    // Three writes, three batches of 10 (uncompressed, so the values are in the segment as
+    // written): the second gets the flipped byte.
+    for _ in 0..3 {
+        produce(&source.bootstrap, &damaged, 10, "none", &[]).await;
+    }
+    let written = consume(&source.bootstrap, &damaged, "read_committed", 30).await;
+    source.halt().await;
+    flip_byte(&source.data_dir().join(format!("{damaged}-0/00000000000000000000.log")), b"value-00000003|", 1);
+    source.restart().await;
+
+    let (p, s) = (alias("p"), alias("s"));
+    let config = format!(
+        "clusters:\n  {p}: {{ bootstrap_servers: [\"{}\"] }}\n  {s}: {{ bootstrap_servers: [\"{}\"] }}\n\
+         flows:\n  - source: {p}\n    target: {s}\n{}",
+        source.bootstrap,
+        secondary(),
+        flow_keys(&format!("{prefix}-.*"), "")
+    );
+    let kferry = Kferry::start("run", &config);
+    produce(&source.bootstrap, &healthy, 40, "lz4", &[]).await;
+    let healthy_source = consume(&source.bootstrap, &healthy, "read_committed", 40).await;
+    eventually("the healthy topic copied", Duration::from_secs(60), || async {
+        let copied = consume(&secondary(), &healthy, "read_committed", 0).await;
+        (content(&copied) == content(&healthy_source)).then_some(())
+    })
+    .await;
+    // Past the partition's first attempts: whatever was to be copied of it is there.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let copied = consume(&secondary(), &damaged, "read_committed", 0).await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("partition stopped: a source batch is corrupt"))
+        .unwrap_or_else(|| panic!("the corrupt batch is reported:\n{stderr}"));
+    assert!(line.contains(&damaged) && line.contains("partition=0") && line.contains("CRC-32C"), "{line}");
+    let offset: usize = line
+        .split("batch at offset ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the line names the offset: {line}"));
+    // The damaged record is the 4th of the second write (offset 13), in a batch starting at
+    // 10 unless the producer split that write.
+    assert!((10..=13).contains(&offset), "{line}");
+    assert_eq!(content(&copied), content(&written[..offset]), "exactly the records before the damaged batch");
+}

@@ -54,8 +54,7 @@ pub fn coalesce(batches: Vec<Forwarded>) -> Result<Coalesced, RewriteError> {
     let mut out = Vec::with_capacity(input);
     let mut run: Vec<Forwarded> = Vec::new();
     let mut run_bytes = 0;
-    let mut taken = 0;
-    for forwarded in batches {
+    for (taken, forwarded) in batches.into_iter().enumerate() {
         let batch = &forwarded.batch;
         if forwarded.source_offsets.is_none() && mergeable(batch) && !batch.crc_is_valid() {
             flush(&mut run, &mut out)?;
@@ -63,7 +62,6 @@ pub fn coalesce(batches: Vec<Forwarded>) -> Result<Coalesced, RewriteError> {
             let corrupt = Some(RewriteError::Crc { base_offset, stored, computed });
             return Ok(Coalesced { merged: taken - out.len(), batches: out, corrupt });
         }
-        taken += 1;
         let size = forwarded.batch.as_bytes().len();
         let joins = mergeable(&forwarded.batch) && run_bytes + size <= MAX_COALESCED_BYTES;
         if !joins {

@@ -255,3 +255,92 @@ async fn a_corrupt_source_batch_stops_its_partition_and_nothing_of_it_is_copied(
     assert!((10..=13).contains(&offset), "{line}");
     assert_eq!(content(&copied), content(&written[..offset]), "exactly the records before the damaged batch");
 }
+
+/// The offset-map segments of `topic` partition 0 in the flow's state topic, read with
+/// confluent-kafka (newest record per key): live ones as (source start, source end), and
+/// the source starts of those deleted (a tombstone is the newest record of their key).
+async fn state_segments(source_alias: &str, topic: &str) -> (Vec<(i64, i64)>, Vec<i64>) {
+    let state = format!("__kferry.offset-map.{source_alias}");
+    let mut newest = std::collections::BTreeMap::new();
+    for record in consume(&secondary(), &state, "read_committed", 0).await {
+        let key = String::from_utf8(record.key.clone().unwrap_or_default()).expect("a UTF-8 key");
+        if let Some(start) = key.strip_prefix(&format!("{topic}/0/")) {
+            newest.insert(start.parse::<i64>().expect("a source start"), record.value.clone());
+        }
+    }
+    let mut live = Vec::new();
+    let mut deleted = Vec::new();
+    for (start, value) in newest {
+        match value {
+            // "<target topic> <source end> <target start>"
+            Some(value) => {
+                let text = String::from_utf8(value).expect("a UTF-8 value");
+                let end = text.split(' ').nth(1).and_then(|e| e.parse().ok()).expect("a source end");
+                live.push((start, end));
+            }
+            None => deleted.push(start),
+        }
+    }
+    (live, deleted)
+}
+
+/// Bounded state: with exactly_once every round's commit marker starts a new offset-map
+/// segment, so the map grows by one segment per round. Once the source's log start moves
+/// past them (DeleteRecords here, retention in production), the segments wholly below it
+/// are tombstoned in the state topic and dropped; a group above the log start still
+/// translates exactly, also after a restart, and nothing is copied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_map_segments_below_the_source_log_start_are_pruned() {
+    let topic = unique_name("pruned");
+    let group = unique_name("pruned-group");
+    create_topic(&primary(), &topic, 1, &[]).await;
+    let p = alias("p");
+    let keys = format!("    groups: [\"{group}\"]\n    sync_group_offsets_interval_seconds: 1\n");
+    let config = two_cluster_config(&p, &alias("s"), &flow_keys(&topic, &keys));
+    let mut kferry = Kferry::start("run", &config);
+    // Twelve rounds apart: twelve segments.
+    for round in 1..=12 {
+        produce(&primary(), &topic, 10, "none", &[]).await;
+        wait_until_replicated(&topic, round * 10).await;
+    }
+    let (live, deleted) = state_segments(&p, &topic).await;
+    assert!(live.len() >= 12 && deleted.is_empty(), "a segment per round: {live:?}");
+
+    let delete = ["delete-records", "--bootstrap", &primary(), "--topic", &topic, "--partition", "0", "--offset", "70"];
+    protocol_tests::verify_json(&delete).await;
+    for round in 1..=2 {
+        produce(&primary(), &topic, 10, "none", &[]).await;
+        wait_until_replicated(&topic, 120 + round * 10).await;
+        if round == 1 {
+            let (code, _, stderr) = kferry.stop().await;
+            assert_eq!(code, Some(0), "{stderr}");
+            kferry = Kferry::start("run", &config);
+        }
+    }
+    let (live, deleted) = eventually("segments below the log start tombstoned", Duration::from_secs(30), || async {
+        let (live, deleted) = state_segments(&p, &topic).await;
+        live.iter().all(|&(_, end)| end > 70).then_some((live, deleted))
+    })
+    .await;
+    assert!(deleted.len() >= 6, "the segments below offset 70 are deleted: {deleted:?}, live {live:?}");
+    assert!(live.iter().any(|&(start, end)| start <= 70 && 70 < end), "the segment holding the log start stays");
+
+    // A group at the log start continues on the target at exactly the next record.
+    let read = group_consume(&primary(), &topic, &group, "15", &[]).await;
+    assert_eq!(read.first().map(|r| r.offset), Some(70));
+    let target = consume(&secondary(), &topic, "read_committed", 0).await;
+    assert_eq!(target.len(), 140, "nothing copied twice");
+    // A plain producer's records sit at offsets 0..140 on the source: the group's next
+    // record, source offset 85, is the 86th record, whose copy is target[85].
+    let source = consume(&primary(), &topic, "read_committed", 0).await;
+    assert_eq!(source.first().map(|r| r.offset), Some(70));
+    assert!(source.iter().zip(target[70..].iter()).all(|(s, t)| s.same_as(t)), "the copy is the source's records");
+    let expected = target[85].offset;
+    eventually("the group translated through the pruned map", Duration::from_secs(30), || async {
+        let offsets = describe_group(&secondary(), &group).await.offsets;
+        (offsets.get(&format!("{topic}/0")) == Some(&expected)).then_some(())
+    })
+    .await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+}

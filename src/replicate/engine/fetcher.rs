@@ -282,7 +282,13 @@ impl super::Replicator {
                     selection.next_offset = *base_offset;
                 }
                 let corrupt_first = coalesced.batches.is_empty().then_some(coalesced.corrupt).flatten();
-                state.take_fetched(requested_at, coalesced.batches, selection.next_offset, data.high_watermark);
+                state.take_fetched(
+                    requested_at,
+                    coalesced.batches,
+                    selection.next_offset,
+                    data.high_watermark,
+                    data.log_start_offset,
+                );
                 if let Some(error) = corrupt_first {
                     if state.stop(error.to_string(), true, Instant::now()) {
                         tracing::error!(flow, topic = %key.0, partition = key.1, %error, "partition stopped: a source batch is corrupt; nothing of it was forwarded");

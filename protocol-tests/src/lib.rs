@@ -649,10 +649,34 @@ impl OwnCluster {
 
     /// Kills the broker with SIGKILL, as a machine loss would.
     pub async fn kill(&self) {
-        let run_dir = std::env::var("KFERRY_RUN_DIR").unwrap_or_else(|_| "/tmp/kferry-kafka".into());
-        let pid = std::fs::read_to_string(PathBuf::from(run_dir).join(&self.name).join("pid")).expect("broker pid");
+        let pid = std::fs::read_to_string(self.dir().join("pid")).expect("broker pid");
         let status = std::process::Command::new("kill").args(["-KILL", pid.trim()]).status().expect("kill runs");
         assert!(status.success(), "broker {} not killed", self.name);
+    }
+
+    /// Stops the broker cleanly (SIGTERM, as an operator's stop), keeping its data: a
+    /// clean shutdown means the broker does not re-check its log segments at the next
+    /// start. Waits (up to 60 s) until the process is gone.
+    pub async fn halt(&self) {
+        let pid = std::fs::read_to_string(self.dir().join("pid")).expect("broker pid");
+        let pid = pid.trim().to_string();
+        let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(status.success(), "broker {} not signalled", self.name);
+        let proc = PathBuf::from("/proc").join(&pid);
+        eventually(&format!("broker {} stopped", self.name), Duration::from_secs(60), || async {
+            (!proc.exists()).then_some(())
+        })
+        .await;
+    }
+
+    /// The broker's log directory (one folder per partition, `TOPIC-PARTITION`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir().join("data")
+    }
+
+    fn dir(&self) -> PathBuf {
+        let run_dir = std::env::var("KFERRY_RUN_DIR").unwrap_or_else(|_| "/tmp/kferry-kafka".into());
+        PathBuf::from(run_dir).join(&self.name)
     }
 
     /// Starts the broker again on its data.

@@ -177,3 +177,170 @@ async fn a_recreated_source_topic_is_copied_again_with_restart_from_log_start() 
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("copying it again from its log start"), "the restart is reported:\n{stderr}");
 }
+
+/// Port of the source cluster the corrupt-batch test damages (its controller uses the next
+/// one): `KFERRY_TEST_CRC_PORT`, by default 19684, outside every range scripts/test and the
+/// benchmarks use.
+fn crc_source_port() -> u16 {
+    std::env::var("KFERRY_TEST_CRC_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(19684)
+}
+
+/// Flips one byte of the `nth` occurrence of `needle` in `file`.
+fn flip_byte(file: &std::path::Path, needle: &[u8], nth: usize) {
+    let mut bytes = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let at = (0..bytes.len().saturating_sub(needle.len()))
+        .filter(|&i| &bytes[i..i + needle.len()] == needle)
+        .nth(nth)
+        .unwrap_or_else(|| panic!("{}: occurrence {nth} of {needle:?} not found", file.display()));
+    bytes[at] ^= 0x01;
+    std::fs::write(file, bytes).expect("segment written back");
+}
+
+/// A batch damaged in the source's log (one payload byte flipped in a segment file of a
+/// real broker; stopped cleanly, the broker does not re-check the segment when it starts,
+/// and serves the bytes as they are, as after a disk fault): kferry copies the batches
+/// before it, stops that partition with a CRC error naming topic, partition and offset,
+/// copies nothing of the damaged batch or after it, and another topic goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_source_batch_stops_its_partition_and_nothing_of_it_is_copied() {
+    let source = protocol_tests::OwnCluster::start("crcsource", crc_source_port()).await;
+    let prefix = unique_name("crc");
+    let (damaged, healthy) = (format!("{prefix}-damaged"), format!("{prefix}-healthy"));
+    create_topic(&source.bootstrap, &damaged, 1, &[]).await;
+    create_topic(&source.bootstrap, &healthy, 1, &[]).await;
+    // Three writes, three batches of 10 (uncompressed, so the values are in the segment as
+    // written): the second gets the flipped byte.
+    for _ in 0..3 {
+        produce(&source.bootstrap, &damaged, 10, "none", &[]).await;
+    }
+    let written = consume(&source.bootstrap, &damaged, "read_committed", 30).await;
+    source.halt().await;
+    flip_byte(&source.data_dir().join(format!("{damaged}-0/00000000000000000000.log")), b"value-00000003|", 1);
+    source.restart().await;
+
+    let (p, s) = (alias("p"), alias("s"));
+    let config = format!(
+        "clusters:\n  {p}: {{ bootstrap_servers: [\"{}\"] }}\n  {s}: {{ bootstrap_servers: [\"{}\"] }}\n\
+         flows:\n  - source: {p}\n    target: {s}\n{}",
+        source.bootstrap,
+        secondary(),
+        flow_keys(&format!("{prefix}-.*"), "")
+    );
+    let kferry = Kferry::start("run", &config);
+    produce(&source.bootstrap, &healthy, 40, "lz4", &[]).await;
+    let healthy_source = consume(&source.bootstrap, &healthy, "read_committed", 40).await;
+    eventually("the healthy topic copied", Duration::from_secs(60), || async {
+        let copied = consume(&secondary(), &healthy, "read_committed", 0).await;
+        (content(&copied) == content(&healthy_source)).then_some(())
+    })
+    .await;
+    // Past the partition's first attempts: whatever was to be copied of it is there.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let copied = consume(&secondary(), &damaged, "read_committed", 0).await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("partition stopped: a source batch is corrupt"))
+        .unwrap_or_else(|| panic!("the corrupt batch is reported:\n{stderr}"));
+    assert!(line.contains(&damaged) && line.contains("partition=0") && line.contains("CRC-32C"), "{line}");
+    let offset: usize = line
+        .split("batch at offset ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the line names the offset: {line}"));
+    // The damaged record is the 4th of the second write (offset 13), in a batch starting at
+    // 10 unless the producer split that write.
+    assert!((10..=13).contains(&offset), "{line}");
+    assert_eq!(content(&copied), content(&written[..offset]), "exactly the records before the damaged batch");
+}
+
+/// The offset-map segments of `topic` partition 0 in the flow's state topic, read with
+/// confluent-kafka (newest record per key): live ones as (source start, source end), and
+/// the source starts of those deleted (a tombstone is the newest record of their key).
+async fn state_segments(source_alias: &str, topic: &str) -> (Vec<(i64, i64)>, Vec<i64>) {
+    let state = format!("__kferry.offset-map.{source_alias}");
+    let mut newest = std::collections::BTreeMap::new();
+    for record in consume(&secondary(), &state, "read_committed", 0).await {
+        let key = String::from_utf8(record.key.clone().unwrap_or_default()).expect("a UTF-8 key");
+        if let Some(start) = key.strip_prefix(&format!("{topic}/0/")) {
+            newest.insert(start.parse::<i64>().expect("a source start"), record.value.clone());
+        }
+    }
+    let mut live = Vec::new();
+    let mut deleted = Vec::new();
+    for (start, value) in newest {
+        match value {
+            // "<target topic> <source end> <target start>"
+            Some(value) => {
+                let text = String::from_utf8(value).expect("a UTF-8 value");
+                let end = text.split(' ').nth(1).and_then(|e| e.parse().ok()).expect("a source end");
+                live.push((start, end));
+            }
+            None => deleted.push(start),
+        }
+    }
+    (live, deleted)
+}
+
+/// Bounded state: with exactly_once every round's commit marker starts a new offset-map
+/// segment, so the map grows by one segment per round. Once the source's log start moves
+/// past them (DeleteRecords here, retention in production), the segments wholly below it
+/// are tombstoned in the state topic and dropped; a group above the log start still
+/// translates exactly, also after a restart, and nothing is copied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_map_segments_below_the_source_log_start_are_pruned() {
+    let topic = unique_name("pruned");
+    let group = unique_name("pruned-group");
+    create_topic(&primary(), &topic, 1, &[]).await;
+    let p = alias("p");
+    let keys = format!("    groups: [\"{group}\"]\n    sync_group_offsets_interval_seconds: 1\n");
+    let config = two_cluster_config(&p, &alias("s"), &flow_keys(&topic, &keys));
+    let mut kferry = Kferry::start("run", &config);
+    // Twelve rounds apart: twelve segments.
+    for round in 1..=12 {
+        produce(&primary(), &topic, 10, "none", &[]).await;
+        wait_until_replicated(&topic, round * 10).await;
+    }
+    let (live, deleted) = state_segments(&p, &topic).await;
+    assert!(live.len() >= 12 && deleted.is_empty(), "a segment per round: {live:?}");
+
+    let delete = ["delete-records", "--bootstrap", &primary(), "--topic", &topic, "--partition", "0", "--offset", "70"];
+    protocol_tests::verify_json(&delete).await;
+    for round in 1..=2 {
+        produce(&primary(), &topic, 10, "none", &[]).await;
+        wait_until_replicated(&topic, 120 + round * 10).await;
+        if round == 1 {
+            let (code, _, stderr) = kferry.stop().await;
+            assert_eq!(code, Some(0), "{stderr}");
+            kferry = Kferry::start("run", &config);
+        }
+    }
+    let (live, deleted) = eventually("segments below the log start tombstoned", Duration::from_secs(30), || async {
+        let (live, deleted) = state_segments(&p, &topic).await;
+        live.iter().all(|&(_, end)| end > 70).then_some((live, deleted))
+    })
+    .await;
+    assert!(deleted.len() >= 6, "the segments below offset 70 are deleted: {deleted:?}, live {live:?}");
+    assert!(live.iter().any(|&(start, end)| start <= 70 && 70 < end), "the segment holding the log start stays");
+
+    // A group at the log start continues on the target at exactly the next record.
+    let read = group_consume(&primary(), &topic, &group, "15", &[]).await;
+    assert_eq!(read.first().map(|r| r.offset), Some(70));
+    let target = consume(&secondary(), &topic, "read_committed", 0).await;
+    assert_eq!(target.len(), 140, "nothing copied twice");
+    // A plain producer's records sit at offsets 0..140 on the source: the group's next
+    // record, source offset 85, is the 86th record, whose copy is target[85].
+    let source = consume(&primary(), &topic, "read_committed", 0).await;
+    assert_eq!(source.first().map(|r| r.offset), Some(70));
+    assert!(source.iter().zip(target[70..].iter()).all(|(s, t)| s.same_as(t)), "the copy is the source's records");
+    let expected = target[85].offset;
+    eventually("the group translated through the pruned map", Duration::from_secs(30), || async {
+        let offsets = describe_group(&secondary(), &group).await.offsets;
+        (offsets.get(&format!("{topic}/0")) == Some(&expected)).then_some(())
+    })
+    .await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+}

@@ -245,6 +245,17 @@ def cmd_delete_topic(args):
     return 0
 
 
+def cmd_delete_records(args):
+    """Deletes the records of one partition below --offset (DeleteRecords: the log start
+    moves up, as retention would move it); prints the new low watermark."""
+    admin = AdminClient(client_config(args))
+    tp = TopicPartition(args.topic, args.partition, args.offset)
+    futures = admin.delete_records([tp], operation_timeout=args.timeout, request_timeout=args.timeout)
+    result = futures[tp].result(timeout=args.timeout)
+    emit({"topic": args.topic, "partition": args.partition, "low_watermark": result.low_watermark})
+    return 0
+
+
 # ---------------------------------------------------------------- produce
 
 
@@ -758,6 +769,12 @@ def parse_args(argv):
     p = sub.add_parser("delete-topic")
     common(p)
     p.set_defaults(func=cmd_delete_topic)
+
+    p = sub.add_parser("delete-records")
+    common(p)
+    p.add_argument("--partition", type=int, required=True)
+    p.add_argument("--offset", type=int, required=True, help="records below it are deleted")
+    p.set_defaults(func=cmd_delete_records)
 
     p = sub.add_parser("produce")
     common(p)

@@ -42,6 +42,11 @@ pub struct Coalesced {
     pub batches: Vec<Forwarded>,
     /// Input batches that were merged into others (input count minus output count).
     pub merged: usize,
+    /// A small batch as fetched failed its CRC-32C check: `batches` are those before it,
+    /// and nothing of it or after it. Merging decodes the records and builds a batch with
+    /// a fresh CRC, which would launder the damage, so the check comes first here (batches
+    /// forwarded as they are get it when they are stamped).
+    pub corrupt: Option<RewriteError>,
 }
 
 /// Coalesces runs of consecutive small batches of one partition, in order.
@@ -50,7 +55,14 @@ pub fn coalesce(batches: Vec<Forwarded>) -> Result<Coalesced, RewriteError> {
     let mut out = Vec::with_capacity(input);
     let mut run: Vec<Forwarded> = Vec::new();
     let mut run_bytes = 0;
-    for forwarded in batches {
+    for (taken, forwarded) in batches.into_iter().enumerate() {
+        let batch = &forwarded.batch;
+        if forwarded.source_offsets.is_none() && mergeable(batch) && !batch.crc_is_valid() {
+            flush(&mut run, &mut out)?;
+            let (base_offset, stored, computed) = (batch.base_offset(), batch.stored_crc(), batch.computed_crc());
+            let corrupt = Some(RewriteError::Crc { base_offset, stored, computed });
+            return Ok(Coalesced { merged: taken - out.len(), batches: out, corrupt });
+        }
         let size = forwarded.batch.as_bytes().len();
         let joins = mergeable(&forwarded.batch) && run_bytes + size <= MAX_COALESCED_BYTES;
         if !joins {
@@ -66,7 +78,7 @@ pub fn coalesce(batches: Vec<Forwarded>) -> Result<Coalesced, RewriteError> {
     }
     flush(&mut run, &mut out)?;
     let merged = input - out.len();
-    Ok(Coalesced { batches: out, merged })
+    Ok(Coalesced { batches: out, merged, corrupt: None })
 }
 
 fn mergeable(batch: &RecordBatch) -> bool {

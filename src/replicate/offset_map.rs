@@ -83,6 +83,14 @@ impl OffsetMap {
         }
     }
 
+    /// Removes the segments that end at or below source offset `offset`, except the last
+    /// one (new records continue from it); returns their source starts.
+    pub fn remove_below(&mut self, offset: i64) -> Vec<i64> {
+        let below = self.segments.partition_point(|s| s.source_end <= offset);
+        let removable = below.min(self.segments.len().saturating_sub(1));
+        self.segments.drain(..removable).map(|s| s.source_start).collect()
+    }
+
     /// The target offset a consumer positioned at source offset `source` (the next record
     /// to read) continues from: the target offset of the first replicated record at or
     /// after it, so nothing is read twice or skipped. `None` beyond what is replicated.
@@ -101,6 +109,21 @@ impl OffsetMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn segments_below_an_offset_are_removed_but_never_the_last() {
+        let mut map = OffsetMap::default();
+        for cycle in 0..5 {
+            map.record(cycle * 10, 9, cycle * 10 + 1000); // one marker per cycle: a segment each
+        }
+        assert_eq!(map.segments().len(), 5);
+        assert_eq!(map.remove_below(25), [0, 10], "segments ending at 9 and 19 lie below 25");
+        assert_eq!(map.translate(25), Some(1025), "what is above stays exact");
+        assert_eq!(map.translate(3), Some(1020), "below the pruned range: the first record kept");
+        assert_eq!(map.remove_below(1_000), [20, 30], "the last segment stays");
+        assert_eq!(map.segments().len(), 1);
+        assert!(map.remove_below(1_000).is_empty());
+    }
 
     #[test]
     fn contiguous_batches_share_a_segment_and_gaps_start_new_ones() {

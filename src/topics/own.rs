@@ -58,10 +58,17 @@ pub async fn cluster_durability(cluster: &Cluster, configured: Option<i16>) -> R
 }
 
 /// One of kferry's own topics as it is created: compacted, one partition (its records are
-/// read back in order), with the cluster's durability for kferry's topics.
+/// read back in order), with the cluster's durability for kferry's topics. Segments roll
+/// at 16 MiB or after an hour: compaction only cleans closed segments, and with the broker
+/// defaults (1 GiB, 7 days) every write to the offset map (a segment per partition and
+/// round, then its tombstone once pruned) would stay on disk for a week.
 pub async fn own_topic(cluster: &Cluster, name: &str, configured: Option<i16>) -> Result<NewTopic, ClientError> {
     let durability = cluster_durability(cluster, configured).await?;
-    let mut configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+    let mut configs = BTreeMap::from([
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        ("segment.bytes".to_string(), (16 * 1024 * 1024).to_string()),
+        ("segment.ms".to_string(), (60 * 60 * 1000).to_string()),
+    ]);
     if let Some(min) = durability.min_insync_replicas {
         configs.insert("min.insync.replicas".to_string(), min.to_string());
     }

@@ -123,7 +123,7 @@ fn rewritten_batches_keep_their_named_source_offsets() {
 #[test]
 fn a_corrupt_batch_is_refused_not_laundered() {
     let good = batch(0, &["a"], 1, 3);
-    let mut bytes = good.as_bytes().to_vec();
+    let mut bytes = batch(1, &["b"], 1, 3).as_bytes().to_vec();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     let Some(Ok(crate::protocol::batch::BatchItem::Batch(bad))) =
@@ -131,8 +131,11 @@ fn a_corrupt_batch_is_refused_not_laundered() {
     else {
         panic!("one batch")
     };
-    let error = coalesce(vec![forwarded(good), forwarded(bad)]).unwrap_err();
-    assert!(matches!(error, RewriteError::Crc { base_offset: 0, .. }), "{error}");
+    let after = batch(2, &["c"], 1, 3);
+    let coalesced = coalesce(vec![forwarded(good.clone()), forwarded(bad), forwarded(after)]).unwrap();
+    // What came before the corrupt batch goes on as it is; nothing of it or after it.
+    assert_eq!(coalesced.batches, [forwarded(good)]);
+    assert!(matches!(coalesced.corrupt, Some(RewriteError::Crc { base_offset: 1, .. })), "{:?}", coalesced.corrupt);
 }
 
 #[test]

@@ -33,6 +33,7 @@ impl Replicator {
         let mut bytes = 0;
         for key in ready {
             let state = self.partitions.get_mut(&key).expect("listed above");
+            state.prune_offset_map();
             let last_segment = state.last_segment();
             let unrecorded_start = (!state.committed_on_target).then_some(state.committed);
             let (batches, progress_to) = state.take_for_round(per_partition);

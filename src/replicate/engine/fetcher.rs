@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::super::coalesce::{coalesce, Coalesced};
 use super::super::forward;
+use super::super::rewrite::RewriteError;
 use super::partition::SourcePartition;
 use crate::client::{
     ClientError, Cluster, FetchSession, FetchedPartition, Isolation, PartitionFetch, PartitionFetched,
@@ -277,11 +278,12 @@ impl super::Replicator {
         let selected =
             forward::select(data.records, requested_at, &data.aborted_transactions).and_then(|mut selection| {
                 let batches = std::mem::take(&mut selection.batches);
-                let coalesced = if may_coalesce { coalesce(batches)? } else { Coalesced { batches, merged: 0 } };
+                let coalesced =
+                    if may_coalesce { coalesce(batches)? } else { Coalesced { batches, merged: 0, corrupt: None } };
                 Ok((coalesced, selection))
             });
         match selected {
-            Ok((coalesced, selection)) => {
+            Ok((coalesced, mut selection)) => {
                 self.totals.coalesced += coalesced.merged as u64;
                 if selection.rewritten > 0 {
                     self.totals.rewritten += selection.rewritten as u64;
@@ -290,10 +292,26 @@ impl super::Replicator {
                         tracing::info!(flow, topic = %key.0, partition = key.1, "slow path: compacted or LogAppendTime batches are rewritten (records renumbered or restamped); counted in `rewritten`");
                     }
                 }
-                state.take_fetched(requested_at, coalesced.batches, selection.next_offset, data.high_watermark);
+                if let Some(RewriteError::Crc { base_offset, .. }) = &coalesced.corrupt {
+                    // The batches before the corrupt one go on; the next fetch starts at it.
+                    selection.next_offset = *base_offset;
+                }
+                let corrupt_first = coalesced.batches.is_empty().then_some(coalesced.corrupt).flatten();
+                state.take_fetched(
+                    requested_at,
+                    coalesced.batches,
+                    selection.next_offset,
+                    data.high_watermark,
+                    data.log_start_offset,
+                );
                 // Brokers too old to know it answer -1: the high watermark is the end then.
                 state.stable_end =
                     if data.last_stable_offset >= 0 { data.last_stable_offset } else { data.high_watermark };
+                if let Some(error) = corrupt_first {
+                    if state.stop(PartitionPhase::Unforwardable, error.to_string(), Instant::now()) {
+                        tracing::error!(flow, topic = %key.0, partition = key.1, %error, "partition stopped: a source batch is corrupt; nothing of it was forwarded");
+                    }
+                }
             }
             Err(error) => {
                 if state.stop(PartitionPhase::Unforwardable, error.to_string(), Instant::now()) {

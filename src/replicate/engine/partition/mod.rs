@@ -83,6 +83,9 @@ pub(super) struct PartitionState {
     /// The source's last stable offset in the last fetch answer: the end read_committed
     /// consumers see, against which lag is measured.
     pub(super) stable_end: i64,
+    /// The source's log start offset in the last fetch answer: offset-map segments below
+    /// it are pruned (see [`PartitionState::prune_offset_map`]).
+    pub(super) source_log_start: i64,
     pub(super) stall: Option<Stall>,
     /// Small batches may be coalesced; cleared when the target refused a coalesced batch
     /// as too large.
@@ -110,6 +113,7 @@ impl PartitionState {
             offset_map: OffsetMap::default(),
             source_end: start,
             stable_end: start,
+            source_log_start: 0,
             stall: None,
             coalesce: true,
             slow_path_reported: false,
@@ -144,6 +148,7 @@ impl PartitionState {
         batches: Vec<Forwarded>,
         next_offset: i64,
         source_end: i64,
+        source_log_start: i64,
     ) -> bool {
         self.fetching = false;
         if requested_at != self.fetch_position {
@@ -157,7 +162,21 @@ impl PartitionState {
         }
         self.fetch_position = self.fetch_position.max(next_offset);
         self.source_end = source_end;
+        self.source_log_start = self.source_log_start.max(source_log_start);
         true
+    }
+
+    /// Retires the offset-map segments that lie wholly below the source's log start, to be
+    /// tombstoned in the state topic by the next round (see `retired_segments`). With
+    /// exactly_once every round's commit marker starts a new segment per partition, so
+    /// without this the map grows by one segment per round for ever. No translation needs
+    /// them: a source group positioned below the log start is out of range on the source
+    /// (it resets), and one at or above it translates through the segments kept; the target
+    /// copy of those records goes with the retention topic sync copies. Called when the
+    /// partition joins a round, so what a round tombstones is what it was given.
+    pub(super) fn prune_offset_map(&mut self) {
+        let pruned = self.offset_map.remove_below(self.source_log_start);
+        self.retired_segments.extend(pruned);
     }
 
     /// Whether the next round has something to do for this partition: batches to produce,

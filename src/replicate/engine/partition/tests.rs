@@ -38,7 +38,7 @@ fn markers_read_past_are_committed_without_data() {
     let mut p = partition();
     p.committed_to(100);
     // A fetch that found only an abort marker and aborted data up to 126.
-    assert!(p.take_fetched(100, Vec::new(), 126, 126));
+    assert!(p.take_fetched(100, Vec::new(), 126, 126, 0));
     assert!(p.has_work(Instant::now()), "progress to commit");
     let (batches, progress_to) = p.take_for_round(1 << 20);
     assert!(batches.is_empty());
@@ -49,7 +49,7 @@ fn markers_read_past_are_committed_without_data() {
 fn batches_get_consecutive_sequences_and_return_with_theirs() {
     let mut p = partition();
     p.committed_to(100);
-    assert!(p.take_fetched(100, vec![pending(100, 3), pending(103, 2)], 106, 106));
+    assert!(p.take_fetched(100, vec![pending(100, 3), pending(103, 2)], 106, 106, 0));
     let (batches, progress_to) = p.take_for_round(1 << 20);
     assert_eq!(batches.iter().map(|(_, s)| *s).collect::<Vec<_>>(), [0, 3]);
     assert_eq!(progress_to, 106, "the marker at 105 is covered");
@@ -70,7 +70,7 @@ fn batches_get_consecutive_sequences_and_return_with_theirs() {
 #[test]
 fn a_round_takes_at_most_its_share_but_always_one_batch() {
     let mut p = partition();
-    assert!(p.take_fetched(100, vec![pending(100, 1), pending(101, 1), pending(102, 1)], 103, 103));
+    assert!(p.take_fetched(100, vec![pending(100, 1), pending(101, 1), pending(102, 1)], 103, 103, 0));
     let one = p.buffered[0].bytes();
     let (batches, progress_to) = p.take_for_round(one);
     assert_eq!(batches.len(), 1);
@@ -84,11 +84,11 @@ fn a_round_takes_at_most_its_share_but_always_one_batch() {
 fn an_answer_to_a_fetch_made_before_a_rewind_is_ignored() {
     let mut p = partition();
     p.committed_to(100);
-    assert!(p.take_fetched(100, vec![pending(100, 5)], 105, 105));
+    assert!(p.take_fetched(100, vec![pending(100, 5)], 105, 105, 0));
     p.fetching = true;
     p.rewind();
     assert_eq!(p.fetch_position, 100);
-    assert!(!p.take_fetched(105, vec![pending(105, 5)], 110, 110), "asked at 105, the partition is at 100 now");
+    assert!(!p.take_fetched(105, vec![pending(105, 5)], 110, 110, 0), "asked at 105, the partition is at 100 now");
     assert!(p.buffered.is_empty());
     assert!(!p.fetching);
 }
@@ -120,7 +120,7 @@ fn transient_failures_back_off_and_refusals_wait_for_an_operator() {
 #[test]
 fn a_full_buffer_stops_fetching() {
     let mut p = partition();
-    assert!(p.take_fetched(100, vec![pending(100, 50)], 150, 150));
+    assert!(p.take_fetched(100, vec![pending(100, 50)], 150, 150, 0));
     let held = p.buffered_bytes;
     let now = Instant::now();
     assert!(!p.wants_fetch(now, held), "at the cap");
@@ -130,7 +130,7 @@ fn a_full_buffer_stops_fetching() {
 #[test]
 fn a_source_reset_restarts_the_map_and_retires_the_old_segments() {
     let mut p = partition();
-    assert!(p.take_fetched(100, vec![pending(100, 5)], 105, 105));
+    assert!(p.take_fetched(100, vec![pending(100, 5)], 105, 105, 0));
     let (batches, _) = p.take_for_round(1 << 20);
     p.in_round = false;
     p.landed(&batches[0].0, 0);

@@ -267,3 +267,57 @@ async fn three_brokers_kferrys_own_topics_survive_a_stopped_target_broker() {
     assert!(stderr.contains("failed over"), "the failover record is read with broker {leader} down:\n{stderr}");
     down.start().await;
 }
+
+/// A source partition truncated under kferry by an unclean leader election (RF 2,
+/// `unclean.leader.election.enable` on the topic): its follower is stopped, records are
+/// written to the leader alone and copied, the leader stops, the follower comes back and is
+/// elected with a shorter log, and new records are written there. kferry's position is now
+/// beyond the log's end: detected, logged with both offsets, the partition stopped
+/// (`on_source_reset: fail`), nothing of the new log copied; another topic goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_a_source_truncated_by_an_unclean_election_is_detected() {
+    let _serial = SERIAL.lock().await;
+    let prefix = unique_name("unclean");
+    let (truncated, healthy) = (format!("{prefix}-truncated"), format!("{prefix}-healthy"));
+    create(&multi::primary(), &truncated, 1, 2).await;
+    alter(&multi::primary(), &truncated, "unclean.leader.election.enable=true").await;
+    // One replica in sync must do while the follower is down.
+    alter(&multi::primary(), &truncated, "min.insync.replicas=1").await;
+    create(&multi::primary(), &healthy, 1, 3).await;
+    produce(&multi::primary(), &truncated, 100, "none", &[]).await;
+    let kferry = Kferry::start("run", &config(&format!("{prefix}-.*"), ""));
+    wait_for_counts(&truncated, &every(1, 100), Duration::from_secs(120)).await;
+
+    let json = verify_json(&["describe-topic", "--bootstrap", &multi::primary(), "--topic", &truncated]).await;
+    let replicas: Vec<u32> = serde_json::from_value(json["replicas"]["0"].clone()).expect("replicas");
+    let leader = leaders(&multi::primary(), &truncated).await[&0] as u32;
+    let follower = *replicas.iter().find(|&&r| r != leader).expect("two replicas");
+    let follower_down = NodeGuard::stop(Side::Primary, follower).await;
+    produce(&multi::primary(), &truncated, 50, "none", &[]).await;
+    wait_for_counts(&truncated, &every(1, 150), Duration::from_secs(90)).await;
+    let leader_down = NodeGuard::stop(Side::Primary, leader).await;
+    follower_down.start().await;
+    eventually("the follower elected, uncleanly", Duration::from_secs(60), || async {
+        (leaders(&multi::primary(), &truncated).await.get(&0) == Some(&(follower as i32))).then_some(())
+    })
+    .await;
+    // The new log ends at 110, below kferry's position 150.
+    produce(&multi::primary(), &truncated, 10, "none", &[]).await;
+    produce(&multi::primary(), &healthy, 30, "none", &[]).await;
+    wait_for_counts(&healthy, &every(1, 30), Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        consume(&multi::secondary(), &truncated, "read_committed", 0).await.len(),
+        150,
+        "nothing of the truncated partition's new log is copied"
+    );
+    leader_down.start().await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("source reset") && l.contains(&truncated))
+        .unwrap_or_else(|| panic!("the truncation is reported:\n{stderr}"));
+    assert!(line.contains("the source log ends at offset 110, below kferry's position 150"), "{line}");
+    assert!(line.contains("partition stopped (on_source_reset: fail)"), "{line}");
+}

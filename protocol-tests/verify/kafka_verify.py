@@ -597,6 +597,7 @@ def cmd_describe_topic(args):
         "partitions": len(desc.partitions),
         "replication_factor": max((len(p.replicas) for p in desc.partitions), default=0),
         "leaders": {str(p.id): (p.leader.id if p.leader is not None else -1) for p in desc.partitions},
+        "replicas": {str(p.id): [r.id for r in p.replicas] for p in desc.partitions},
         "configs": overrides(entries),
         "all_configs": {name: e.value for name, e in entries.items()},
     })

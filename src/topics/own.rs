@@ -61,13 +61,17 @@ pub async fn cluster_durability(cluster: &Cluster, configured: Option<i16>) -> R
 /// read back in order), with the cluster's durability for kferry's topics. Segments roll
 /// at 16 MiB or after an hour: compaction only cleans closed segments, and with the broker
 /// defaults (1 GiB, 7 days) every write to the offset map (a segment per partition and
-/// round, then its tombstone once pruned) would stay on disk for a week.
+/// round, then its tombstone once pruned) would stay on disk for a week. Tombstones are
+/// kept an hour, not the default day: a reader that misses one (it fell behind by more
+/// than that, or reads the topic afresh) only keeps or never sees a segment below the
+/// source's log start, which no translation uses.
 pub async fn own_topic(cluster: &Cluster, name: &str, configured: Option<i16>) -> Result<NewTopic, ClientError> {
     let durability = cluster_durability(cluster, configured).await?;
     let mut configs = BTreeMap::from([
         ("cleanup.policy".to_string(), "compact".to_string()),
         ("segment.bytes".to_string(), (16 * 1024 * 1024).to_string()),
         ("segment.ms".to_string(), (60 * 60 * 1000).to_string()),
+        ("delete.retention.ms".to_string(), (60 * 60 * 1000).to_string()),
     ]);
     if let Some(min) = durability.min_insync_replicas {
         configs.insert("min.insync.replicas".to_string(), min.to_string());

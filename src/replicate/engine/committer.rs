@@ -114,6 +114,7 @@ impl Replicator {
                 self.totals.aborted += 1;
                 self.metrics.transaction(false);
                 tracing::warn!(flow = %self.name(), %error, "transaction round abandoned; its batches are sent again with a new producer epoch");
+                self.explain_blocked_transaction(&error);
                 self.producer = None;
                 Ok(())
             }

@@ -216,6 +216,31 @@ impl Replicator {
         self.flow.delivery == Delivery::ExactlyOnce
     }
 
+    /// A transaction that cannot end makes the coordinator answer CONCURRENT_TRANSACTIONS
+    /// to every call on the flow's transactional id. The usual cause is a target partition
+    /// the transaction touched whose in-sync replicas fell below its `min.insync.replicas`:
+    /// the coordinator cannot write the commit (or abort) marker there and retries until the
+    /// replicas are back, and the whole flow waits meanwhile. Says so, naming the partitions
+    /// held back for that reason, so the stall is not a mystery.
+    fn explain_blocked_transaction(&self, error: &ClientError) {
+        let concurrent = match error {
+            ClientError::RetriesExhausted { last, .. } => last.is_concurrent_transactions(),
+            other => other.is_concurrent_transactions(),
+        };
+        if !concurrent {
+            return;
+        }
+        let short: Vec<String> = self
+            .partitions
+            .iter()
+            .filter(|(_, p)| p.stall.as_ref().is_some_and(|s| s.reason.contains("NOT_ENOUGH_REPLICAS")))
+            .map(|((_, partition), p)| format!("{}-{partition}", p.target_topic))
+            .collect();
+        if !short.is_empty() {
+            tracing::warn!(flow = %self.name(), partitions = %short.join(", "), "the flow's last transaction cannot end: Kafka's transaction coordinator must write its marker to every partition the transaction touched, and cannot while these have fewer in-sync replicas than their min.insync.replicas (NOT_ENOUGH_REPLICAS); every partition of the flow waits until their replicas are back");
+        }
+    }
+
     /// The bytes of records held: buffered batches and the round in flight.
     fn bytes_held(&self) -> usize {
         self.round_bytes + self.partitions.values().map(|p| p.buffered_bytes).sum::<usize>()
@@ -257,6 +282,7 @@ impl Replicator {
                     self.metrics.set_state(FlowState::Starting, Some(format!("cannot start the producer: {error}")));
                     self.metrics.set_unreachable(Side::Target, Probe::Produce, Some(error.to_string()));
                     tracing::warn!(flow = %self.name(), %error, "cannot start the producer on the target; retrying in {RESET_BACKOFF:?}");
+                    self.explain_blocked_transaction(&error);
                     tokio::select! {
                         _ = tokio::time::sleep(RESET_BACKOFF) => {}
                         _ = stop.changed() => {}

@@ -196,6 +196,20 @@ pub async fn create_topic(bootstrap: &str, topic: &str, partitions: u32, configs
     run_verifier(&args, Duration::from_secs(60)).await;
 }
 
+/// Two source topics `<prefix>-big` and `<prefix>-small` with records, where the target copy
+/// of `big` (created here with `max.message.bytes=300`) refuses every batch of it: the
+/// fixture of a partition the target refuses while another goes on. The flow must keep
+/// `max.message.bytes` out of config sync (`topic_configs_exclude`). Returns (big, small).
+pub async fn refused_batch_topics(prefix: &str) -> (String, String) {
+    let (big, small) = (format!("{prefix}-big"), format!("{prefix}-small"));
+    create_topic(&primary(), &big, 1, &[]).await;
+    create_topic(&primary(), &small, 1, &[]).await;
+    create_topic(&secondary(), &big, 1, &["max.message.bytes=300"]).await;
+    produce(&primary(), &big, 200, "none", &["--linger-ms", "50"]).await;
+    produce(&primary(), &small, 300, "gzip", &[]).await;
+    (big, small)
+}
+
 /// Produces `count` deterministic records with confluent-kafka; returns its JSON summary.
 pub async fn produce(bootstrap: &str, topic: &str, count: u32, compression: &str, extra: &[&str]) -> serde_json::Value {
     let count = count.to_string();

@@ -201,14 +201,9 @@ async fn readyz_names_an_unreachable_target_and_healthz_stays_ok() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_the_target_refuses_is_stalled_in_readyz_and_its_lag_is_what_is_missing() {
     let prefix = unique_name("metrics-refused");
-    let (big, small) = (format!("{prefix}-big"), format!("{prefix}-small"));
-    create_topic(&primary(), &big, 1, &[]).await;
-    create_topic(&primary(), &small, 1, &[]).await;
     // As in replication.rs: the target copy of `big` takes no batch over 300 bytes, and the
     // flow keeps that limit out of config sync.
-    create_topic(&secondary(), &big, 1, &["max.message.bytes=300"]).await;
-    produce(&primary(), &big, 200, "none", &["--linger-ms", "50"]).await;
-    produce(&primary(), &small, 300, "gzip", &[]).await;
+    let (big, small) = protocol_tests::refused_batch_topics(&prefix).await;
     let (source, target) = (protocol_tests::alias("p"), protocol_tests::alias("s"));
     let flow = format!("{source}->{target}");
     let keys = format!(

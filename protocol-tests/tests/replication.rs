@@ -267,14 +267,9 @@ async fn offset_map_on_the_target_maps_every_record_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_the_target_refuses_stops_only_its_partition() {
     let prefix = unique_name("refused-batch");
-    let (big, small) = (format!("{prefix}-big"), format!("{prefix}-small"));
-    create_topic(&primary(), &big, 1, &[]).await;
-    create_topic(&primary(), &small, 1, &[]).await;
     // The target copy of `big` takes no batch over 300 bytes; kferry must not sync that
     // limit away, so the flow excludes it from config sync.
-    create_topic(&secondary(), &big, 1, &["max.message.bytes=300"]).await;
-    produce(&primary(), &big, 200, "none", &["--linger-ms", "50"]).await;
-    produce(&primary(), &small, 300, "gzip", &[]).await;
+    let (big, small) = protocol_tests::refused_batch_topics(&prefix).await;
     let config = unique_flow_config(&format!(
         "    topics: [\"{prefix}-.*\"]\n    topic_configs_exclude: [\"max.message.bytes\"]\n    refresh_topics_interval_seconds: 1\n"
     ));

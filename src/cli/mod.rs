@@ -228,6 +228,7 @@ fn cluster_access(
                 }
                 let mut client = base.clone();
                 client.connection.security = std::sync::Arc::new(security);
+                client.connection.client_id.clone_from(&cluster.client_id);
                 access.insert(name.clone(), ClusterAccess { bootstrap: cluster.bootstrap_servers.clone(), client });
             }
             Err(e) => {

@@ -20,6 +20,7 @@ use super::coordinator::CoordinatorKind;
 use super::error::{BrokerRef, ClientError, ConnectionError};
 use super::messenger::{ConnectionConfig, Messenger};
 use super::metadata::{MetadataSnapshot, TopicInfo};
+use super::quota::QuotaWaits;
 use crate::protocol::api::ApiRequest;
 
 /// Pause before asking again after CONCURRENT_TRANSACTIONS.
@@ -110,7 +111,9 @@ impl std::fmt::Debug for Cluster {
 
 impl Cluster {
     /// Connects to the first bootstrap server that answers and loads the broker list.
-    pub async fn connect(name: &str, bootstrap: &[String], config: ClientConfig) -> Result<Arc<Self>, ClientError> {
+    pub async fn connect(name: &str, bootstrap: &[String], mut config: ClientConfig) -> Result<Arc<Self>, ClientError> {
+        // Throttle times are counted per cluster connection pool (one per flow and side).
+        config.connection.quota = Arc::default();
         let cluster = Arc::new(Self {
             name: name.into(),
             bootstrap: bootstrap.to_vec(),
@@ -131,6 +134,11 @@ impl Cluster {
 
     pub fn config(&self) -> &ClientConfig {
         &self.config
+    }
+
+    /// What this cluster's brokers asked kferry to wait (quotas).
+    pub fn quota_waits(&self) -> &QuotaWaits {
+        &self.config.connection.quota
     }
 
     /// Metadata listing every topic of the cluster (always a fresh request).

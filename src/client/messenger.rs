@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, RwLock, RwLockRead
 use tokio::task::JoinHandle;
 
 use super::error::{BrokerRef, ConnectionError};
+use super::quota::{QuotaWaits, Throttle};
 use super::security::{sasl, Security};
 use super::transport::{self, Transport};
 use crate::protocol::api::{self, ApiRequest};
@@ -52,6 +53,9 @@ pub struct ConnectionConfig {
     pub max_frame_bytes: usize,
     /// TLS and SASL of the cluster (default: plaintext, no authentication).
     pub security: Arc<Security>,
+    /// Where the connections add up the throttle times brokers ask for; each
+    /// [`super::Cluster`] has its own.
+    pub quota: Arc<QuotaWaits>,
 }
 
 impl Default for ConnectionConfig {
@@ -63,6 +67,7 @@ impl Default for ConnectionConfig {
             max_in_flight: 64,
             max_frame_bytes: 256 * 1024 * 1024,
             security: Arc::default(),
+            quota: Arc::default(),
         }
     }
 }
@@ -139,6 +144,9 @@ pub struct Messenger {
     /// Present when the broker limits the SASL session's lifetime.
     session: Option<SaslSession>,
     security: Arc<Security>,
+    /// Held while the broker throttles this connection (a quota, KIP-219).
+    throttle: Throttle,
+    quota: Arc<QuotaWaits>,
 }
 
 /// A SASL session with a lifetime, and the lock that holds requests back while it is renewed.
@@ -262,6 +270,8 @@ impl Messenger {
             tasks: [reader, writer],
             session: None,
             security: Arc::clone(&config.security),
+            throttle: Throttle::default(),
+            quota: Arc::clone(&config.quota),
         }
     }
 
@@ -379,7 +389,16 @@ impl Messenger {
         let frame = self.send(request, version, timeout).await?;
         let response = api::decode_response::<R>(frame, version)
             .map_err(|source| self.fail(ConnectionError::Protocol { broker: self.broker().clone(), source }))?;
+        self.note_throttle::<R>(&response);
         Ok((version, response))
+    }
+
+    /// A response's `throttle_time_ms` holds this connection's next requests back.
+    fn note_throttle<R: ApiRequest>(&self, response: &R::Response) {
+        let millis = R::throttle_time_ms(response);
+        if millis > 0 {
+            self.throttle.throttled(self.broker(), R::NAME, millis, &self.quota);
+        }
     }
 
     /// The configured request timeout.
@@ -461,6 +480,8 @@ impl Messenger {
         version: i16,
         timeout: Duration,
     ) -> Result<Queued<'_, R>, ConnectionError> {
+        // Before the request's timeout starts: a throttled broker does not read it anyway.
+        self.throttle.wait().await;
         let permit = Arc::clone(&self.shared.permits).acquire_owned().await.map_err(|_| self.poison_error())?;
         let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
         let frame = api::encode_request(request, version, correlation_id, &self.client_id)
@@ -538,6 +559,7 @@ impl<R: ApiRequest> Queued<'_, R> {
         let response = api::decode_response::<R>(frame, version).map_err(|source| {
             messenger.fail(ConnectionError::Protocol { broker: messenger.broker().clone(), source })
         })?;
+        messenger.note_throttle::<R>(&response);
         Ok((version, response))
     }
 }

@@ -19,6 +19,7 @@ mod coordinator;
 mod error;
 mod messenger;
 mod metadata;
+mod quota;
 mod records;
 pub mod resolve;
 pub mod security;
@@ -32,6 +33,7 @@ pub use coordinator::{CommittedOffset, CoordinatorKind, GroupOffsets, ListedGrou
 pub use error::{BrokerRef, ClientError, ConnectionError};
 pub use messenger::{ConnectionConfig, Messenger, Queued};
 pub use metadata::{BrokerInfo, MetadataSnapshot, PartitionInfo, TopicInfo};
+pub use quota::QuotaWaits;
 pub use records::{
     FetchSession, FetchSpec, FetchedPartition, Isolation, OffsetSpec, PartitionFetch, PartitionFetched, Produced,
 };

@@ -72,6 +72,14 @@ pub struct ClusterConfig {
     /// TLS and SASL; absent: plaintext without authentication.
     #[serde(default)]
     pub security: SecurityConfig,
+    /// The client id in kferry's requests to this cluster: what broker quotas
+    /// (`producer_byte_rate`, `consumer_byte_rate` for a client id) and request logs see.
+    #[serde(default = "client_id")]
+    pub client_id: String,
+}
+
+fn client_id() -> String {
+    "kferry".to_owned()
 }
 
 /// One replication flow: which topics of `source` are copied to `target`, and how they
@@ -131,6 +139,11 @@ pub struct FlowConfig {
     /// whatever the number of partitions.
     #[serde(default = "buffer_bytes")]
     pub buffer_bytes: u64,
+    /// Bytes per second the flow fetches from its source at most, over all its partitions
+    /// (record batches as stored there); absent: as fast as the clusters allow. Keeps a
+    /// catch-up from saturating a WAN link or the source brokers.
+    #[serde(default)]
+    pub max_bytes_per_second: Option<u64>,
     /// Translate the committed offsets of the source's consumer groups and commit them on
     /// the target (MM2's `sync.group.offsets.enabled`, off by default there), and write
     /// MM2-format checkpoints.
@@ -277,6 +290,7 @@ impl FlowConfig {
             start: StartPosition::default(),
             on_source_reset: OnSourceReset::default(),
             buffer_bytes: buffer_bytes(),
+            max_bytes_per_second: None,
             sync_group_offsets: yes(),
             groups: all_groups(),
             groups_exclude: Vec::new(),

@@ -29,8 +29,11 @@ fn example_file_parses() {
         Ok(config) => config,
         Err(err) => panic!("{err}"),
     };
-    let cluster =
-        |address: &str| ClusterConfig { bootstrap_servers: strings(&[address]), security: SecurityConfig::default() };
+    let cluster = |address: &str| ClusterConfig {
+        bootstrap_servers: strings(&[address]),
+        security: SecurityConfig::default(),
+        client_id: "kferry".into(),
+    };
     let expected = Config {
         clusters: BTreeMap::from([
             ("primary".to_owned(), cluster("127.0.0.1:9092")),
@@ -95,12 +98,12 @@ fn parse_errors_name_key_line_and_what_is_allowed() {
             "config.yaml line 8: flows[0]: unknown key \"polcy\"; \
              allowed: source, target, topics, topics_exclude, policy, separator, replication_factor, \
              sync_topic_configs, topic_configs_exclude, sync_topic_acls, refresh_topics_interval_seconds, delivery, start, on_source_reset, \
-             buffer_bytes, sync_group_offsets, groups, groups_exclude, sync_group_offsets_interval_seconds",
+             buffer_bytes, max_bytes_per_second, sync_group_offsets, groups, groups_exclude, sync_group_offsets_interval_seconds",
         ),
         (
             "clusters:\n  primary:\n    bootstrap_server: [a]\n".to_owned(),
             "config.yaml line 3: clusters.primary: unknown key \"bootstrap_server\"; \
-             allowed: bootstrap_servers, security",
+             allowed: bootstrap_servers, security, client_id",
         ),
         (
             // serde_norway points at the document start; kferry finds the key's line.

@@ -251,6 +251,12 @@ fn check_flows(config: &Config, report: &mut Report<'_>) {
                 "must be at least 1048576 (1 MiB): a batch can be that large".to_owned(),
             );
         }
+        if flow.max_bytes_per_second.is_some_and(|rate| rate < 64 * 1024) {
+            report.add(
+                &path.key("max_bytes_per_second"),
+                "must be at least 65536 (64 KiB/s); leave it out for no limit".to_owned(),
+            );
+        }
         if flow.refresh_topics_interval_seconds == 0 {
             report.add(&path.key("refresh_topics_interval_seconds"), "must be 1 or more".to_owned());
         }

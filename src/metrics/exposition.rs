@@ -197,9 +197,38 @@ pub(super) fn render(registry: &Registry) -> String {
         text.sample("kferry_buffer_limit_bytes", &[("flow", &flow.name)], flow.buffer_limit);
     }
 
+    throttling(&mut text, &flows);
     group_sync(&mut text, &flows);
     topic_sync(&mut text, &flows);
     text.out
+}
+
+/// Time kferry waited for its own rate limit and for the brokers' quotas.
+fn throttling(text: &mut Text, flows: &[std::sync::Arc<FlowMetrics>]) {
+    let seconds = |millis: &std::sync::atomic::AtomicU64| millis.load(Ordering::Relaxed) as f64 / 1000.0;
+    text.family(
+        "kferry_rate_limited_seconds_total",
+        "counter",
+        "Time the flow's fetches were held back by its max_bytes_per_second.",
+    );
+    for flow in flows {
+        text.sample("kferry_rate_limited_seconds_total", &[("flow", &flow.name)], seconds(&flow.rate_limited_millis));
+    }
+    text.family(
+        "kferry_quota_throttle_seconds_total",
+        "counter",
+        "Throttle time the cluster's brokers asked for (client quotas, throttle_time_ms); kferry's requests to them waited as long.",
+    );
+    for flow in flows {
+        for (side, role) in [(Side::Source, "source"), (Side::Target, "target")] {
+            let labels = [("flow", flow.name.as_str()), ("cluster", flow.cluster(side)), ("role", role)];
+            text.sample(
+                "kferry_quota_throttle_seconds_total",
+                &labels,
+                seconds(&flow.quota_throttle_millis[side as usize]),
+            );
+        }
+    }
 }
 
 type Partitions = Vec<((String, i32), std::sync::Arc<PartitionMetrics>)>;

@@ -256,6 +256,10 @@ pub struct FlowMetrics {
     latency: Mutex<Latency>,
     buffer_bytes: AtomicU64,
     buffer_limit: u64,
+    /// Milliseconds the flow's fetches were held back by its `max_bytes_per_second`.
+    rate_limited_millis: AtomicU64,
+    /// Per side, the milliseconds of throttle time the cluster's brokers asked for (quotas).
+    quota_throttle_millis: [AtomicU64; 2],
     /// Errors by cluster alias and Kafka error code (or a kind for errors without one).
     errors: Mutex<BTreeMap<(String, String), u64>>,
     partitions: Mutex<BTreeMap<(String, i32), Arc<PartitionMetrics>>>,
@@ -285,6 +289,8 @@ impl FlowMetrics {
             latency: Mutex::new(Latency::new()),
             buffer_bytes: AtomicU64::new(0),
             buffer_limit,
+            rate_limited_millis: AtomicU64::new(0),
+            quota_throttle_millis: Default::default(),
             errors: Mutex::new(BTreeMap::new()),
             partitions: Mutex::new(BTreeMap::new()),
             groups: GroupSyncMetrics::default(),
@@ -390,6 +396,16 @@ impl FlowMetrics {
 
     pub fn set_buffer_bytes(&self, bytes: u64) {
         self.buffer_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The time the flow's fetches were held back by its `max_bytes_per_second`, so far.
+    pub fn set_rate_limited(&self, held: std::time::Duration) {
+        self.rate_limited_millis.store(held.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The throttle time one cluster's brokers asked of the flow's connections, so far.
+    pub fn set_quota_throttle(&self, side: Side, throttled: std::time::Duration) {
+        self.quota_throttle_millis[side as usize].store(throttled.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// The handle of one source partition, created on first use and kept (its counters

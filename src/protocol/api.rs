@@ -21,9 +21,31 @@ pub trait ApiRequest: Encodable + Message + HeaderVersion + Send + Sync + 'stati
     const NAME: &'static str;
     /// The response the broker answers with.
     type Response: Decodable + HeaderVersion + Send + 'static;
+    /// How long the broker asks the client to wait before its next request (a quota,
+    /// KIP-219); 0 for the few responses without the field.
+    fn throttle_time_ms(_response: &Self::Response) -> i32 {
+        0
+    }
 }
 
+/// Requests whose response carries `throttle_time_ms`.
 macro_rules! api_requests {
+    ($($key:ident: $request:ident => $response:ident;)*) => {
+        $(
+            impl ApiRequest for m::$request {
+                const KEY: ApiKey = ApiKey::$key;
+                const NAME: &'static str = stringify!($key);
+                type Response = m::$response;
+                fn throttle_time_ms(response: &Self::Response) -> i32 {
+                    response.throttle_time_ms
+                }
+            }
+        )*
+    };
+}
+
+/// Requests whose response has no throttle time (the SASL exchange).
+macro_rules! unthrottled_api_requests {
     ($($key:ident: $request:ident => $response:ident;)*) => {
         $(
             impl ApiRequest for m::$request {
@@ -59,6 +81,9 @@ api_requests! {
     ListGroups: ListGroupsRequest => ListGroupsResponse;
     DeleteRecords: DeleteRecordsRequest => DeleteRecordsResponse;
     DeleteTopics: DeleteTopicsRequest => DeleteTopicsResponse;
+}
+
+unthrottled_api_requests! {
     SaslHandshake: SaslHandshakeRequest => SaslHandshakeResponse;
     SaslAuthenticate: SaslAuthenticateRequest => SaslAuthenticateResponse;
 }

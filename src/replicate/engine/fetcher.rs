@@ -14,6 +14,7 @@ use crate::client::{
     ClientError, Cluster, FetchSession, FetchedPartition, Isolation, PartitionFetch, PartitionFetched,
 };
 use crate::metrics::{PartitionPhase, Probe, Side};
+use crate::protocol::batch::{BatchItem, BatchIter};
 use crate::protocol::error_code::ResponseError;
 
 /// How long a Fetch waits for data when the source has none. While a broker waits, the
@@ -31,6 +32,8 @@ pub(super) struct FetchAnswer {
     pub(super) session: FetchSession,
     /// What was asked, per partition: answers are matched to the offset they were asked at.
     pub(super) requested: Vec<PartitionFetch>,
+    /// What it reserved of the flow's rate limit (its `max_bytes`, 0 without a limit).
+    pub(super) reserved: usize,
     pub(super) result: Result<Vec<PartitionFetched>, ClientError>,
 }
 
@@ -59,6 +62,7 @@ impl BrokerFetcher {
         broker: i32,
         partitions: Vec<PartitionFetch>,
         max_bytes: i32,
+        reserved: usize,
     ) -> tokio::task::Id {
         let mut session = self.session.take().unwrap_or_default();
         self.in_flight = true;
@@ -79,7 +83,7 @@ impl BrokerFetcher {
                 }
                 Err(error) => Err(error),
             };
-            FetchAnswer { broker, session, requested: partitions, result }
+            FetchAnswer { broker, session, requested: partitions, reserved, result }
         });
         handle.id()
     }
@@ -113,6 +117,16 @@ impl BrokerFetcher {
     }
 }
 
+/// The bytes of the whole batches at the start of a fetched records blob.
+fn whole_batch_bytes(records: &bytes::Bytes) -> usize {
+    BatchIter::new(records.clone())
+        .map_while(|item| match item {
+            Ok(BatchItem::Batch(batch)) => Some(batch.as_bytes().len()),
+            _ => None,
+        })
+        .sum()
+}
+
 /// Most bytes one partition contributes to one fetch; less when the buffer budget is
 /// shared by many partitions. Larger than Kafka's consumer default (1 MiB): with few
 /// partitions a round must carry enough data to amortise its fixed cost.
@@ -135,9 +149,17 @@ impl super::Replicator {
         if held >= fetch_budget * 2 {
             return;
         }
-        let room = fetch_budget * 2 - held;
-        let cap = (fetch_budget / self.partitions.len().max(1)).clamp(MIN_PARTITION_FETCH_BYTES, PARTITION_FETCH_BYTES);
+        let mut room = fetch_budget * 2 - held;
         let now = Instant::now();
+        if let Some(limit) = &mut self.rate_limit {
+            // Held back (and the time counted) until the bucket has bytes again; the
+            // scheduler's tick comes back here.
+            match limit.available(now) {
+                0 => return,
+                allowed => room = room.min(allowed),
+            }
+        }
+        let cap = (fetch_budget / self.partitions.len().max(1)).clamp(MIN_PARTITION_FETCH_BYTES, PARTITION_FETCH_BYTES);
         let mut by_leader: std::collections::BTreeMap<i32, Vec<PartitionFetch>> = Default::default();
         let mut leaderless = Vec::new();
         for (key, state) in &self.partitions {
@@ -174,8 +196,15 @@ impl super::Replicator {
                     state.fetching = true;
                 }
             }
+            let reserved = match &mut self.rate_limit {
+                Some(limit) => {
+                    limit.reserve(max_bytes as usize);
+                    max_bytes as usize
+                }
+                None => 0,
+            };
             let fetcher = self.brokers.entry(leader).or_default();
-            let id = fetcher.launch(&mut self.fetches, &self.source, leader, partitions, max_bytes);
+            let id = fetcher.launch(&mut self.fetches, &self.source, leader, partitions, max_bytes, reserved);
             self.fetch_brokers.insert(id, leader);
         }
     }
@@ -217,8 +246,14 @@ impl super::Replicator {
                 return;
             }
         };
-        let FetchAnswer { broker, session, requested, result } = answer;
+        let FetchAnswer { broker, session, requested, reserved, result } = answer;
         let now = Instant::now();
+        if let Some(limit) = &mut self.rate_limit {
+            let fetched = result.as_ref().map_or(0, |answers| {
+                answers.iter().filter_map(|a| a.result.as_ref().ok()).map(|data| whole_batch_bytes(&data.records)).sum()
+            });
+            limit.settle(reserved, fetched);
+        }
         let asked: std::collections::BTreeMap<(String, i32), i64> =
             requested.iter().map(|p| ((p.topic.clone(), p.partition), p.offset)).collect();
         for key in asked.keys() {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::partition::{PartitionState, SourcePartition};
 use super::Replicator;
-use crate::metrics::{LagClock, PartitionMetrics, PartitionPhase};
+use crate::metrics::{LagClock, PartitionMetrics, PartitionPhase, Side};
 
 /// How often the gauges are brought up to date between rounds.
 const PUBLISH_EVERY: Duration = Duration::from_millis(500);
@@ -65,5 +65,10 @@ impl Replicator {
             kept
         });
         self.metrics.set_buffer_bytes(self.bytes_held() as u64);
+        if let Some(limit) = &self.rate_limit {
+            self.metrics.set_rate_limited(limit.held(now));
+        }
+        self.metrics.set_quota_throttle(Side::Source, self.source.quota_waits().throttled());
+        self.metrics.set_quota_throttle(Side::Target, self.target.quota_waits().throttled());
     }
 }

@@ -26,6 +26,7 @@ mod gauges;
 mod partition;
 mod producer;
 mod round;
+mod throttle;
 mod tracking;
 
 use std::collections::BTreeMap;
@@ -41,6 +42,7 @@ use crate::metrics::{FlowMetrics, FlowState, Probe, Side};
 use fetcher::{BrokerFetcher, FetchAnswer};
 use partition::{PartitionState, SourcePartition};
 use round::RoundReport;
+use throttle::RateLimit;
 
 /// Wake-up when nothing else happens: stalls and broker backoffs expire on it.
 const TICK: Duration = Duration::from_millis(100);
@@ -145,6 +147,8 @@ pub struct Replicator {
     placements: JoinSet<tracking::Placement>,
     brokers: BTreeMap<i32, BrokerFetcher>,
     fetches: JoinSet<FetchAnswer>,
+    /// `max_bytes_per_second`, when the flow has one.
+    rate_limit: Option<RateLimit>,
     /// Which broker each fetch task asks, to recover from a task that was lost.
     fetch_brokers: BTreeMap<tokio::task::Id, i32>,
     round: Option<JoinHandle<RoundReport>>,
@@ -189,6 +193,7 @@ impl Replicator {
             placements: JoinSet::new(),
             brokers: BTreeMap::new(),
             fetches: JoinSet::new(),
+            rate_limit: flow.max_bytes_per_second.map(|rate| RateLimit::new(rate, Instant::now())),
             fetch_brokers: BTreeMap::new(),
             round: None,
             round_bytes: 0,

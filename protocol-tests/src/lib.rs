@@ -705,6 +705,51 @@ impl Drop for OwnCluster {
     }
 }
 
+/// A client quota (`producer_byte_rate`, `consumer_byte_rate`, ...) for one client id on a
+/// test cluster, set with Apache Kafka's own kafka-configs tool (scripts/kafka/configs.sh);
+/// removed again when dropped, also when the test fails.
+pub struct ClientQuota {
+    bootstrap: String,
+    client_id: String,
+    keys: Vec<String>,
+}
+
+fn configs_tool(bootstrap: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(crate_dir().join("../scripts/kafka/configs.sh"))
+        .arg(kafka_version())
+        .args(["--bootstrap-server", bootstrap])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("scripts/kafka/configs.sh runs")
+}
+
+impl ClientQuota {
+    /// Sets `quotas` (`key=value`, e.g. `producer_byte_rate=1048576`) for `client_id`.
+    pub async fn set(bootstrap: &str, client_id: &str, quotas: &[&str]) -> Self {
+        let (bootstrap, client_id, quotas) = (bootstrap.to_string(), client_id.to_string(), quotas.join(","));
+        let keys = quotas.split(',').map(|q| q.split('=').next().unwrap_or_default().to_string()).collect();
+        let (b, c) = (bootstrap.clone(), client_id.clone());
+        let output = tokio::task::spawn_blocking(move || {
+            configs_tool(&b, &["--alter", "--entity-type", "clients", "--entity-name", &c, "--add-config", &quotas])
+        })
+        .await
+        .expect("configs tool task");
+        assert!(output.status.success(), "kafka-configs failed:\n{}", String::from_utf8_lossy(&output.stderr));
+        Self { bootstrap, client_id, keys }
+    }
+}
+
+impl Drop for ClientQuota {
+    fn drop(&mut self) {
+        let keys = self.keys.join(",");
+        let _ = configs_tool(
+            &self.bootstrap,
+            &["--alter", "--entity-type", "clients", "--entity-name", &self.client_id, "--delete-config", &keys],
+        );
+    }
+}
+
 /// A cluster alias unique to this test run (letters and digits).
 pub fn alias(prefix: &str) -> String {
     unique_name(prefix).replace('-', "")

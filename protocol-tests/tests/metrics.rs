@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use protocol_tests::{
-    consume, create_topic, describe_topic, eventually, primary, produce, secondary, two_cluster_config, unique_name,
-    wait_until_replicated, Kferry,
+    consume, create_topic, describe_group, describe_topic, eventually, primary, produce, secondary, two_cluster_config,
+    unique_name, wait_until_replicated, ClientQuota, Kferry,
 };
 
 /// A port nothing listens on right now (the kernel's choice, released at once).
@@ -414,4 +414,118 @@ async fn a_prometheus_server_scraping_kferry_sees_the_records_confluent_kafka_re
     let (code, _, stderr) = kferry.stop().await;
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!stderr.contains("ERROR"), "{stderr}");
+}
+
+/// Bytes one verifier record with `--value-bytes 4096` takes in an uncompressed batch: the
+/// value, its key and headers (some 18 bytes on average) and the record's framing (some 12:
+/// length, attributes, timestamp and offset deltas, key and value lengths); the batch header
+/// (61 bytes) is shared by hundreds of records. Within 1% of the truth, which is enough to
+/// check a rate to ±10%.
+const STORED_RECORD_BYTES: f64 = 4096.0 + 18.0 + 12.0;
+
+/// The records of `topic` the flow's progress group says are replicated (read by
+/// confluent-kafka), and when.
+async fn progress(group: &str, topic: &str) -> (std::time::Instant, i64) {
+    let offsets = describe_group(&secondary(), group).await.offsets;
+    let replicated = offsets.iter().filter(|(tp, _)| tp.starts_with(&format!("{topic}/"))).map(|(_, o)| o).sum();
+    (std::time::Instant::now(), replicated)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_throttled_to_5_mib_s_copies_a_backlog_at_that_rate_and_its_lag_falls_to_0() {
+    const RECORDS: i64 = 15_000;
+    const RATE: f64 = 5.0 * 1024.0 * 1024.0;
+    let topic = unique_name("throttled");
+    create_topic(&primary(), &topic, 3, &[]).await;
+    produce(&primary(), &topic, RECORDS as u32, "none", &["--value-bytes", "4096"]).await;
+    let (source, target) = (protocol_tests::alias("p"), protocol_tests::alias("s"));
+    let flow = format!("{source}->{target}");
+    let group = format!("kferry.progress.{source}.{target}");
+    let port = free_port();
+    let keys = format!("{}    max_bytes_per_second: {}\n", flow_keys(&topic), RATE as u64);
+    let kferry = Kferry::start("run", &with_metrics(two_cluster_config(&source, &target, &keys), port));
+
+    // The rate between 10% and 85% of the backlog, from the progress kferry commits with
+    // its transactions: start-up and the last round are left out.
+    let mut samples = Vec::new();
+    let started = std::time::Instant::now();
+    let mut lag_seen = 0.0f64;
+    loop {
+        let sample = progress(&group, &topic).await;
+        samples.push(sample);
+        let text = scrape(port).await;
+        lag_seen = lag_seen.max(sum(&text, "kferry_lag_records", &[("flow", &flow)]));
+        if sample.1 >= RECORDS {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "backlog not copied within 120 s: {samples:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let first = samples.iter().find(|(_, n)| *n >= RECORDS / 10).expect("a sample past 10%");
+    let last = samples.iter().find(|(_, n)| *n >= RECORDS * 85 / 100).expect("a sample past 85%");
+    let seconds = last.0.duration_since(first.0).as_secs_f64();
+    let rate = (last.1 - first.1) as f64 * STORED_RECORD_BYTES / seconds;
+    println!("throttled backlog copy: {:.2} MiB/s over {seconds:.1} s (limit 5 MiB/s)", rate / 1048576.0);
+    assert!((0.9 * RATE..=1.1 * RATE).contains(&rate), "{rate} B/s, not 5 MiB/s ±10%: {samples:?}");
+    assert!(lag_seen > 1000.0, "the lag rose while the flow was held back: {lag_seen}");
+
+    let text = eventually("lag 0 once caught up", Duration::from_secs(10), || async {
+        let text = scrape(port).await;
+        (sum(&text, "kferry_lag_records", &[("flow", &flow)]) == 0.0).then_some(text)
+    })
+    .await;
+    assert!(sum(&text, "kferry_rate_limited_seconds_total", &[("flow", &flow)]) > 1.0, "{text}");
+    let on_target = wait_until_replicated(&topic, RECORDS as usize).await;
+    let on_source = consume(&primary(), &topic, "read_committed", 0).await;
+    assert_eq!(protocol_tests::content(&on_target), protocol_tests::content(&on_source));
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("ERROR") && !stderr.contains("WARN"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_quotas_on_kferrys_client_id_slow_it_down_without_an_error_or_a_reset() {
+    const RECORDS: usize = 1_500;
+    let topic = unique_name("quota");
+    let client_id = unique_name("kferry-quota");
+    create_topic(&primary(), &topic, 2, &[]).await;
+    produce(&primary(), &topic, RECORDS as u32, "none", &["--value-bytes", "4096"]).await;
+    // About 6 MiB through a 384 KiB/s fetch quota on the source and a 256 KiB/s produce
+    // quota on the target (slower, so that the source's pace still exceeds it). A broker
+    // measures the rate over its whole quota window (10 s at first), so some 10 s worth of
+    // each quota goes through at once and the rest is throttled, for several seconds.
+    let _fetch_quota = ClientQuota::set(&primary(), &client_id, &["consumer_byte_rate=393216"]).await;
+    let _produce_quota = ClientQuota::set(&secondary(), &client_id, &["producer_byte_rate=262144"]).await;
+    let (source, target) = (protocol_tests::alias("p"), protocol_tests::alias("s"));
+    let flow = format!("{source}->{target}");
+    let port = free_port();
+    let config = format!(
+        "clusters:\n  {source}: {{ bootstrap_servers: [\"{}\"], client_id: \"{client_id}\" }}\n  \
+         {target}: {{ bootstrap_servers: [\"{}\"], client_id: \"{client_id}\" }}\n\
+         flows:\n  - source: {source}\n    target: {target}\n{}",
+        primary(),
+        secondary(),
+        flow_keys(&topic)
+    );
+    let started = std::time::Instant::now();
+    let kferry = Kferry::start("run", &with_metrics(config, port));
+    let on_target = wait_until_replicated(&topic, RECORDS).await;
+    let elapsed = started.elapsed();
+    let on_source = consume(&primary(), &topic, "read_committed", 0).await;
+    assert_eq!(protocol_tests::content(&on_target), protocol_tests::content(&on_source));
+
+    let text = scrape(port).await;
+    let throttled = |role: &str| sum(&text, "kferry_quota_throttle_seconds_total", &[("flow", &flow), ("role", role)]);
+    println!(
+        "6 MiB through 384 and 256 KiB/s quotas: {elapsed:?}; throttled {:.1} s by the source, {:.1} s by the target",
+        throttled("source"),
+        throttled("target")
+    );
+    assert!(throttled("source") > 0.0 && throttled("target") > 0.0, "both quotas were met\n{text}");
+    assert_eq!(sum(&text, "kferry_transactions_total", &[("flow", &flow), ("outcome", "aborted")]), 0.0);
+    assert_eq!(sum(&text, "kferry_errors_total", &[("flow", &flow)]), 0.0, "{text}");
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("ERROR") && !stderr.contains("WARN"), "{stderr}");
+    assert!(stderr.contains("the broker throttles kferry"), "the throttling is logged: {stderr}");
 }

@@ -9,6 +9,7 @@ a broker holds, so kferry never grades its own work.
       has a leader.
   produce --bootstrap B --topic T --count N --compression C [--partition P | --partitions P,P,...]
           [--transactional-id X [--txn-size S] [--abort-every K]] [--base-timestamp MS]
+          [--value-bytes N]
       writes records 0..N-1 (see record()), record i to partition P or else round-robin over
       the partitions listed (default: all of them);
       prints a JSON summary (offsets per partition, committed/aborted counts and index ranges).
@@ -76,6 +77,7 @@ import argparse
 import base64
 import concurrent.futures
 import json
+import random
 import socket
 import struct
 import sys
@@ -128,11 +130,12 @@ def emit(obj, stream=sys.stdout):
 # ---------------------------------------------------------------- deterministic records
 
 
-def record(i, base_timestamp, key_space=None):
+def record(i, base_timestamp, key_space=None, value_bytes=None):
     """Record i: a mix of null/empty keys and values, headers (repeated names, null and
     empty values) and compressible payloads, with an explicit create timestamp. With a
     key_space, keys repeat (key-{i % key_space}) and are never null, as a compacted topic
-    needs."""
+    needs. With value_bytes, every value is that long: its index, then bytes that do not
+    compress (the same for the same i), for tests that measure volume."""
     if key_space:
         key = f"key-{i % key_space}".encode()
     elif i % 7 == 3:
@@ -141,7 +144,10 @@ def record(i, base_timestamp, key_space=None):
         key = b""
     else:
         key = f"key-{i}".encode()
-    if i % 11 == 5:
+    if value_bytes:
+        prefix = f"value-{i:08d}|".encode()
+        value = prefix + random.Random(i).randbytes(max(0, value_bytes - len(prefix)))
+    elif i % 11 == 5:
         value = None
     elif i % 13 == 6:
         value = b""
@@ -288,10 +294,10 @@ def transaction_plan(count, txn_size, abort_every):
 class Sender:
     """Produces record i to its partition and keeps the delivery reports by index."""
 
-    def __init__(self, producer, topic, partitions, base_timestamp, key_space=None):
+    def __init__(self, producer, topic, partitions, base_timestamp, key_space=None, value_bytes=None):
         self.producer, self.topic = producer, topic
         self.partitions, self.base = partitions, base_timestamp
-        self.key_space = key_space
+        self.key_space, self.value_bytes = key_space, value_bytes
         self.delivered, self.errors = {}, []
 
     def on_delivery(self, err, msg, index):
@@ -301,7 +307,7 @@ class Sender:
             self.delivered[index] = (msg.partition(), msg.offset())
 
     def send(self, i):
-        rec = record(i, self.base, self.key_space)
+        rec = record(i, self.base, self.key_space, self.value_bytes)
         kwargs = {"partition": self.partitions[i % len(self.partitions)], "timestamp": rec["timestamp"],
                   "on_delivery": lambda err, msg: self.on_delivery(err, msg, i)}
         if rec["headers"] is not None:
@@ -354,7 +360,7 @@ def cmd_produce(args):
         partitions = [int(p) for p in args.partitions.split(",")]
     else:
         partitions = partition_ids(producer, args.topic, args.timeout)
-    sender = Sender(producer, args.topic, partitions, base, args.key_space)
+    sender = Sender(producer, args.topic, partitions, base, args.key_space, args.value_bytes)
 
     start = time.monotonic()
     if args.transactional_id:
@@ -791,6 +797,7 @@ def parse_args(argv):
     p.add_argument("--batch-records", type=int, default=10000,
                    help="most records per batch (batch.num.messages; 1: one batch per record)")
     p.add_argument("--key-space", type=int, help="keys repeat over N values and are never null (compacted topics)")
+    p.add_argument("--value-bytes", type=int, help="every value N bytes long, incompressible (volume tests)")
     p.set_defaults(func=cmd_produce)
 
     p = sub.add_parser("consume")

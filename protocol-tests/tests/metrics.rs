@@ -244,8 +244,67 @@ async fn a_partition_the_target_refuses_is_stalled_in_readyz_and_its_lag_is_what
     assert_eq!(sum(&text, "kferry_partition_lag_records", &big_labels), (on_source - on_target) as f64);
     assert_eq!(sum(&text, "kferry_records_replicated_total", &big_labels), on_target as f64);
     assert!(sum(&text, "kferry_lag_seconds", &[("flow", &flow)]) > 0.0, "the stalled partition ages");
+
+    // `kferry status --json` says the same as the metrics, read from the clusters and the
+    // running kferry's /readyz; nothing moves any more, so "the same moment" is any moment.
+    let config = with_metrics(two_cluster_config(&source, &target, &keys), port);
+    let (code, status, stderr) = Kferry::run_to_end_with("status", &["--json"], &config).await;
+    assert_eq!(code, Some(1), "a stalled partition is not a healthy status: {stderr}");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status --json is JSON");
+    assert_eq!(status["kferry"]["running"], true, "{status}");
+    let flow_status = &status["flows"][0];
+    assert_eq!(flow_status["flow"], flow.as_str());
+    assert_eq!(flow_status["state"], "active");
+    assert_eq!(flow_status["running"]["state"], "replicating");
+    let text = scrape(port).await;
+    let partition = |topic: &str| {
+        let found = flow_status["partitions"].as_array().expect("partitions").iter().find(|p| p["topic"] == topic);
+        found.unwrap_or_else(|| panic!("{topic} in the status: {status}")).clone()
+    };
+    for (topic, labels) in [(&big, &big_labels), (&small, &small_labels)] {
+        let p = partition(topic);
+        let metric = |name: &str| sum(&text, name, labels);
+        assert_eq!(p["replicated_offset"].as_f64(), Some(metric("kferry_partition_replicated_offset")), "{topic}: {p}");
+        assert_eq!(p["source_end"].as_f64(), Some(metric("kferry_partition_source_end_offset")), "{topic}: {p}");
+        assert_eq!(p["lag_records"].as_f64(), Some(metric("kferry_partition_lag_records")), "{topic}: {p}");
+        // The status dates the oldest missing record by its timestamp, the metric from when
+        // kferry first saw it: a few seconds apart at most (the records were written just
+        // before kferry started).
+        let (by_status, by_metric) =
+            (p["lag_seconds"].as_f64().expect("lag_seconds"), metric("kferry_partition_lag_seconds"));
+        assert!((by_status - by_metric).abs() < 15.0, "{topic}: lag {by_status} s by status, {by_metric} s by metrics");
+    }
+    let refused = partition(&big);
+    assert_eq!((refused["state"].as_str(), refused["reason"].as_str()), (Some("stalled"), Some("target_refused")));
+    assert!(refused["error"].as_str().is_some_and(|e| e.contains("MESSAGE_TOO_LARGE")), "{refused}");
+    assert_eq!(refused["lag_records"].as_i64(), Some((on_source - on_target) as i64));
+    assert_eq!(partition(&small)["state"], "replicating");
+    assert_eq!(partition(&small)["lag_records"], 0);
+
     let (code, _, stderr) = kferry.stop().await;
     assert_eq!(code, Some(0), "{stderr}");
+    // With kferry stopped: the same offsets, from the clusters alone.
+    let (code, stopped, stderr) = Kferry::run_to_end_with("status", &["--json"], &config).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let stopped: serde_json::Value = serde_json::from_str(&stopped).expect("status --json is JSON");
+    assert_eq!(stopped["kferry"]["running"], false, "{stopped}");
+    for topic in [&big, &small] {
+        let after = stopped["flows"][0]["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .find(|p| p["topic"] == topic.as_str())
+            .cloned();
+        let after = after.unwrap_or_else(|| panic!("{topic} in the status: {stopped}"));
+        let before = partition(topic);
+        for key in ["replicated_offset", "source_end", "lag_records", "target_end"] {
+            assert_eq!(after[key], before[key], "{topic} {key} with kferry stopped: {after}");
+        }
+        assert_eq!(after["state"], serde_json::Value::Null);
+    }
+    let (code, text_status, _) = Kferry::run_to_end("status", &config).await;
+    assert_eq!(code, Some(0));
+    assert!(text_status.contains(&format!("{big}-0")) && text_status.contains("not answering"), "{text_status}");
 }
 
 /// The port of the target cluster the readiness test owns (and its controller, port + 1).

@@ -11,6 +11,7 @@ mod failover;
 mod offsets;
 mod plan;
 mod run;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,6 +79,20 @@ enum Command {
         #[arg(long)]
         group: Option<String>,
         /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prints per flow and partition the state, replicated offset, source end and lag (records
+    /// and seconds), read from the clusters (works with no kferry running) and, when the
+    /// config has `metrics.listen`, what the running kferry reports; changes nothing.
+    Status {
+        /// The YAML configuration file.
+        #[arg(long, short, env = "KFERRY_CONFIG")]
+        config: PathBuf,
+        /// Only this flow, as `source->target`.
+        #[arg(long)]
+        flow: Option<String>,
+        /// One JSON document instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -194,6 +209,7 @@ pub fn main() -> ExitCode {
                     failback::FailbackArgs { flow: &flow, mode, dry_run, timeout, json, export_dir: &export_dir, yes };
                 failback::failback(&load(&config)?, args).await
             }
+            Command::Status { config, flow, json } => status::status(&load(&config)?, flow.as_deref(), json).await,
             Command::Offsets { config, group, json } => offsets::offsets(&load(&config)?, group.as_deref(), json).await,
         }
     });

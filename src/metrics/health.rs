@@ -58,6 +58,9 @@ pub struct PartitionNotReady {
     pub partition: i32,
     pub state: &'static str,
     pub reason: &'static str,
+    /// What stopped it, in the engine's words (the error the target or source answered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 pub(super) fn health(registry: &Registry) -> Health {
@@ -93,7 +96,13 @@ pub(super) fn readiness(registry: &Registry) -> Readiness {
                 .filter(|(_, p)| p.active() && p.phase() != PartitionPhase::Replicating)
                 .map(|((topic, partition), p)| {
                     let phase = p.phase();
-                    PartitionNotReady { topic, partition, state: phase.state(), reason: phase.reason() }
+                    PartitionNotReady {
+                        topic,
+                        partition,
+                        state: phase.state(),
+                        reason: phase.reason(),
+                        error: p.error(),
+                    }
                 })
                 .collect();
             let ready = state == FlowState::Replicating && unreachable.is_empty() && partitions.is_empty();

@@ -28,6 +28,41 @@ const CONNECTIONS: usize = 16;
 pub enum MetricsError {
     #[error("metrics.listen: cannot listen on {address}: {source}")]
     Bind { address: String, source: std::io::Error },
+    #[error("no kferry answers on metrics.listen {address}: {reason}")]
+    Probe { address: String, reason: String },
+}
+
+/// Largest answer [`probe`] reads: a `/readyz` body of thousands of partitions fits.
+const MAX_PROBE_ANSWER: u64 = 16 * 1024 * 1024;
+
+/// GETs `path` from the kferry serving on `listen` (its `metrics.listen`; an unspecified
+/// address such as `0.0.0.0` is asked on loopback): the status code and body. For
+/// `kferry status`, which adds what a running kferry knows to what the clusters say.
+pub async fn probe(listen: &str, path: &str) -> Result<(u16, String), MetricsError> {
+    let failed = |reason: String| MetricsError::Probe { address: listen.to_string(), reason };
+    let mut address: SocketAddr = listen.parse().map_err(|_| failed("not an ip:port address".into()))?;
+    if address.ip().is_unspecified() {
+        address.set_ip(if address.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    let exchange = async {
+        let mut stream = TcpStream::connect(address).await?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.take(MAX_PROBE_ANSWER).read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .map_err(|_| failed("no answer within 5 s".into()))?
+        .map_err(|e| failed(e.to_string()))?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| failed("not an HTTP answer".into()))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| failed(format!("not an HTTP status line: {:?}", head.lines().next().unwrap_or_default())))?;
+    Ok((status, body.to_string()))
 }
 
 /// Opens the listener (before the flows start, so a taken port fails `kferry run` at once).

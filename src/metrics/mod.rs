@@ -438,6 +438,10 @@ pub struct PartitionMetrics {
     /// caught up.
     lag_millis: AtomicU64,
     phase: AtomicU8,
+    /// Why it is not replicating, as the engine said it (`None` while it replicates).
+    error: Mutex<Option<String>>,
+    /// Whether `error` holds one: a replicating partition never takes its lock.
+    has_error: AtomicBool,
     /// Replicated now; false once its topic is no longer planned (its gauges are dropped,
     /// its counters stay).
     active: AtomicBool,
@@ -456,6 +460,23 @@ impl PartitionMetrics {
         self.lag_millis.store(lag_millis, Ordering::Relaxed);
         self.phase.store(phase as u8, Ordering::Relaxed);
         self.active.store(true, Ordering::Relaxed);
+    }
+
+    /// Publishes why the partition is stopped (`None`: it replicates); takes the lock only
+    /// while it is stopped or just was.
+    pub fn set_error(&self, error: Option<&str>) {
+        if error.is_none() && !self.has_error.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut held = lock(&self.error);
+        if held.as_deref() != error {
+            *held = error.map(str::to_string);
+        }
+        self.has_error.store(error.is_some(), Ordering::Relaxed);
+    }
+
+    fn error(&self) -> Option<String> {
+        lock(&self.error).clone()
     }
 
     pub fn deactivate(&self) {

@@ -1,5 +1,6 @@
 //! Disaster recovery: failover (a flow's target takes over from its source) and failback
-//! (the data written meanwhile goes back, and the pair returns to where it started).
+//! (the data written meanwhile goes back, and the pair returns to where it started), and
+//! the status an operator reads before either ([`status`]).
 //!
 //! Policy over the pieces other modules own: the flow's progress and offset maps
 //! (`replicate::state`), group translation (`groups`), fencing by transactional id, and the
@@ -10,3 +11,4 @@ pub mod failback;
 pub mod failover;
 pub mod fence;
 pub mod marker;
+pub mod status;

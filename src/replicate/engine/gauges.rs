@@ -54,6 +54,7 @@ impl Replicator {
             let end = state.stable_end.max(state.committed);
             let lag = gauge.clock.update(end, state.committed, millis);
             gauge.handle.set(state.committed, end, lag, phase(state));
+            gauge.handle.set_error(state.stall.as_ref().map(|s| s.reason.as_str()));
         }
         // Partitions no longer replicated keep their counters, not their gauges.
         let partitions = &self.partitions;

@@ -411,8 +411,9 @@ impl Prometheus {
         Self { child, dir, port }
     }
 
-    /// The value of an instant query's first result, `None` while it has none.
-    fn query(&self, query: &str) -> Option<f64> {
+    /// The results of an instant query (fails the test if Prometheus refuses the query),
+    /// `None` while Prometheus does not answer.
+    fn results(&self, query: &str) -> Option<Vec<serde_json::Value>> {
         let output = Command::new("curl")
             .args(["-s", "--max-time", "5", "-G", &format!("http://127.0.0.1:{}/api/v1/query", self.port)])
             .args(["--data-urlencode", &format!("query={query}")])
@@ -421,7 +422,12 @@ impl Prometheus {
             .expect("curl runs");
         let answer: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
         assert_ne!(answer["status"], "error", "{query}: {answer}");
-        answer["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+        answer["data"]["result"].as_array().cloned()
+    }
+
+    /// The value of an instant query's first result, `None` while it has none.
+    fn query(&self, query: &str) -> Option<f64> {
+        self.results(query)?.first()?["value"][1].as_str()?.parse().ok()
     }
 
     /// Polls `query` until `accept` takes its value; fails with the last value after `timeout`.
@@ -469,6 +475,13 @@ async fn a_prometheus_server_scraping_kferry_sees_the_records_confluent_kafka_re
         format!("histogram_quantile(0.99, sum by (le) (kferry_replication_latency_seconds_bucket{{flow=\"{flow}\"}}))");
     let p99 = prometheus.wait_for(&p99, Duration::from_secs(10), |v| v.is_finite()).await;
     assert!(p99 > 0.0 && p99 < 3_600.0, "p99 latency {p99} s");
+
+    // Every query of the Grafana dashboard, for this flow: Prometheus takes it and has an
+    // answer (errors only once there were some).
+    for (panel, query) in dashboard_queries(&flow, "1m") {
+        let results = prometheus.results(&query).expect("Prometheus answers");
+        assert!(!results.is_empty() || query.contains("kferry_errors_total"), "{panel}: no data for {query}");
+    }
     drop(prometheus);
     let (code, _, stderr) = kferry.stop().await;
     assert_eq!(code, Some(0), "{stderr}");
@@ -587,4 +600,60 @@ async fn broker_quotas_on_kferrys_client_id_slow_it_down_without_an_error_or_a_r
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!stderr.contains("ERROR") && !stderr.contains("WARN"), "{stderr}");
     assert!(stderr.contains("the broker throttles kferry"), "the throttling is logged: {stderr}");
+}
+
+/// The Grafana dashboard (deploy/grafana), as Grafana loads it.
+fn dashboard() -> serde_json::Value {
+    serde_json::from_str(include_str!("../../deploy/grafana/kferry-dashboard.json")).expect("the dashboard is JSON")
+}
+
+/// Every query of the dashboard with its panel's title, Grafana's variables filled in as
+/// Grafana would: `$flow` with `flow` (a regex), `$__rate_interval` with `rate_interval`.
+fn dashboard_queries(flow: &str, rate_interval: &str) -> Vec<(String, String)> {
+    let dashboard = dashboard();
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("a query has an expr");
+            let expr = expr.replace("$__rate_interval", rate_interval).replace("$flow", flow);
+            assert!(!expr.contains('$'), "a Grafana variable left in {expr}");
+            queries.push((panel["title"].as_str().expect("a title").to_owned(), expr));
+        }
+    }
+    assert!(queries.len() > 30, "{} queries", queries.len());
+    queries
+}
+
+/// Runs `promtool` with `args` in `dir`; fails the test with what it said unless it succeeds.
+fn promtool(dir: &std::path::Path, args: &[&str]) {
+    let output = Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("promtool runs (Debian package prometheus; scripts/setup installs it)");
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "promtool {args:?}: {said}");
+}
+
+/// Needs no broker: every query of the Grafana dashboard parses as PromQL (`promtool check
+/// rules` on a rules file of them), and the example alerts in deploy/prometheus parse and
+/// fire as their unit tests say (`promtool test rules`). That they name only series kferry
+/// exposes is checked in kferry's own unit tests (src/metrics/tests.rs); that Prometheus
+/// answers them for a real flow, in the test above.
+#[test]
+fn the_dashboard_queries_and_the_example_alerts_pass_promtool() {
+    let dir = std::env::temp_dir().join(unique_name("kferry-promtool"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut rules = String::from("groups:\n  - name: kferry-dashboard\n    rules:\n");
+    for (i, (_, expr)) in dashboard_queries(".*", "5m").iter().enumerate() {
+        let expr = serde_json::to_string(expr).expect("a JSON string is a YAML string");
+        rules.push_str(&format!("      - record: kferry_dashboard:query_{i}\n        expr: {expr}\n"));
+    }
+    std::fs::write(dir.join("dashboard-rules.yml"), rules).expect("rules written");
+    promtool(&dir, &["check", "rules", "dashboard-rules.yml"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let alerts = protocol_tests::crate_dir().join("../deploy/prometheus");
+    promtool(&alerts, &["check", "rules", "kferry-alerts.yml"]);
+    promtool(&alerts, &["test", "rules", "kferry-alerts.test.yml"]);
 }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use protocol_tests::{
-    consume, create_topic, eventually, primary, produce, secondary, unique_flow_config, unique_name,
-    wait_until_replicated, ConsumedRecord, Content, Kferry, Payload, CODECS,
+    consume, create_topic, eventually, primary, produce, secondary, two_cluster_config, unique_flow_config,
+    unique_name, wait_until_replicated, ConsumedRecord, Content, Kferry, Payload, CODECS,
 };
 
 /// A record's key, value, headers and timestamp.
@@ -287,4 +287,50 @@ async fn a_batch_the_target_refuses_stops_only_its_partition() {
         "{}",
         stopped[0]
     );
+}
+
+/// `log.format: json` in the config: `kferry run` writes nothing but JSON objects on
+/// standard error, and an event about one partition carries `flow`, `topic` and
+/// `partition` as fields of its own (a number for the partition), beside `timestamp`,
+/// `level`, `target` and `message`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_flow_topic_and_partition_as_fields() {
+    let topic = unique_name("json-logs");
+    create_topic(&primary(), &topic, 2, &[]).await;
+    produce(&primary(), &topic, 100, "none", &[]).await;
+    let (source, target) = (protocol_tests::alias("p"), protocol_tests::alias("s"));
+    let flow = format!("{source}->{target}");
+    let keys =
+        format!("    topics: [\"{topic}\"]\n    refresh_topics_interval_seconds: 1\n    sync_group_offsets: false\n");
+    let config = format!("{}log:\n  format: json\n", two_cluster_config(&source, &target, &keys));
+    // The per-partition start is a debug event of the engine's partition tracking.
+    let env = [("KFERRY_LOG", "info,kferry::replicate::engine::tracking=debug")];
+    let kferry = Kferry::start_with_env("run", &config, &env);
+    wait_until_replicated(&topic, 100).await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let events: Vec<serde_json::Map<String, serde_json::Value>> = stderr
+        .lines()
+        .map(|line| match serde_json::from_str(line) {
+            Ok(serde_json::Value::Object(event)) => event,
+            _ => panic!("a log line that is not a JSON object: {line}\n{stderr}"),
+        })
+        .collect();
+    for event in &events {
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(event.get(key).is_some_and(serde_json::Value::is_string), "no {key} in {event:?}");
+        }
+        assert_ne!(event["level"], "ERROR", "{stderr}");
+    }
+    let mut partitions: Vec<i64> = events
+        .iter()
+        .filter(|e| e["message"] == "replication of a new partition starts" && e["topic"] == topic.as_str())
+        .inspect(|e| assert_eq!(e["flow"], flow.as_str(), "{e:?}"))
+        .map(|e| e["partition"].as_i64().unwrap_or_else(|| panic!("partition is not a number: {e:?}")))
+        .collect();
+    partitions.sort_unstable();
+    assert_eq!(partitions, [0, 1], "{stderr}");
+    let stopped = events.iter().find(|e| e["message"] == "flow stopped").unwrap_or_else(|| panic!("{stderr}"));
+    assert_eq!(stopped["flow"], flow.as_str());
+    assert_eq!(stopped["records"], 100, "{stopped:?}");
 }

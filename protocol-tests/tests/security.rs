@@ -447,11 +447,18 @@ fn assert_no_secrets(output: &str, extra: &[String]) {
     }
 }
 
+/// What [`check_at_trace_level`] saw: kferry's standard output and error, and every secret
+/// it was given (besides the broker's, which [`assert_no_secrets`] adds).
+struct TraceCheck {
+    stdout: String,
+    stderr: String,
+    secrets: Vec<String>,
+}
+
 /// `kferry check` at trace level against every mechanism, with passwords, tokens and the
 /// client secret passed as ${ENV}, files and inline; one cluster's password is wrong. Its
-/// output names what failed and holds none of the secrets.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_at_trace_level_leaks_no_secret() {
+/// output names what failed. `env` is added to kferry's environment.
+async fn check_at_trace_level(env: &[(&str, &str)]) -> TraceCheck {
     let endpoint = TokenEndpoint::start("check-client", "check-secret-31337", false).await;
     let tls_endpoint = TokenEndpoint::start("check-client", "check-secret-31337", true).await;
     let token = secure::unsecured_jwt("kferry-check");
@@ -480,7 +487,7 @@ async fn check_at_trace_level_leaks_no_secret() {
         tls_url = tls_endpoint.url,
         grant_file = grant_file.display(),
     );
-    let env = [
+    let base_env = [
         ("KFERRY_LOG", "trace"),
         ("KFERRY_TEST_PLAIN", &secure::plain_password()),
         ("KFERRY_TEST_TOKEN", &token),
@@ -489,6 +496,7 @@ async fn check_at_trace_level_leaks_no_secret() {
         // becomes the system store through the variable rustls-native-certs honours.
         ("SSL_CERT_FILE", &ca),
     ];
+    let env: Vec<(&str, &str)> = base_env.iter().copied().chain(env.iter().copied()).collect();
     let (code, stdout, stderr) = Kferry::run_to_end_with_env("check", &config, &env).await;
     assert_eq!(code, Some(1), "the cluster with the wrong password must fail check:\n{stdout}\n{stderr}");
     let _ = std::fs::remove_file(&grant_file);
@@ -504,5 +512,53 @@ async fn check_at_trace_level_leaks_no_secret() {
     secrets.extend(endpoint.issued.lock().expect("token list").iter().cloned());
     secrets.extend(tls_endpoint.issued.lock().expect("token list").iter().cloned());
     assert!(secrets.len() > 3, "the token endpoint was never asked");
-    assert_no_secrets(&format!("{stdout}\n{stderr}"), &secrets);
+    TraceCheck { stdout, stderr, secrets }
+}
+
+/// [`check_at_trace_level`]: no secret in its output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_at_trace_level_leaks_no_secret() {
+    let check = check_at_trace_level(&[]).await;
+    assert_no_secrets(&format!("{}\n{}", check.stdout, check.stderr), &check.secrets);
+}
+
+/// [`check_at_trace_level`] with `KFERRY_LOG_FORMAT=json`: every log line on standard error
+/// is one JSON object with a level and a message, and no secret is in the output, neither
+/// as written nor in the decoded JSON strings (an escape could hide one from a plain
+/// search). The only other lines are `check`'s own report of the cluster it could not
+/// reach (`error: ...`, as in text mode): command output, not log events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_at_trace_level_in_json_leaks_no_secret() {
+    let check = check_at_trace_level(&[("KFERRY_LOG_FORMAT", "json")]).await;
+    let mut events = 0;
+    let mut decoded = String::new();
+    for line in check.stderr.lines() {
+        if line.starts_with("error: ") {
+            continue;
+        }
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"));
+        let object = event.as_object().unwrap_or_else(|| panic!("a log line that is not a JSON object: {line}"));
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(object.get(key).is_some_and(serde_json::Value::is_string), "no string {key}: {line}");
+        }
+        assert!(!object.contains_key("fields") && !object.contains_key("spans"), "fields not flattened: {line}");
+        assert!(!line.contains('\u{1b}'), "ANSI colours in a JSON line: {line}");
+        for value in object.values() {
+            match value {
+                serde_json::Value::String(text) => decoded.push_str(text),
+                other => decoded.push_str(&other.to_string()),
+            }
+            decoded.push('\n');
+        }
+        events += 1;
+    }
+    assert!(events > 20, "only {events} JSON log lines at trace level:\n{}", check.stderr);
+    assert!(
+        check.stderr.lines().any(|l| l.starts_with('{') && l.contains("\"level\":\"TRACE\"")),
+        "no trace event:\n{}",
+        check.stderr
+    );
+    assert_no_secrets(&format!("{}\n{}", check.stdout, check.stderr), &check.secrets);
+    assert_no_secrets(&decoded, &check.secrets);
 }

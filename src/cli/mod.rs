@@ -18,15 +18,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::recovery::failback::FailbackMode;
 use crate::recovery::failover::Mode;
 
 /// What `--help` says after the options.
 const AFTER_HELP: &str = "\
 Environment:
-  KFERRY_CONFIG  the configuration file when --config is not given
-  KFERRY_LOG     log filter (tracing syntax: info, debug, kferry::client=trace); default info
+  KFERRY_CONFIG      the configuration file when --config is not given
+  KFERRY_LOG         log filter (tracing syntax: info, debug, kferry::client=trace); default info
+  KFERRY_LOG_FORMAT  text or json (one JSON object per line); overrides the config's log.format
 
 Exit codes:
   0  success
@@ -180,7 +181,16 @@ enum Failure {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // Logging starts once the format is known: after the config is loaded (a config that
+    // does not load is reported with eprintln), or at once for convert-mm2, which has none.
+    let log_format = match log_format_from_env() {
+        Ok(format) => format,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let load = |path: &std::path::Path| load(path, log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -193,7 +203,10 @@ pub fn main() -> ExitCode {
             Command::Run { config } => run::run(&load(&config)?).await,
             Command::Check { config, json } => check::check(&load(&config)?, json).await,
             Command::Plan { config, json } => plan::plan(&load(&config)?, json).await,
-            Command::ConvertMm2 { file } => convert_mm2::convert_mm2(&file),
+            Command::ConvertMm2 { file } => {
+                init_logging(log_format.unwrap_or_default());
+                convert_mm2::convert_mm2(&file)
+            }
             Command::Failover { config, flow, planned, force: _, dry_run, timeout, json } => {
                 let mode = if planned { Mode::Planned } else { Mode::Force };
                 let timeout = std::time::Duration::from_secs(timeout);
@@ -260,18 +273,47 @@ fn cluster_access(
     }
 }
 
-fn load(path: &std::path::Path) -> Result<Config, Failure> {
-    Config::load(path).map_err(|e| {
+/// Loads the config at `path` and starts logging in its `log.format`, unless `log_format`
+/// (from `KFERRY_LOG_FORMAT`) overrides it.
+fn load(path: &std::path::Path, log_format: Option<LogFormat>) -> Result<Config, Failure> {
+    let config = Config::load(path).map_err(|e| {
         eprintln!("{e}");
         Failure::Config
-    })
+    })?;
+    init_logging(log_format.unwrap_or(config.log.format));
+    Ok(config)
+}
+
+/// `KFERRY_LOG_FORMAT`: `None` when unset or empty, an error naming the allowed values when
+/// it names no format.
+fn log_format_from_env() -> Result<Option<LogFormat>, String> {
+    match std::env::var("KFERRY_LOG_FORMAT") {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Ok(value) if value.is_empty() => Ok(None),
+        Ok(value) => LogFormat::from_name(&value).map(Some).ok_or_else(|| {
+            format!("KFERRY_LOG_FORMAT: unknown value \"{value}\"; allowed: {}", LogFormat::NAMES.join(", "))
+        }),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(format!("KFERRY_LOG_FORMAT: not UTF-8; allowed: {}", LogFormat::NAMES.join(", ")))
+        }
+    }
 }
 
 /// Logs go to stderr; `KFERRY_LOG` takes tracing's filter syntax (`debug`,
-/// `kferry::client=trace`), default `info`.
-fn init_logging() {
+/// `kferry::client=trace`), default `info`. `json`: one object per line with `timestamp`,
+/// `level`, `target`, `message` and the event's fields beside them (kferry opens no spans,
+/// so there are no span lists to carry).
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KFERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colours).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            builder.with_ansi(colours).init();
+        }
+        LogFormat::Json => {
+            builder.json().flatten_event(true).with_current_span(false).with_span_list(false).with_ansi(false).init();
+        }
+    }
 }

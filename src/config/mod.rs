@@ -42,6 +42,54 @@ pub struct Config {
     /// The HTTP listener of `/metrics`, `/healthz` and `/readyz`; off unless `listen` is set.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// How log lines are written; `KFERRY_LOG_FORMAT` overrides `format`.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// kferry's log lines (always on standard error; which ones, `KFERRY_LOG` says).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Plain text for people, or one JSON object per line for a log pipeline.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// How each log line is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event: time, level, target, message, `key=value` fields
+    /// (coloured on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message` and the event's
+    /// own fields (`flow`, `topic`, `partition`, ...) beside them, never coloured.
+    Json,
+}
+
+impl LogFormat {
+    /// The names a config file or `KFERRY_LOG_FORMAT` may give.
+    pub const NAMES: [&'static str; 2] = ["text", "json"];
+
+    /// The format named `name` (as in the config file), if there is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "text" => Some(Self::Text),
+            "json" => Some(Self::Json),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
 }
 
 /// Prometheus metrics and health endpoints of `kferry run`.

@@ -47,6 +47,7 @@ fn example_file_parses() {
             ..FlowConfig::between("primary", "secondary")
         }],
         metrics: MetricsConfig { listen: Some("127.0.0.1:9464".to_owned()), per_partition: true },
+        log: LogConfig { format: LogFormat::Text },
     };
     assert_eq!(config, expected);
     assert_eq!(config.flows[0].name(), "primary->secondary");
@@ -108,7 +109,7 @@ fn parse_errors_name_key_line_and_what_is_allowed() {
         (
             // serde_norway points at the document start; kferry finds the key's line.
             "# comment\n\nflow: []\n".to_owned(),
-            "config.yaml line 3: unknown key \"flow\"; allowed: clusters, flows, metrics",
+            "config.yaml line 3: unknown key \"flow\"; allowed: clusters, flows, metrics, log",
         ),
         (
             format!("{CLUSTERS}flows:\n- source: primary\n  target: secondary\n  policy: identiy\n"),
@@ -409,4 +410,39 @@ fn metrics_listen_must_be_an_address() {
         parse(&format!("{CLUSTERS}flows:\n  - source: primary\n    target: secondary\n")).unwrap().metrics.listen,
         None
     );
+}
+
+#[test]
+fn log_format_is_text_unless_json_is_asked() {
+    let flow = format!("{CLUSTERS}flows:\n  - source: primary\n    target: secondary\n");
+    assert_eq!(parse(&flow).unwrap().log.format, LogFormat::Text);
+    assert_eq!(parse(&format!("{flow}log: {{}}\n")).unwrap().log.format, LogFormat::Text);
+    let config = parse(&format!("{flow}log:\n  format: json\n")).unwrap();
+    assert_eq!(config.log, LogConfig { format: LogFormat::Json });
+    assert_eq!(config.log.format.to_string(), "json");
+    for name in LogFormat::NAMES {
+        assert_eq!(LogFormat::from_name(name).map(|f| f.to_string()), Some(name.to_owned()));
+    }
+    assert_eq!(LogFormat::from_name("JSON"), None);
+}
+
+#[test]
+fn bad_log_keys_are_named_with_what_is_allowed() {
+    let flow = format!("{CLUSTERS}flows:\n  - source: primary\n    target: secondary\n");
+    let cases = [
+        (
+            format!("{flow}log:\n  format: xml\n"),
+            "config.yaml line 8: log.format: unknown value \"xml\"; allowed: text, json",
+        ),
+        (
+            format!("{flow}log:\n  format: 1\n"),
+            "config.yaml line 8: log.format: unknown value \"1\"; allowed: text, json",
+        ),
+        (format!("{flow}log: {{ formt: json }}\n"), "config.yaml line 7: log: unknown key \"formt\"; allowed: format"),
+    ];
+    for (text, want) in cases {
+        let err = parse(&text).err();
+        assert!(matches!(err, Some(ConfigError::Parse { .. })), "{text}");
+        assert_eq!(error_text(&text), want, "{text}");
+    }
 }

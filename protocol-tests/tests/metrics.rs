@@ -453,7 +453,10 @@ async fn a_prometheus_server_scraping_kferry_sees_the_records_confluent_kafka_re
     let (source, target) = (protocol_tests::alias("p"), protocol_tests::alias("s"));
     let flow = format!("{source}->{target}");
     let port = free_port();
-    let kferry = Kferry::start("run", &with_metrics(two_cluster_config(&source, &target, &flow_keys(&topic)), port));
+    // Throttled to 512 KiB/s, so the burst below (some 8 MiB) is written faster than it is
+    // copied and the lag is there for Prometheus to see whatever the machine's pace.
+    let keys = format!("{}    max_bytes_per_second: 524288\n", flow_keys(&topic));
+    let kferry = Kferry::start("run", &with_metrics(two_cluster_config(&source, &target, &keys), port));
     let prometheus = Prometheus::start(port);
     let first = wait_until_replicated(&topic, 4_000).await;
     let records = format!("sum(kferry_records_replicated_total{{flow=\"{flow}\",topic=\"{topic}\"}})");
@@ -461,7 +464,8 @@ async fn a_prometheus_server_scraping_kferry_sees_the_records_confluent_kafka_re
     assert_eq!(seen, 4_000.0);
     assert_eq!(prometheus.query("up{job=\"kferry\"}"), Some(1.0));
 
-    // A burst while kferry runs: Prometheus sees lag while it is copied, then none.
+    // A burst while kferry runs, faster than the flow's limit: Prometheus sees lag while it
+    // is copied, then none.
     produce(&primary(), &topic, 100_000, "none", &[]).await;
     let all = wait_until_replicated(&topic, 104_000).await;
     prometheus.wait_for(&records, Duration::from_secs(60), |v| v == all.len() as f64).await;

@@ -99,7 +99,9 @@ async fn metrics_count_what_the_target_holds_and_promtool_accepts_them() {
     let (source, target) = (protocol_tests::alias("p"), protocol_tests::alias("s"));
     let flow = format!("{source}->{target}");
     let port = free_port();
-    let kferry = Kferry::start("run", &with_metrics(two_cluster_config(&source, &target, &flow_keys(&topic)), port));
+    // With group sync (every second), for its counters and the age of its last round.
+    let keys = flow_keys(&topic).replace("sync_group_offsets: false", "sync_group_offsets_interval_seconds: 1");
+    let kferry = Kferry::start("run", &with_metrics(two_cluster_config(&source, &target, &keys), port));
 
     let on_target = wait_until_replicated(&topic, RECORDS).await;
     assert_eq!(on_target.len(), RECORDS);
@@ -124,6 +126,12 @@ async fn metrics_count_what_the_target_holds_and_promtool_accepts_them() {
     assert_eq!(sum(&text, "kferry_topics_created_total", &[("flow", &flow)]), 1.0);
     assert_eq!(sum(&text, "kferry_flow_state", &[("flow", &flow), ("state", "replicating")]), 1.0);
     assert!(sum(&text, "kferry_process_resident_memory_bytes", &[]) > 1e6);
+    assert!(sum(&text, "kferry_connections_opened_total", &[("flow", &flow), ("role", "source")]) >= 1.0);
+    assert!(sum(&text, "kferry_connections_opened_total", &[("flow", &flow), ("role", "target")]) >= 1.0);
+    assert!(sum(&text, "kferry_group_sync_rounds_total", &[("flow", &flow)]) >= 1.0, "{text}");
+    let synced_at = sum(&text, "kferry_group_sync_last_success_timestamp_seconds", &[("flow", &flow)]);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs_f64();
+    assert!((0.0..30.0).contains(&(now - synced_at)), "last group sync round {synced_at}, now {now}");
     // Caught up: no lag, every partition replicating (published within half a second).
     let text = eventually("lag 0 once caught up", Duration::from_secs(10), || async {
         let text = scrape(port).await;
@@ -372,6 +380,11 @@ async fn readyz_fails_while_the_target_broker_is_down_and_passes_once_it_is_back
     .await;
     let text = scrape(port).await;
     assert_eq!(sum(&text, "kferry_records_replicated_total", &[("topic", &topic)]), all.len() as f64);
+    // The broker's loss shows in its connection counts: attempts that failed while it was
+    // down, and a connection opened again once it was back.
+    let target_broker = [("cluster", target.as_str()), ("role", "target"), ("broker", "1")];
+    assert!(sum(&text, "kferry_connections_opened_total", &target_broker) >= 2.0, "{text}");
+    assert!(sum(&text, "kferry_connection_failures_total", &target_broker) >= 1.0, "{text}");
     let (code, _, stderr) = kferry.stop().await;
     assert_eq!(code, Some(0), "{stderr}");
 }

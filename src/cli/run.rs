@@ -11,6 +11,7 @@
 //! With `metrics.listen` set, an HTTP listener serves `/metrics`, `/healthz` and `/readyz`
 //! from the registry every flow's loops write to (see [`crate::metrics`]).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -296,6 +297,9 @@ async fn group_sync_loop(
                 inc(&counters.offsets_committed, report.committed as u64);
                 inc(&counters.groups_skipped, report.active.len() as u64);
                 inc(&counters.checkpoints, report.checkpoints as u64);
+                counters
+                    .last_success_unix_millis
+                    .store(crate::recovery::marker::now_ms().max(0) as u64, Ordering::Relaxed);
                 tracing::debug!(flow = %flow.name(), groups = report.groups, committed = report.committed, active = report.active.len(), "group offset sync round done")
             }
             Err(e) => {

@@ -78,6 +78,14 @@ enum Endpoint {
     Bootstrap(usize),
 }
 
+/// Connections opened to one broker (the first, then one per reconnect) and attempts that
+/// failed: what an operator looks at when a broker's connections flap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionCounts {
+    pub opened: u64,
+    pub failed: u64,
+}
+
 /// One pooled connection: `None` until connected, replaced when poisoned. The async lock
 /// makes concurrent callers share a single connect attempt per broker.
 type PooledConnection = Arc<tokio::sync::Mutex<Option<Arc<Messenger>>>>;
@@ -96,6 +104,8 @@ pub struct Cluster {
     bootstrap: Vec<String>,
     config: ClientConfig,
     connections: Mutex<HashMap<Endpoint, PooledConnection>>,
+    /// Per broker (node id, or `bootstrap <address>` before one is known).
+    connection_counts: Mutex<std::collections::BTreeMap<String, ConnectionCounts>>,
     metadata: RwLock<Option<CachedMetadata>>,
     /// Serialises refreshes so a burst of stale-metadata errors sends one request.
     refreshing: tokio::sync::Mutex<()>,
@@ -119,6 +129,7 @@ impl Cluster {
             bootstrap: bootstrap.to_vec(),
             config,
             connections: Mutex::default(),
+            connection_counts: Mutex::default(),
             metadata: RwLock::default(),
             refreshing: tokio::sync::Mutex::default(),
             coordinators: Mutex::default(),
@@ -313,9 +324,27 @@ impl Cluster {
             return Ok(Arc::clone(messenger));
         }
         tracing::debug!(%broker, "connecting");
-        let messenger = Arc::new(Messenger::connect(broker, &self.config.connection).await?);
+        let label = match broker.node_id {
+            Some(node) => node.to_string(),
+            None => format!("bootstrap {}", broker.address),
+        };
+        let connected = Messenger::connect(broker, &self.config.connection).await;
+        let mut counts = self.connection_counts.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(label).or_default();
+        match &connected {
+            Ok(_) => count.opened += 1,
+            Err(_) => count.failed += 1,
+        }
+        drop(counts);
+        let messenger = Arc::new(connected?);
         *slot = Some(Arc::clone(&messenger));
         Ok(messenger)
+    }
+
+    /// Connections opened and failed so far, per broker.
+    pub fn connection_counts(&self) -> Vec<(String, ConnectionCounts)> {
+        let counts = self.connection_counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.iter().map(|(broker, count)| (broker.clone(), *count)).collect()
     }
 
     /// Sends `request` to any broker, with retries; returns which broker answered (for

@@ -28,7 +28,7 @@ mod transport;
 
 pub use acls::{AclOperation, AclPattern, AclPermission, TopicAcl};
 pub use admin::{ClusterDescription, ConfigEntry, ConfigSource, NewTopic, TopicConfigs};
-pub use cluster::{ClientConfig, Cluster, RetryPolicy};
+pub use cluster::{ClientConfig, Cluster, ConnectionCounts, RetryPolicy};
 pub use coordinator::{CommittedOffset, CoordinatorKind, GroupOffsets, ListedGroup};
 pub use error::{BrokerRef, ClientError, ConnectionError};
 pub use messenger::{ConnectionConfig, Messenger, Queued};

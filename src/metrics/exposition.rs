@@ -198,9 +198,40 @@ pub(super) fn render(registry: &Registry) -> String {
     }
 
     throttling(&mut text, &flows);
+    connections(&mut text, &flows);
     group_sync(&mut text, &flows);
     topic_sync(&mut text, &flows);
     text.out
+}
+
+/// Connections per broker: a count that keeps rising is a connection that keeps breaking.
+fn connections(text: &mut Text, flows: &[std::sync::Arc<FlowMetrics>]) {
+    type Count = fn(&super::BrokerConnections) -> u64;
+    let families: [(&str, &str, Count); 2] = [
+        (
+            "kferry_connections_opened_total",
+            "Connections the flow opened to the broker: the first, then one per reconnect.",
+            |c| c.opened,
+        ),
+        ("kferry_connection_failures_total", "Connection attempts to the broker that failed.", |c| c.failed),
+    ];
+    for (name, help, value) in families {
+        text.family(name, "counter", help);
+        for flow in flows {
+            let connections = lock(&flow.connections).clone();
+            for (side, role) in [(Side::Source, "source"), (Side::Target, "target")] {
+                for broker in &connections[side as usize] {
+                    let labels = [
+                        ("flow", flow.name.as_str()),
+                        ("cluster", flow.cluster(side)),
+                        ("role", role),
+                        ("broker", broker.broker.as_str()),
+                    ];
+                    text.sample(name, &labels, value(broker));
+                }
+            }
+        }
+    }
 }
 
 /// Time kferry waited for its own rate limit and for the brokers' quotas.
@@ -350,6 +381,19 @@ fn group_sync(text: &mut Text, flows: &[std::sync::Arc<FlowMetrics>]) {
     ];
     for (name, help, value) in counters {
         counter(text, flows, name, help, value);
+    }
+    text.family(
+        "kferry_group_sync_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the last group offset sync round that completed (0: none yet); time() minus it is how old the group offsets on the target may be.",
+    );
+    for flow in flows {
+        let millis = flow.groups.last_success_unix_millis.load(Ordering::Relaxed);
+        text.sample(
+            "kferry_group_sync_last_success_timestamp_seconds",
+            &[("flow", &flow.name)],
+            millis as f64 / 1000.0,
+        );
     }
 }
 

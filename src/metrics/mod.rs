@@ -260,6 +260,8 @@ pub struct FlowMetrics {
     rate_limited_millis: AtomicU64,
     /// Per side, the milliseconds of throttle time the cluster's brokers asked for (quotas).
     quota_throttle_millis: [AtomicU64; 2],
+    /// Per side, connections opened and failed per broker, as last published.
+    connections: Mutex<[Vec<BrokerConnections>; 2]>,
     /// Errors by cluster alias and Kafka error code (or a kind for errors without one).
     errors: Mutex<BTreeMap<(String, String), u64>>,
     partitions: Mutex<BTreeMap<(String, i32), Arc<PartitionMetrics>>>,
@@ -291,6 +293,7 @@ impl FlowMetrics {
             buffer_limit,
             rate_limited_millis: AtomicU64::new(0),
             quota_throttle_millis: Default::default(),
+            connections: Mutex::default(),
             errors: Mutex::new(BTreeMap::new()),
             partitions: Mutex::new(BTreeMap::new()),
             groups: GroupSyncMetrics::default(),
@@ -403,6 +406,11 @@ impl FlowMetrics {
         self.rate_limited_millis.store(held.as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// The connections to one cluster's brokers so far.
+    pub fn set_connections(&self, side: Side, brokers: Vec<BrokerConnections>) {
+        lock(&self.connections)[side as usize] = brokers;
+    }
+
     /// The throttle time one cluster's brokers asked of the flow's connections, so far.
     pub fn set_quota_throttle(&self, side: Side, throttled: std::time::Duration) {
         self.quota_throttle_millis[side as usize].store(throttled.as_millis() as u64, Ordering::Relaxed);
@@ -423,6 +431,15 @@ impl FlowMetrics {
     fn partitions(&self) -> Vec<((String, i32), Arc<PartitionMetrics>)> {
         lock(&self.partitions).iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect()
     }
+}
+
+/// Connections of a flow to one broker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrokerConnections {
+    /// The node id, or `bootstrap <address>` for a bootstrap server.
+    pub broker: String,
+    pub opened: u64,
+    pub failed: u64,
 }
 
 /// One source partition.
@@ -507,6 +524,9 @@ pub struct GroupSyncMetrics {
     pub groups_skipped: AtomicU64,
     pub checkpoints: AtomicU64,
     pub errors: AtomicU64,
+    /// Milliseconds since the Unix epoch of the last round that completed (0: none yet):
+    /// how old the group offsets on the target may be.
+    pub last_success_unix_millis: AtomicU64,
 }
 
 /// Topic sync of one flow.

@@ -123,6 +123,7 @@ fn exposed_series() -> std::collections::BTreeMap<String, Vec<std::collections::
     flow.round(0.03);
     flow.transaction(true);
     flow.error(Side::Target, "NOT_LEADER_OR_FOLLOWER");
+    flow.set_connections(Side::Source, vec![super::BrokerConnections { broker: "1".into(), opened: 2, failed: 1 }]);
     let text = registry.render();
     let sample = Regex::new(r#"^([a-z_]+)(?:\{(.*)\})? \S+$"#).unwrap();
     let label = Regex::new(r#"([a-z_]+)="((?:[^"\\]|\\.)*)""#).unwrap();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::partition::{PartitionState, SourcePartition};
 use super::Replicator;
-use crate::metrics::{LagClock, PartitionMetrics, PartitionPhase, Side};
+use crate::metrics::{BrokerConnections, LagClock, PartitionMetrics, PartitionPhase, Side};
 
 /// How often the gauges are brought up to date between rounds.
 const PUBLISH_EVERY: Duration = Duration::from_millis(500);
@@ -69,7 +69,14 @@ impl Replicator {
         if let Some(limit) = &self.rate_limit {
             self.metrics.set_rate_limited(limit.held(now));
         }
-        self.metrics.set_quota_throttle(Side::Source, self.source.quota_waits().throttled());
-        self.metrics.set_quota_throttle(Side::Target, self.target.quota_waits().throttled());
+        for (side, cluster) in [(Side::Source, &self.source), (Side::Target, &self.target)] {
+            self.metrics.set_quota_throttle(side, cluster.quota_waits().throttled());
+            let brokers = cluster
+                .connection_counts()
+                .into_iter()
+                .map(|(broker, count)| BrokerConnections { broker, opened: count.opened, failed: count.failed })
+                .collect();
+            self.metrics.set_connections(side, brokers);
+        }
     }
 }

@@ -468,7 +468,9 @@ async fn a_prometheus_server_scraping_kferry_sees_the_records_confluent_kafka_re
     let port = free_port();
     // Throttled to 512 KiB/s, so the burst below (some 8 MiB) is written faster than it is
     // copied and the lag is there for Prometheus to see whatever the machine's pace.
-    let keys = format!("{}    max_bytes_per_second: 524288\n", flow_keys(&topic));
+    // Group sync on (every second), so that its dashboard panels have data too.
+    let keys = flow_keys(&topic).replace("sync_group_offsets: false", "sync_group_offsets_interval_seconds: 1");
+    let keys = format!("{keys}    max_bytes_per_second: 524288\n");
     let kferry = Kferry::start("run", &with_metrics(two_cluster_config(&source, &target, &keys), port));
     let prometheus = Prometheus::start(port);
     let first = wait_until_replicated(&topic, 4_000).await;

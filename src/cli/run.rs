@@ -22,7 +22,8 @@ use crate::client::{ClientConfig, ClientError, Cluster};
 use crate::config::{Config, FlowConfig};
 use crate::groups::sync::GroupSync;
 use crate::metrics::{inc, FlowMetrics, FlowState, Probe, Registry, Side};
-use crate::replicate::engine::{Replicator, TopicPlan};
+use crate::replicate::engine::{ReplicateError, Replicator, TopicPlan, Totals};
+use crate::replicate::shard::Shard;
 use crate::topics::plan::{Change, Notice};
 use crate::topics::sync::SyncError;
 use crate::topics::sync::TopicSync;
@@ -200,9 +201,9 @@ async fn run_flow_with(
     let mut flow_stopped_for_sync = flow_stopped.clone();
     let mut flow_stopped_for_groups = flow_stopped.clone();
     let target_for_guard = Arc::clone(&target);
-    let replicator = Replicator::new(&flow, source, target, replicated).with_metrics(Arc::clone(&metrics));
+    let shards = replicate_shards(&flow, source, target, replicated, Arc::clone(&metrics), stopped.clone());
     let replication = async {
-        let outcome = replicator.run(stopped.clone()).await;
+        let outcome = shards.await;
         // A replicator that stopped for good takes topic sync down with it.
         flow_stop.send_replace(true);
         outcome
@@ -231,6 +232,52 @@ async fn run_flow_with(
             FlowEnd::Failed
         }
     }
+}
+
+/// Runs a replicator per shard of the flow (one for an unsplit flow) until `stopped` or
+/// until one of them stops for good, which stops the others: a flow replicates whole or
+/// not at all. Returns the shards' totals summed, or the first fatal error.
+async fn replicate_shards(
+    flow: &FlowConfig,
+    source: Arc<Cluster>,
+    target: Arc<Cluster>,
+    topics: watch::Receiver<Option<TopicPlan>>,
+    metrics: Arc<FlowMetrics>,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<Totals, ReplicateError> {
+    let (stop_shards, shards_stopped) = watch::channel(false);
+    let mut running = tokio::task::JoinSet::new();
+    let mut shards = std::collections::BTreeMap::new();
+    for shard in Shard::all(flow) {
+        let replicator = Replicator::new(flow, Arc::clone(&source), Arc::clone(&target), topics.clone())
+            .with_metrics(Arc::clone(&metrics))
+            .with_shard(shard);
+        let id = running.spawn(replicator.run(shards_stopped.clone())).id();
+        shards.insert(id, shard);
+    }
+    let mut totals = Totals::default();
+    let mut failure = None;
+    loop {
+        tokio::select! {
+            joined = running.join_next_with_id() => match joined {
+                None => break,
+                Some(Ok((_, Ok(shard_totals)))) => totals.add(shard_totals),
+                Some(Ok((_, Err(error)))) => {
+                    failure.get_or_insert(error);
+                    stop_shards.send_replace(true);
+                }
+                Some(Err(lost)) => {
+                    let shard = shards.get(&lost.id()).map_or_else(|| "?".to_string(), |s| s.to_string());
+                    failure.get_or_insert(ReplicateError::ShardLost { flow: flow.name(), shard, reason: lost.to_string() });
+                    stop_shards.send_replace(true);
+                }
+            },
+            _ = stopped.wait_for(|stop| *stop), if !*stop_shards.borrow() => {
+                stop_shards.send_replace(true);
+            }
+        }
+    }
+    failure.map_or(Ok(totals), Err)
 }
 
 async fn topic_sync_loop(

@@ -192,6 +192,12 @@ pub struct FlowConfig {
     /// catch-up from saturating a WAN link or the source brokers.
     #[serde(default)]
     pub max_bytes_per_second: Option<u64>,
+    /// Replicators the flow's partitions are split over, each with its own transactional
+    /// id, so that a transaction that cannot end holds back only its shard's partitions
+    /// (`buffer_bytes` and `max_bytes_per_second` are shared evenly). Fixed for a flow's
+    /// life: its state on the target is laid out by it.
+    #[serde(default = "one")]
+    pub shards: u16,
     /// Translate the committed offsets of the source's consumer groups and commit them on
     /// the target (MM2's `sync.group.offsets.enabled`, off by default there), and write
     /// MM2-format checkpoints.
@@ -208,6 +214,10 @@ pub struct FlowConfig {
     /// `sync.group.offsets.interval.seconds`, 60 there).
     #[serde(default = "five")]
     pub sync_group_offsets_interval_seconds: u64,
+}
+
+fn one() -> u16 {
+    1
 }
 
 /// 256 MiB.
@@ -339,6 +349,7 @@ impl FlowConfig {
             on_source_reset: OnSourceReset::default(),
             buffer_bytes: buffer_bytes(),
             max_bytes_per_second: None,
+            shards: one(),
             sync_group_offsets: yes(),
             groups: all_groups(),
             groups_exclude: Vec::new(),

@@ -99,7 +99,7 @@ fn parse_errors_name_key_line_and_what_is_allowed() {
             "config.yaml line 8: flows[0]: unknown key \"polcy\"; \
              allowed: source, target, topics, topics_exclude, policy, separator, replication_factor, \
              sync_topic_configs, topic_configs_exclude, sync_topic_acls, refresh_topics_interval_seconds, delivery, start, on_source_reset, \
-             buffer_bytes, max_bytes_per_second, sync_group_offsets, groups, groups_exclude, sync_group_offsets_interval_seconds",
+             buffer_bytes, max_bytes_per_second, shards, sync_group_offsets, groups, groups_exclude, sync_group_offsets_interval_seconds",
         ),
         (
             "clusters:\n  primary:\n    bootstrap_server: [a]\n".to_owned(),

@@ -257,6 +257,14 @@ fn check_flows(config: &Config, report: &mut Report<'_>) {
                 "must be at least 65536 (64 KiB/s); leave it out for no limit".to_owned(),
             );
         }
+        if !(1..=64).contains(&flow.shards) {
+            report.add(&path.key("shards"), "must be from 1 to 64".to_owned());
+        } else if flow.shards > 1 && flow.buffer_bytes / u64::from(flow.shards) < 1024 * 1024 {
+            report.add(
+                &path.key("shards"),
+                format!("each shard gets buffer_bytes / shards, under 1 MiB with {} shards: raise buffer_bytes", flow.shards),
+            );
+        }
         if flow.refresh_topics_interval_seconds == 0 {
             report.add(&path.key("refresh_topics_interval_seconds"), "must be 1 or more".to_owned());
         }

@@ -190,7 +190,7 @@ pub(super) fn render(registry: &Registry) -> String {
         "Bytes of records the flow holds (fetched, and in the round in flight).",
     );
     for flow in &flows {
-        text.sample("kferry_buffer_bytes", &[("flow", &flow.name)], flow.buffer_bytes.load(Ordering::Relaxed));
+        text.sample("kferry_buffer_bytes", &[("flow", &flow.name)], flow.buffer_bytes());
     }
     text.family("kferry_buffer_limit_bytes", "gauge", "The flow's buffer_bytes.");
     for flow in &flows {
@@ -243,7 +243,7 @@ fn throttling(text: &mut Text, flows: &[std::sync::Arc<FlowMetrics>]) {
         "Time the flow's fetches were held back by its max_bytes_per_second.",
     );
     for flow in flows {
-        text.sample("kferry_rate_limited_seconds_total", &[("flow", &flow.name)], seconds(&flow.rate_limited_millis));
+        text.sample("kferry_rate_limited_seconds_total", &[("flow", &flow.name)], flow.rate_limited_seconds());
     }
     text.family(
         "kferry_quota_throttle_seconds_total",

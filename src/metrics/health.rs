@@ -110,7 +110,7 @@ pub(super) fn readiness(registry: &Registry) -> Readiness {
                 flow: flow.name.clone(),
                 state: state.name(),
                 ready,
-                detail: lock(&flow.state_detail).clone(),
+                detail: flow.state_detail(),
                 unreachable_clusters: unreachable,
                 partitions,
             }

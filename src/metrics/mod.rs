@@ -80,12 +80,13 @@ impl Registry {
 }
 
 /// Where a flow stands as a whole.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(u8)]
 pub enum FlowState {
     /// Reaching its clusters (retried until they answer).
     Connecting = 0,
     /// Connected; the producer on the target is not started yet (or being restarted).
+    #[default]
     Starting = 1,
     Replicating = 2,
     /// Stopped for good (fenced, failed over, transactions refused): needs an operator.
@@ -93,6 +94,16 @@ pub enum FlowState {
 }
 
 impl FlowState {
+    /// How far from replicating: the flow shows its worst shard.
+    fn severity(self) -> u8 {
+        match self {
+            Self::Replicating => 0,
+            Self::Starting => 1,
+            Self::Connecting => 2,
+            Self::Stopped => 3,
+        }
+    }
+
     const ALL: [FlowState; 4] = [Self::Connecting, Self::Starting, Self::Replicating, Self::Stopped];
 
     fn from_u8(value: u8) -> Self {
@@ -254,10 +265,10 @@ pub struct FlowMetrics {
     records_lost: AtomicU64,
     rounds: Buckets,
     latency: Mutex<Latency>,
-    buffer_bytes: AtomicU64,
     buffer_limit: u64,
-    /// Milliseconds the flow's fetches were held back by its `max_bytes_per_second`.
-    rate_limited_millis: AtomicU64,
+    /// The flow's replicators, one per shard (one for an unsplit flow), by shard index:
+    /// their state and gauges. The flow is as far along as its worst shard.
+    shards: Mutex<BTreeMap<u16, ShardGauges>>,
     /// Per side, the milliseconds of throttle time the cluster's brokers asked for (quotas).
     quota_throttle_millis: [AtomicU64; 2],
     /// Per side, connections opened and failed per broker, as last published.
@@ -289,9 +300,8 @@ impl FlowMetrics {
             records_lost: AtomicU64::new(0),
             rounds: Buckets::seconds(),
             latency: Mutex::new(Latency::new()),
-            buffer_bytes: AtomicU64::new(0),
             buffer_limit,
-            rate_limited_millis: AtomicU64::new(0),
+            shards: Mutex::new(BTreeMap::new()),
             quota_throttle_millis: Default::default(),
             connections: Mutex::default(),
             errors: Mutex::new(BTreeMap::new()),
@@ -315,14 +325,44 @@ impl FlowMetrics {
         self.heartbeat.store(self.now(), Ordering::Relaxed);
     }
 
+    /// The flow's state before its replicators run (connecting, starting) and when it is
+    /// stopped from outside them.
     pub fn set_state(&self, state: FlowState, detail: Option<String>) {
         self.state.store(state as u8, Ordering::Relaxed);
         *lock(&self.state_detail) = detail;
         self.beat();
     }
 
+    /// The state of one shard's replicator (`detail` already names the shard if the flow
+    /// has several).
+    pub fn set_shard_state(&self, shard: u16, state: FlowState, detail: Option<String>) {
+        let mut shards = lock(&self.shards);
+        let gauges = shards.entry(shard).or_default();
+        gauges.state = state;
+        gauges.detail = detail;
+        drop(shards);
+        self.beat();
+    }
+
+    /// The flow's state and why: stopped from outside, else its worst shard, else (before
+    /// any replicator ran) what the flow set.
+    fn state_and_detail(&self) -> (FlowState, Option<String>) {
+        let flow = FlowState::from_u8(self.state.load(Ordering::Relaxed));
+        if flow != FlowState::Stopped {
+            let shards = lock(&self.shards);
+            if let Some(worst) = shards.values().max_by_key(|s| s.state.severity()) {
+                return (worst.state, worst.detail.clone());
+            }
+        }
+        (flow, lock(&self.state_detail).clone())
+    }
+
     pub fn state(&self) -> FlowState {
-        FlowState::from_u8(self.state.load(Ordering::Relaxed))
+        self.state_and_detail().0
+    }
+
+    fn state_detail(&self) -> Option<String> {
+        self.state_and_detail().1
     }
 
     /// Marks a cluster of the flow unreachable as `probe` found it (`Some(why)`), or
@@ -397,13 +437,21 @@ impl FlowMetrics {
         }
     }
 
-    pub fn set_buffer_bytes(&self, bytes: u64) {
-        self.buffer_bytes.store(bytes, Ordering::Relaxed);
+    /// One shard's buffer use and the time its fetches were held back by its share of
+    /// `max_bytes_per_second`, so far.
+    pub fn set_shard_gauges(&self, shard: u16, buffer_bytes: u64, rate_limited: std::time::Duration) {
+        let mut shards = lock(&self.shards);
+        let gauges = shards.entry(shard).or_default();
+        gauges.buffer_bytes = buffer_bytes;
+        gauges.rate_limited_millis = rate_limited.as_millis() as u64;
     }
 
-    /// The time the flow's fetches were held back by its `max_bytes_per_second`, so far.
-    pub fn set_rate_limited(&self, held: std::time::Duration) {
-        self.rate_limited_millis.store(held.as_millis() as u64, Ordering::Relaxed);
+    fn buffer_bytes(&self) -> u64 {
+        lock(&self.shards).values().map(|s| s.buffer_bytes).sum()
+    }
+
+    fn rate_limited_seconds(&self) -> f64 {
+        lock(&self.shards).values().map(|s| s.rate_limited_millis).sum::<u64>() as f64 / 1000.0
     }
 
     /// The connections to one cluster's brokers so far.
@@ -431,6 +479,15 @@ impl FlowMetrics {
     fn partitions(&self) -> Vec<((String, i32), Arc<PartitionMetrics>)> {
         lock(&self.partitions).iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect()
     }
+}
+
+/// One shard's replicator.
+#[derive(Debug, Default)]
+struct ShardGauges {
+    state: FlowState,
+    detail: Option<String>,
+    buffer_bytes: u64,
+    rate_limited_millis: u64,
 }
 
 /// Connections of a flow to one broker.

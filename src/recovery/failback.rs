@@ -22,6 +22,7 @@
 //! failback removes the reverse flow's map of an earlier cycle before it seeds or copies,
 //! and `--complete` removes forward segments whose records on the primary are deleted.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -40,10 +41,11 @@ use crate::client::{
 use crate::config::{Delivery, FlowConfig, ReplicationPolicy};
 use crate::groups::sync::{GroupSync, GroupsError};
 use crate::protocol::error_code::ResponseError;
-use crate::replicate::engine::{progress_group, transactional_id};
+use crate::replicate::engine::progress_group;
 use crate::replicate::forward;
 use crate::replicate::offset_map::Segment;
 use crate::replicate::rewrite::{decode_records, DecodedRecord};
+use crate::replicate::shard::{transactional_ids, Shard};
 use crate::replicate::state::{self, offset_map_topic, progress_metadata, SourcePartition};
 
 /// How long the fencing InitProducerId may keep a transaction open (it aborts it at once).
@@ -385,7 +387,7 @@ pub async fn prepare(
     }
     // A map of an earlier failback points at records this one deleted or does not copy:
     // gone before the new one is seeded or grows, so groups never translate through it.
-    clear_segments(flow, primary, &offset_map_topic(&reverse), |(source, _, _)| {
+    clear_segments(flow, &reverse, primary, |(source, _, _)| {
         plan.partitions.iter().any(|p| (&p.topic, p.partition) == (&source.0, source.1))
     })
     .await?;
@@ -496,7 +498,7 @@ async fn seed_reverse_map(
         let bridge = Segment { source_start: p.copy.0, source_end: p.copy.0, target_start: p.primary_end };
         seeds.push((key, p.topic.clone(), bridge));
     }
-    write_segments(flow, primary, &offset_map_topic(&reverse), &seeds).await
+    write_segments(flow, &reverse, primary, &seeds).await
 }
 
 /// A segment of one direction as a segment of the other.
@@ -508,14 +510,16 @@ fn invert(segment: &Segment) -> Segment {
     }
 }
 
-/// Deletes (tombstones) every segment of `topic`'s offset maps that `stale` selects.
+/// Deletes (tombstones) every segment of `owner`'s offset maps (on `cluster`, `owner`'s
+/// target) that `stale` selects. `flow` is the flow being failed back, for errors.
 async fn clear_segments(
     flow: &FlowConfig,
+    owner: &FlowConfig,
     cluster: &Cluster,
-    topic: &str,
     stale: impl Fn(&(SourcePartition, String, Segment)) -> bool,
 ) -> Result<(), FailbackError> {
-    let maps = state::load(cluster, topic).await.map_err(client(flow))?;
+    let topic = offset_map_topic(owner);
+    let maps = state::load(cluster, &topic).await.map_err(client(flow))?;
     let doomed: Vec<(SourcePartition, i64)> = maps
         .iter()
         .flat_map(|(source, (target_topic, map))| {
@@ -524,25 +528,49 @@ async fn clear_segments(
         .filter(|entry| stale(entry))
         .map(|(source, _, segment)| (source, segment.source_start))
         .collect();
-    for chunk in doomed.chunks(1_000) {
-        let batch = state::tombstone_batch(chunk, marker::now_ms());
-        cluster.produce(topic, 0, batch.into_bytes(), Duration::from_secs(30)).await.map_err(client(flow))?;
+    // A tombstone goes where its segment is: the state partition of the partition's shard.
+    for (partition, doomed) in by_state_partition(owner, doomed, |(source, _)| source) {
+        for chunk in doomed.chunks(1_000) {
+            let batch = state::tombstone_batch(chunk, marker::now_ms());
+            cluster.produce(&topic, partition, batch.into_bytes(), Duration::from_secs(30)).await.map_err(client(flow))?;
+        }
     }
     Ok(())
 }
 
+/// Writes segments into `owner`'s state topic on `cluster`, each in the state partition
+/// of its source partition's shard (the topic created with a partition per shard if
+/// missing). `flow` is the flow being failed back, for errors.
 async fn write_segments(
     flow: &FlowConfig,
+    owner: &FlowConfig,
     cluster: &Cluster,
-    topic: &str,
     segments: &[(SourcePartition, String, Segment)],
 ) -> Result<(), FailbackError> {
-    state::ensure_topic(cluster, topic, flow.replication_factor).await.map_err(client(flow))?;
-    for chunk in segments.chunks(1_000) {
-        let batch = state::state_batch(chunk, marker::now_ms());
-        cluster.produce(topic, 0, batch.into_bytes(), Duration::from_secs(30)).await.map_err(client(flow))?;
+    let topic = offset_map_topic(owner);
+    let shards = i32::from(owner.shards.max(1));
+    state::ensure_topic(cluster, &topic, shards, owner.replication_factor).await.map_err(client(flow))?;
+    for (partition, segments) in by_state_partition(owner, segments.to_vec(), |(source, _, _)| source) {
+        for chunk in segments.chunks(1_000) {
+            let batch = state::state_batch(chunk, marker::now_ms());
+            cluster.produce(&topic, partition, batch.into_bytes(), Duration::from_secs(30)).await.map_err(client(flow))?;
+        }
     }
     Ok(())
+}
+
+/// `items` grouped by the state partition of their source partition's shard in `owner`.
+fn by_state_partition<T>(
+    owner: &FlowConfig,
+    items: Vec<T>,
+    source: impl Fn(&T) -> &SourcePartition,
+) -> BTreeMap<i32, Vec<T>> {
+    let mut grouped: BTreeMap<i32, Vec<T>> = BTreeMap::new();
+    for item in items {
+        let (topic, partition) = source(&item);
+        grouped.entry(Shard::of(owner, topic, *partition).state_partition()).or_default().push(item);
+    }
+    grouped
 }
 
 /// What `--complete` does (dry run) or did.
@@ -556,7 +584,9 @@ pub struct CompletePlan {
     pub forward_positions: Vec<(String, i32, i64)>,
     /// Groups on the primary after the last sync.
     pub groups: Vec<GroupPosition>,
-    pub fence: Option<String>,
+    /// The transactional ids bumped to fence the reverse flow, one per shard (empty for
+    /// `at_least_once`).
+    pub fence: Vec<String>,
 }
 
 /// The plan of `--complete`: the reverse flow's lag now and where the forward flow would
@@ -593,7 +623,7 @@ pub async fn complete_plan(
         lag,
         forward_positions,
         groups,
-        fence: (reverse.delivery == Delivery::ExactlyOnce).then(|| transactional_id(&reverse)),
+        fence: if reverse.delivery == Delivery::ExactlyOnce { transactional_ids(&reverse) } else { Vec::new() },
     })
 }
 
@@ -676,7 +706,7 @@ pub async fn complete(
     // The mark keeps that reason, so a `--complete` run again after an interruption knows it.
     let mark = FailoverRecord::state(&reverse.name(), FlowState::FailingOver, &began);
     marker::write(primary, &mark, flow.replication_factor).await.map_err(marker_error(flow))?;
-    if let Some(id) = &before.fence {
+    for id in &before.fence {
         primary.init_producer_id(Some(id), FENCE_TRANSACTION_TIMEOUT).await.map_err(client(flow))?;
     }
     let points = failover_point(&reverse, Some(secondary), primary).await.map_err(Box::new)?;
@@ -718,11 +748,11 @@ async fn resume_forward(
             .map_err(client(flow))?;
         log_starts.insert((topic.clone(), *partition), start);
     }
-    clear_segments(flow, secondary, &offset_map_topic(flow), |(source, _, segment)| {
+    clear_segments(flow, flow, secondary, |(source, _, segment)| {
         log_starts.get(source).is_some_and(|&start| reset || segment.source_end <= start)
     })
     .await?;
-    write_segments(flow, secondary, &offset_map_topic(flow), &inverted).await?;
+    write_segments(flow, flow, secondary, &inverted).await?;
     let progress: GroupOffsets = plan
         .forward_positions
         .iter()
@@ -795,9 +825,9 @@ impl fmt::Display for CompletePlan {
             rows.push([topic.clone(), partition.to_string(), lag.to_string(), resume.to_string()]);
         }
         write_table(f, &rows)?;
-        match &self.fence {
-            Some(id) => writeln!(f, "  fence: transactional id {id}")?,
-            None => writeln!(f, "  fence: the reverse flow's record (at_least_once: stop `kferry failback` first)")?,
+        match self.fence.as_slice() {
+            [] => writeln!(f, "  fence: the reverse flow's record (at_least_once: stop `kferry failback` first)")?,
+            ids => writeln!(f, "  fence: transactional id {}", ids.join(", "))?,
         }
         writeln!(f, "  groups on the primary:")?;
         let mut rows = vec![["GROUP".to_string(), "TOPIC".into(), "PARTITION".into(), "OFFSET".into()]];

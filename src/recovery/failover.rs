@@ -13,7 +13,8 @@ use crate::client::{ClientError, Cluster, Isolation, OffsetSpec};
 use crate::config::{Delivery, FlowConfig};
 use crate::groups::checkpoint::{checkpoints_topic, Checkpoint};
 use crate::groups::sync::{GroupSync, GroupsError};
-use crate::replicate::engine::{progress_group, transactional_id};
+use crate::replicate::engine::progress_group;
+use crate::replicate::shard::transactional_ids;
 use crate::replicate::state::{latest_values, read_progress};
 
 /// How long the fencing InitProducerId may keep a transaction open (it aborts it at once).
@@ -84,8 +85,9 @@ pub struct FailoverPlan {
     pub flow: String,
     pub mode: String,
     pub source_reachable: bool,
-    /// The transactional id bumped to fence the flow (`exactly_once` flows).
-    pub fence: Option<String>,
+    /// The transactional ids bumped to fence the flow, one per shard (`exactly_once`
+    /// flows; empty for `at_least_once`).
+    pub fence: Vec<String>,
     pub partitions: Vec<PartitionPoint>,
     pub groups: Vec<GroupPosition>,
 }
@@ -145,7 +147,7 @@ pub async fn plan(
         flow: flow.name(),
         mode: mode.to_string(),
         source_reachable: source.is_some(),
-        fence: (flow.delivery == Delivery::ExactlyOnce).then(|| transactional_id(flow)),
+        fence: if flow.delivery == Delivery::ExactlyOnce { transactional_ids(flow) } else { Vec::new() },
         partitions,
         groups,
     })
@@ -229,7 +231,7 @@ pub async fn execute(
     let before = plan(flow, mode, source, target).await?;
     let mark = FailoverRecord::state(&flow.name(), FlowState::FailingOver, &mode.to_string());
     marker::write(target, &mark, flow.replication_factor).await.map_err(marker_error)?;
-    if let Some(transactional_id) = &before.fence {
+    for transactional_id in &before.fence {
         target.init_producer_id(Some(transactional_id), FENCE_TRANSACTION_TIMEOUT).await.map_err(client(flow))?;
     }
     let partitions = failover_point(flow, source.map(|s| &**s), target).await?;
@@ -304,9 +306,9 @@ impl fmt::Display for FailoverPlan {
         write_table(f, &rows)?;
         let at_risk: i64 = self.partitions.iter().filter_map(PartitionPoint::not_replicated).sum();
         writeln!(f, "  source offsets not replicated: {at_risk}")?;
-        match &self.fence {
-            Some(id) => writeln!(f, "  fence: transactional id {id} (a new producer epoch)")?,
-            None => writeln!(f, "  fence: at_least_once flow: stop its `kferry run`; a restart refuses to run it")?,
+        match self.fence.as_slice() {
+            [] => writeln!(f, "  fence: at_least_once flow: stop its `kferry run`; a restart refuses to run it")?,
+            ids => writeln!(f, "  fence: transactional id {} (a new producer epoch)", ids.join(", "))?,
         }
         writeln!(f, "  groups continue on the target at:")?;
         if self.groups.is_empty() {

@@ -157,7 +157,7 @@ pub async fn write(
     replication_factor: Option<i16>,
 ) -> Result<(), MarkerError> {
     let encoded = encode(record)?;
-    ensure_topic(target, FAILOVER_TOPIC, replication_factor).await?;
+    ensure_topic(target, FAILOVER_TOPIC, 1, replication_factor).await?;
     for (key, value) in &encoded {
         let records: [KeyValueRef<'_>; 1] = [(Some(key.as_bytes()), Some(value))];
         let batch = build_batch(&records, record.at_ms);

@@ -16,6 +16,7 @@ use super::marker::{self, FlowState};
 use crate::client::{Cluster, FetchSpec, Isolation};
 use crate::config::FlowConfig;
 use crate::protocol::batch::{BatchItem, BatchIter};
+use crate::replicate::shard::Shard;
 
 /// The most a status Fetch asks for: one batch is enough to read a timestamp.
 const TIMESTAMP_FETCH_BYTES: i32 = 64 * 1024;
@@ -49,6 +50,9 @@ pub struct FlowSummary {
 pub struct PartitionStatus {
     pub topic: String,
     pub partition: i32,
+    /// The shard that replicates it, when the flow has several (`shards`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u16>,
     pub target_topic: String,
     /// Every source offset below this one is committed on the target.
     pub replicated_offset: i64,
@@ -95,7 +99,9 @@ pub async fn flow_status(
             }
             _ => None,
         };
+        let shard = (flow.shards > 1).then(|| Shard::of(flow, &point.source_topic, point.partition).index);
         partitions.push(PartitionStatus {
+            shard,
             lag_records: point.not_replicated(),
             topic: point.source_topic,
             partition: point.partition,

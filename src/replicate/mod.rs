@@ -8,6 +8,8 @@
 //! - [`rewrite`]: the slow path: batches the target refuses as they are (compacted,
 //!   LogAppendTime) decoded, renumbered/retimed and recompressed with their codec (pure).
 //! - [`state`]: the offset map persisted on the target, in the data's transaction.
+//! - [`shard`]: which of a flow's shards (each its own replicator and transactional id)
+//!   replicates a partition (pure).
 //! - [`engine`]: one flow's replicator: fetch from the source leaders, produce to the
 //!   target leaders, and commit progress (in one transaction with `exactly_once`).
 
@@ -16,4 +18,5 @@ pub mod engine;
 pub mod forward;
 pub mod offset_map;
 pub mod rewrite;
+pub mod shard;
 pub mod state;

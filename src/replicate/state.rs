@@ -117,15 +117,37 @@ fn decode_key(key: &[u8]) -> Option<(SourcePartition, i64)> {
 
 /// Creates the state topic if it is missing (compacted, one partition), with the durability
 /// of kferry's own topics ([`crate::topics::own`]; `replication_factor`: the flow's setting).
-pub async fn ensure_topic(target: &Cluster, topic: &str, replication_factor: Option<i16>) -> Result<(), ClientError> {
-    if target.topic(topic).await.is_ok() {
-        return Ok(());
+pub async fn ensure_topic(
+    target: &Cluster,
+    topic: &str,
+    partitions: i32,
+    replication_factor: Option<i16>,
+) -> Result<i32, ClientError> {
+    if let Ok(info) = target.topic(topic).await {
+        return Ok(info.partitions.len() as i32);
     }
-    let new = crate::topics::own::own_topic(target, topic, replication_factor).await?;
+    let mut new = crate::topics::own::own_topic(target, topic, replication_factor).await?;
+    new.partitions = partitions;
     let mut outcomes = target.create_topics(&[new], false, Duration::from_secs(30)).await?;
     match outcomes.remove(0).1 {
-        Err(ClientError::Topic { code, .. }) if code.0 == ResponseError::TopicAlreadyExists => Ok(()),
-        other => other,
+        Ok(()) => Ok(partitions),
+        // Created meanwhile (by another shard): as it is, once its metadata has spread
+        // (a broker may not know it for a moment).
+        Err(ClientError::Topic { code, .. }) if code.0 == ResponseError::TopicAlreadyExists => {
+            let mut attempt = 0;
+            loop {
+                target.invalidate_metadata();
+                match target.topic(topic).await {
+                    Ok(info) => return Ok(info.partitions.len() as i32),
+                    Err(ClientError::UnknownTopic { .. }) if attempt < 20 => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(other) => return Err(other),
+                }
+            }
+        }
+        Err(other) => Err(other),
     }
 }
 
@@ -141,14 +163,15 @@ pub async fn load(target: &Cluster, topic: &str) -> Result<OffsetMaps, ClientErr
 #[derive(Debug)]
 pub struct StateReader {
     topic: String,
-    /// The next offset to read; `None` until the first read finds the log start.
-    next_offset: Option<i64>,
+    /// Per state partition (one per shard of the flow), the next offset to read; absent
+    /// until the first read finds the log start.
+    next_offsets: BTreeMap<i32, i64>,
     maps: OffsetMaps,
 }
 
 impl StateReader {
     pub fn new(topic: &str) -> Self {
-        Self { topic: topic.to_string(), next_offset: None, maps: OffsetMaps::new() }
+        Self { topic: topic.to_string(), next_offsets: BTreeMap::new(), maps: OffsetMaps::new() }
     }
 
     /// The maps as of the last catch-up.
@@ -159,8 +182,23 @@ impl StateReader {
     /// Reads every record committed to the state topic since the last call. A state topic
     /// that does not exist yet (no data replicated) leaves the maps empty.
     pub async fn catch_up(&mut self, target: &Cluster) -> Result<&OffsetMaps, ClientError> {
+        let partitions: Vec<i32> = match target.topic(&self.topic).await {
+            Ok(info) => info.partitions.keys().copied().collect(),
+            Err(ClientError::UnknownTopic { .. }) => return Ok(&self.maps),
+            Err(other) => return Err(other),
+        };
+        // A source partition's segments and tombstones are all in its shard's partition,
+        // so the partitions can be read one after the other.
+        for partition in partitions {
+            self.catch_up_partition(target, partition).await?;
+        }
+        Ok(&self.maps)
+    }
+
+    async fn catch_up_partition(&mut self, target: &Cluster, partition: i32) -> Result<(), ClientError> {
         let maps = &mut self.maps;
-        let next = read_records(target, &self.topic, self.next_offset, |key, value| {
+        let from = self.next_offsets.get(&partition).copied();
+        let next = read_records(target, &self.topic, partition, from, |key, value| {
             let Some(value) = value else {
                 // A tombstone: the segment of a source partition that was reset is gone.
                 if let Some((source, start)) = decode_key(key) {
@@ -177,8 +215,10 @@ impl StateReader {
             }
         })
         .await?;
-        self.next_offset = next.or(self.next_offset);
-        Ok(&self.maps)
+        if let Some(next) = next {
+            self.next_offsets.insert(partition, next);
+        }
+        Ok(())
     }
 }
 
@@ -186,7 +226,7 @@ impl StateReader {
 /// records only); empty when the topic does not exist.
 pub async fn latest_values(cluster: &Cluster, topic: &str) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, ClientError> {
     let mut values = BTreeMap::new();
-    read_records(cluster, topic, None, |key, value| match value {
+    read_records(cluster, topic, 0, None, |key, value| match value {
         Some(value) => {
             values.insert(key.to_vec(), value.to_vec());
         }
@@ -206,6 +246,7 @@ pub async fn latest_values(cluster: &Cluster, topic: &str) -> Result<BTreeMap<Ve
 async fn read_records(
     cluster: &Cluster,
     topic: &str,
+    partition: i32,
     from: Option<i64>,
     mut on_record: impl FnMut(&[u8], Option<&[u8]>),
 ) -> Result<Option<i64>, ClientError> {
@@ -219,10 +260,10 @@ async fn read_records(
         what: "kferry state topic",
         missing,
     };
-    let end = cluster.list_offset(topic, 0, OffsetSpec::Latest, Isolation::ReadCommitted).await?;
+    let end = cluster.list_offset(topic, partition, OffsetSpec::Latest, Isolation::ReadCommitted).await?;
     let mut offset = match from {
         Some(offset) => offset,
-        None => cluster.list_offset(topic, 0, OffsetSpec::Earliest, Isolation::ReadCommitted).await?,
+        None => cluster.list_offset(topic, partition, OffsetSpec::Earliest, Isolation::ReadCommitted).await?,
     };
     while offset < end {
         let spec = FetchSpec {
@@ -231,7 +272,7 @@ async fn read_records(
             max_wait: Duration::from_millis(100),
             isolation: Isolation::ReadCommitted,
         };
-        let fetched = cluster.fetch(topic, 0, &spec).await?;
+        let fetched = cluster.fetch(topic, partition, &spec).await?;
         // Markers and aborted batches are dropped as for replicated data.
         let selection = forward::select(fetched.records, offset, &fetched.aborted_transactions)
             .map_err(|e| malformed(e.to_string()))?;

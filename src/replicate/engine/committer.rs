@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::gauges;
-use super::round::{self, PartitionFailure, RoundError, RoundPartition, RoundPlan, RoundReport};
+use super::round::{self, PartitionFailure, RoundError, RoundPartition, RoundPlan, RoundReport, StatePartition};
 use super::{ReplicateError, Replicator};
 use crate::metrics::{PartitionPhase, Probe, Side};
 use crate::protocol::error_code::ResponseError;
@@ -55,7 +55,7 @@ impl Replicator {
             producer,
             transactional_id: self.transactional().then(|| self.transactional_id.clone()),
             progress_group: self.progress_group.clone(),
-            state_topic: self.state_topic.clone(),
+            state: StatePartition { topic: self.state_topic.clone(), partition: self.shard.state_partition() },
             state_sequence: self.state_sequence,
             partitions,
         };

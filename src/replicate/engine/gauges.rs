@@ -65,10 +65,8 @@ impl Replicator {
             }
             kept
         });
-        self.metrics.set_buffer_bytes(self.bytes_held() as u64);
-        if let Some(limit) = &self.rate_limit {
-            self.metrics.set_rate_limited(limit.held(now));
-        }
+        let rate_limited = self.rate_limit.as_ref().map_or(Duration::ZERO, |limit| limit.held(now));
+        self.metrics.set_shard_gauges(self.shard.index, self.bytes_held() as u64, rate_limited);
         for (side, cluster) in [(Side::Source, &self.source), (Side::Target, &self.target)] {
             self.metrics.set_quota_throttle(side, cluster.quota_waits().throttled());
             let brokers = cluster

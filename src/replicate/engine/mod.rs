@@ -37,6 +37,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::client::{ClientError, Cluster, ProducerIdentity};
+use super::shard::Shard;
 use crate::config::{Delivery, FlowConfig};
 use crate::metrics::{FlowMetrics, FlowState, Probe, Side};
 use fetcher::{BrokerFetcher, FetchAnswer};
@@ -74,6 +75,14 @@ pub enum ReplicateError {
     FailedOver { flow: String, target: String, topic: &'static str, reason: String },
     #[error("flow {flow}: cannot read its failover record: {reason}")]
     FailoverRecord { flow: String, reason: crate::recovery::marker::MarkerError },
+    #[error(
+        "flow {flow}: `shards: {shards}` does not match its state on {target}: {topic} has {partitions} partition(s), \
+         one per shard the flow was started with. Changing a flow's shard count is not supported (its offset map \
+         would have to move between shards): set shards back to {partitions}"
+    )]
+    ShardsChanged { flow: String, target: String, topic: String, partitions: i32, shards: u16 },
+    #[error("flow {flow}: the replicator of shard {shard} ended unexpectedly ({reason}); the flow stops")]
+    ShardLost { flow: String, shard: String, reason: String },
 }
 
 /// A failed step: `Fatal` stops the flow, `Retry` is tried again after a pause.
@@ -105,6 +114,20 @@ pub struct Totals {
     pub lost: u64,
 }
 
+impl Totals {
+    /// Adds another shard's totals.
+    pub fn add(&mut self, other: Totals) {
+        self.batches += other.batches;
+        self.rewritten += other.rewritten;
+        self.records += other.records;
+        self.bytes += other.bytes;
+        self.transactions += other.transactions;
+        self.coalesced += other.coalesced;
+        self.aborted += other.aborted;
+        self.lost += other.lost;
+    }
+}
+
 /// Source topics to replicate and the target topic of each, as topic sync plans them.
 pub type TopicPlan = BTreeMap<String, String>;
 
@@ -114,13 +137,17 @@ pub fn progress_group(flow: &FlowConfig) -> String {
     format!("kferry.progress.{}.{}", flow.source, flow.target)
 }
 
-/// The flow's transactional id on its target.
+/// The transactional id of an unsplit flow on its target (a split flow has one per shard:
+/// [`super::shard::transactional_ids`]).
 pub fn transactional_id(flow: &FlowConfig) -> String {
-    format!("kferry.{}.{}", flow.source, flow.target)
+    Shard::WHOLE.transactional_id(flow)
 }
 
 pub struct Replicator {
+    /// The flow, with this shard's share of its budgets.
     flow: FlowConfig,
+    /// Which of the flow's partitions this replicator owns.
+    shard: Shard,
     source: Arc<Cluster>,
     target: Arc<Cluster>,
     /// Replicated source topics and their target names, as topic sync last planned them;
@@ -181,6 +208,7 @@ impl Replicator {
             progress_group: progress_group(flow),
             state_topic: super::state::offset_map_topic(flow),
             flow: flow.clone(),
+            shard: Shard::WHOLE,
             source,
             target,
             topics,
@@ -213,8 +241,28 @@ impl Replicator {
         self
     }
 
+    /// Replicates only `shard`'s partitions, with its transactional id, its state partition
+    /// and its share of `buffer_bytes` and `max_bytes_per_second`.
+    pub fn with_shard(mut self, shard: Shard) -> Self {
+        self.shard = shard;
+        self.transactional_id = shard.transactional_id(&self.flow);
+        self.flow.buffer_bytes = shard.share(self.flow.buffer_bytes, 1024 * 1024);
+        self.flow.max_bytes_per_second = self.flow.max_bytes_per_second.map(|rate| shard.share(rate, 64 * 1024));
+        self.rate_limit = self.flow.max_bytes_per_second.map(|rate| RateLimit::new(rate, Instant::now()));
+        self
+    }
+
     fn name(&self) -> String {
         self.flow.name()
+    }
+
+    /// Publishes this shard's state; the detail names the shard when the flow has several.
+    fn set_state(&self, state: FlowState, detail: Option<String>) {
+        let detail = match detail {
+            Some(detail) if self.shard.count > 1 => Some(format!("shard {}: {detail}", self.shard)),
+            other => other,
+        };
+        self.metrics.set_shard_state(self.shard.index, state, detail);
     }
 
     fn transactional(&self) -> bool {
@@ -264,10 +312,10 @@ impl Replicator {
             }
             self.metrics.beat();
             self.publish(false);
-            reporter.maybe_report(&self.name(), self.totals);
+            reporter.maybe_report(&self.name(), self.shard, self.totals);
         };
         if let Err(fatal) = &outcome {
-            self.metrics.set_state(FlowState::Stopped, Some(fatal.to_string()));
+            self.set_state(FlowState::Stopped, Some(fatal.to_string()));
         }
         self.shutdown().await;
         outcome.map(|()| self.totals)
@@ -278,13 +326,13 @@ impl Replicator {
         if self.producer.is_none() && self.round.is_none() {
             match self.start_producer().await {
                 Ok(()) => {
-                    self.metrics.set_state(FlowState::Replicating, None);
+                    self.set_state(FlowState::Replicating, None);
                     self.metrics.set_unreachable(Side::Target, Probe::Produce, None);
                 }
                 Err(StepError::Fatal(error)) => return Err(error),
                 Err(StepError::Retry(error)) => {
                     self.metrics.error(Side::Target, &error.metric_code());
-                    self.metrics.set_state(FlowState::Starting, Some(format!("cannot start the producer: {error}")));
+                    self.set_state(FlowState::Starting, Some(format!("cannot start the producer: {error}")));
                     self.metrics.set_unreachable(Side::Target, Probe::Produce, Some(error.to_string()));
                     tracing::warn!(flow = %self.name(), %error, "cannot start the producer on the target; retrying in {RESET_BACKOFF:?}");
                     self.explain_blocked_transaction(&error);
@@ -352,11 +400,12 @@ struct Reporter {
 }
 
 impl Reporter {
-    fn maybe_report(&mut self, flow: &str, t: Totals) {
+    fn maybe_report(&mut self, flow: &str, shard: Shard, t: Totals) {
         let due = self.reported_at.is_none_or(|at| at.elapsed() >= REPORT_EVERY);
         if due && t.records != self.records {
             tracing::info!(
                 flow,
+                shard = %shard,
                 records = t.records,
                 bytes = t.bytes,
                 batches = t.batches,

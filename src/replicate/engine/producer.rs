@@ -36,8 +36,8 @@ impl Replicator {
         // it fences, so a producer initialised after the fence sees the mark here and stops
         // instead of writing.
         self.check_not_failed_over().await?;
-        tracing::info!(flow = %self.name(), producer_id = producer.id, epoch = producer.epoch, delivery = %self.flow.delivery, "producer ready on the target");
-        state::ensure_topic(&self.target, &self.state_topic, self.flow.replication_factor).await?;
+        tracing::info!(flow = %self.name(), shard = %self.shard, transactional_id = %self.transactional_id, producer_id = producer.id, epoch = producer.epoch, delivery = %self.flow.delivery, "producer ready on the target");
+        self.ensure_state_topic().await?;
         if !self.loaded || self.progress_moved().await? {
             self.load_state().await?;
         }
@@ -49,6 +49,23 @@ impl Replicator {
         Ok(())
     }
 
+    /// Creates the state topic with a partition per shard, or checks that it has that many:
+    /// a flow whose shard count changed would look for its segments in the wrong places.
+    async fn ensure_state_topic(&self) -> Result<(), StepError> {
+        let count = i32::from(self.shard.count);
+        let partitions = state::ensure_topic(&self.target, &self.state_topic, count, self.flow.replication_factor).await?;
+        if partitions != count {
+            return Err(StepError::Fatal(Box::new(ReplicateError::ShardsChanged {
+                flow: self.name(),
+                target: self.flow.target.clone(),
+                topic: self.state_topic.clone(),
+                partitions,
+                shards: self.shard.count,
+            })));
+        }
+        Ok(())
+    }
+
     /// Reads progress and offset maps back; every partition then resumes from its
     /// committed progress (those not replicated now are parked with it). Partitions not in
     /// the progress group keep the start position they were given (it is committed with
@@ -56,7 +73,8 @@ impl Replicator {
     async fn load_state(&mut self) -> Result<(), StepError> {
         let mut maps = state::load(&self.target, &self.state_topic).await?;
         let progress = state::read_progress(&self.target, &self.progress_group).await?;
-        for p in progress {
+        // The other shards' partitions are theirs to resume.
+        for p in progress.into_iter().filter(|p| self.shard.owns(&self.flow, &p.source.0, p.source.1)) {
             let mut partition = PartitionState::resumed(p.target_topic, p.next_offset, p.source_end);
             if let Some((_, map)) = maps.remove(&p.source) {
                 partition.offset_map = map;

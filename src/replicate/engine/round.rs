@@ -53,9 +53,18 @@ pub(super) struct RoundPlan {
     /// `Some` with `exactly_once`: batches, segments and progress are one transaction.
     pub(super) transactional_id: Option<String>,
     pub(super) progress_group: String,
-    pub(super) state_topic: String,
+    /// Where this replicator's offset-map segments go: its shard's state partition.
+    pub(super) state: StatePartition,
     pub(super) state_sequence: i32,
     pub(super) partitions: Vec<RoundPartition>,
+}
+
+/// The partition of the state topic a replicator writes (one per shard, so no other
+/// producer's open transaction ever sits in front of its segments).
+#[derive(Debug, Clone)]
+pub(super) struct StatePartition {
+    pub(super) topic: String,
+    pub(super) partition: i32,
 }
 
 /// One partition's share of a round.
@@ -164,8 +173,7 @@ struct Context {
 
 /// Runs a round to its end; never panics on a broker's answer.
 pub(super) async fn run(plan: RoundPlan) -> RoundReport {
-    let RoundPlan { target, producer, transactional_id, progress_group, state_topic, state_sequence, mut partitions } =
-        plan;
+    let RoundPlan { target, producer, transactional_id, progress_group, state, state_sequence, mut partitions } = plan;
     let context = Context { target, producer, transactional_id };
     let mut works: Vec<Work> = partitions
         .iter_mut()
@@ -184,12 +192,12 @@ pub(super) async fn run(plan: RoundPlan) -> RoundReport {
     let mut state_sequence = state_sequence;
     let result = async {
         if let Some(id) = &context.transactional_id {
-            add_partitions(&context, id, &works, &state_topic).await?;
+            add_partitions(&context, id, &works, &state).await?;
         }
         produce_with_retries(&context, &mut works).await?;
         let segments = new_segments(&partitions, &works);
         let retired = retired_segments(&partitions);
-        state_sequence = write_segments(&context, &state_topic, state_sequence, &retired, &segments).await?;
+        state_sequence = write_segments(&context, &state, state_sequence, &retired, &segments).await?;
         let offsets = progress(&partitions, &works);
         commit(&context, &progress_group, &offsets).await
     }
@@ -239,7 +247,7 @@ fn committed_offset(partition: &RoundPartition, landed: &[(Pending, i64)], all_l
     landed.last().map(|(pending, _)| pending.source_next).or(partition.unrecorded_start)
 }
 
-async fn add_partitions(context: &Context, id: &str, works: &[Work], state_topic: &str) -> Result<(), RoundError> {
+async fn add_partitions(context: &Context, id: &str, works: &[Work], state: &StatePartition) -> Result<(), RoundError> {
     let mut partitions: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     for work in works.iter().filter(|w| !w.queue.is_empty()) {
         partitions.entry(work.topic.clone()).or_default().push(work.partition);
@@ -248,7 +256,7 @@ async fn add_partitions(context: &Context, id: &str, works: &[Work], state_topic
         // A round that only commits progress (markers read past, a start position).
         return Ok(());
     }
-    partitions.entry(state_topic.to_string()).or_default().push(0);
+    partitions.entry(state.topic.clone()).or_default().push(state.partition);
     context.target.add_partitions_to_txn(id, context.producer, &partitions).await.map_err(classify_call)
 }
 
@@ -537,7 +545,7 @@ pub(super) fn record(map: &mut OffsetMap, pending: &Pending, target_base: i64) {
 /// the state partition's next sequence.
 async fn write_segments(
     context: &Context,
-    state_topic: &str,
+    state: &StatePartition,
     mut sequence: i32,
     retired: &[(SourcePartition, i64)],
     segments: &[(SourcePartition, String, Segment)],
@@ -560,9 +568,9 @@ async fn write_segments(
         sequence = next;
     }
     let mut works = [Work {
-        topic: state_topic.to_string(),
+        topic: state.topic.clone(),
         topic_id: uuid::Uuid::nil(),
-        partition: 0,
+        partition: state.partition,
         queue,
         landed: Vec::new(),
         failed: None,

@@ -60,6 +60,9 @@ impl Replicator {
         let info = self.source.topic(source_topic).await?;
         let mut placing = 0;
         for &partition in info.partitions.keys() {
+            if !self.shard.owns(&self.flow, source_topic, partition) {
+                continue;
+            }
             let key = (source_topic.to_string(), partition);
             match self.partitions.get_mut(&key) {
                 Some(state) if state.source_topic_id.is_nil() => state.source_topic_id = info.id,

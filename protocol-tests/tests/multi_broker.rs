@@ -136,6 +136,83 @@ async fn three_brokers_a_stopped_target_broker_with_rf3_stalls_no_partition() {
     eprintln!("every partition of {topic} replicated again {caught_up:?} after a target broker stopped");
 }
 
+/// With `shards`, a target partition whose in-sync replicas fall below its
+/// `min.insync.replicas` holds back at most its own shard: the transaction that touched it
+/// cannot end (the coordinator cannot write its marker there), but the other shards have
+/// transactional ids of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_a_partition_below_min_insync_holds_back_only_its_shard() {
+    let _serial = SERIAL.lock().await;
+    let prefix = unique_name("shard-strict");
+    let (topic, strict) = (format!("{prefix}-a"), format!("{prefix}-strict"));
+    create(&multi::primary(), &topic, 8, 3).await;
+    create(&multi::primary(), &strict, 1, 3).await;
+    create(&multi::secondary(), &strict, 1, 3).await;
+    alter(&multi::secondary(), &strict, "min.insync.replicas=3").await;
+    produce(&multi::primary(), &topic, 800, "lz4", &[]).await;
+    produce(&multi::primary(), &strict, 100, "lz4", &[]).await;
+    let (source, target) = (alias("mp"), alias("ms"));
+    const SHARDS: u16 = 4;
+    let config = config_named(
+        &source,
+        &target,
+        &format!("{prefix}-.*"),
+        &format!("    shards: {SHARDS}\n    replication_factor: 3\n"),
+    );
+    let mut flow = kferry::config::FlowConfig::between(&source, &target);
+    flow.shards = SHARDS;
+    let strict_shard = kferry::replicate::shard::Shard::of(&flow, &strict, 0);
+    let others: Vec<i32> =
+        (0..8).filter(|&p| kferry::replicate::shard::Shard::of(&flow, &topic, p) != strict_shard).collect();
+    assert!(others.len() >= 4, "most partitions are in other shards than the strict topic's: {others:?}");
+    let kferry = Kferry::start("run", &config);
+    wait_for_counts(&topic, &every(8, 100), Duration::from_secs(120)).await;
+    wait_for_counts(&strict, &every(1, 100), Duration::from_secs(60)).await;
+
+    let down = NodeGuard::stop(Side::Secondary, 2).await;
+    let stopped = Instant::now();
+    produce(&multi::primary(), &strict, 100, "lz4", &[]).await;
+    produce(&multi::primary(), &topic, 800, "lz4", &[]).await;
+    // The other shards' partitions replicate while the broker is down.
+    eventually("the other shards' partitions replicate", Duration::from_secs(60), || async {
+        let records = consume_partitions(&multi::secondary(), &topic, &others).await;
+        assert!(records.len() <= others.len() * 200, "a record copied twice");
+        (records.len() == others.len() * 200).then_some(())
+    })
+    .await;
+    let others_caught_up = stopped.elapsed();
+    // By now the strict shard's transaction is stuck (its round is abandoned after some
+    // 30 s of CONCURRENT_TRANSACTIONS; an unsplit flow waits like this as a whole until the
+    // broker is back). Records written now must still reach the other shards' partitions.
+    tokio::time::sleep(Duration::from_secs(40).saturating_sub(stopped.elapsed())).await;
+    produce(&multi::primary(), &topic, 800, "lz4", &[]).await;
+    eventually("the other shards' partitions replicate while one shard is stuck", Duration::from_secs(45), || async {
+        let records = consume_partitions(&multi::secondary(), &topic, &others).await;
+        assert!(records.len() <= others.len() * 300, "a record copied twice");
+        (records.len() == others.len() * 300).then_some(())
+    })
+    .await;
+    let others_again = stopped.elapsed();
+    assert_eq!(
+        consume(&multi::secondary(), &strict, "read_committed", 0).await.len(),
+        100,
+        "the strict topic's new records wait while a replica is down"
+    );
+    down.start().await;
+    wait_for_counts(&strict, &every(1, 200), Duration::from_secs(180)).await;
+    wait_for_counts(&topic, &every(8, 300), Duration::from_secs(180)).await;
+    assert_identical(&topic, 2400).await;
+    assert_identical(&strict, 200).await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("cannot end"), "the stuck shard is explained:\n{stderr}");
+    eprintln!(
+        "shards: the {} partitions outside shard {strict_shard} replicated {others_caught_up:?} after a target broker \
+         stopped, and records written later {others_again:?} after",
+        others.len()
+    );
+}
+
 /// Sets a topic config with confluent-kafka's admin client.
 async fn alter(bootstrap: &str, topic: &str, set: &str) {
     verify_json(&["alter-config", "--bootstrap", bootstrap, "--topic", topic, "--set", set]).await;

@@ -262,7 +262,10 @@ fn check_flows(config: &Config, report: &mut Report<'_>) {
         } else if flow.shards > 1 && flow.buffer_bytes / u64::from(flow.shards) < 1024 * 1024 {
             report.add(
                 &path.key("shards"),
-                format!("each shard gets buffer_bytes / shards, under 1 MiB with {} shards: raise buffer_bytes", flow.shards),
+                format!(
+                    "each shard gets buffer_bytes / shards, under 1 MiB with {} shards: raise buffer_bytes",
+                    flow.shards
+                ),
             );
         }
         if flow.refresh_topics_interval_seconds == 0 {

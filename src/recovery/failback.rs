@@ -532,7 +532,10 @@ async fn clear_segments(
     for (partition, doomed) in by_state_partition(owner, doomed, |(source, _)| source) {
         for chunk in doomed.chunks(1_000) {
             let batch = state::tombstone_batch(chunk, marker::now_ms());
-            cluster.produce(&topic, partition, batch.into_bytes(), Duration::from_secs(30)).await.map_err(client(flow))?;
+            cluster
+                .produce(&topic, partition, batch.into_bytes(), Duration::from_secs(30))
+                .await
+                .map_err(client(flow))?;
         }
     }
     Ok(())
@@ -553,7 +556,10 @@ async fn write_segments(
     for (partition, segments) in by_state_partition(owner, segments.to_vec(), |(source, _, _)| source) {
         for chunk in segments.chunks(1_000) {
             let batch = state::state_batch(chunk, marker::now_ms());
-            cluster.produce(&topic, partition, batch.into_bytes(), Duration::from_secs(30)).await.map_err(client(flow))?;
+            cluster
+                .produce(&topic, partition, batch.into_bytes(), Duration::from_secs(30))
+                .await
+                .map_err(client(flow))?;
         }
     }
     Ok(())

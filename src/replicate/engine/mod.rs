@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::client::{ClientError, Cluster, ProducerIdentity};
 use super::shard::Shard;
+use crate::client::{ClientError, Cluster, ProducerIdentity};
 use crate::config::{Delivery, FlowConfig};
 use crate::metrics::{FlowMetrics, FlowState, Probe, Side};
 use fetcher::{BrokerFetcher, FetchAnswer};

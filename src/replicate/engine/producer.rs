@@ -53,7 +53,8 @@ impl Replicator {
     /// a flow whose shard count changed would look for its segments in the wrong places.
     async fn ensure_state_topic(&self) -> Result<(), StepError> {
         let count = i32::from(self.shard.count);
-        let partitions = state::ensure_topic(&self.target, &self.state_topic, count, self.flow.replication_factor).await?;
+        let partitions =
+            state::ensure_topic(&self.target, &self.state_topic, count, self.flow.replication_factor).await?;
         if partitions != count {
             return Err(StepError::Fatal(Box::new(ReplicateError::ShardsChanged {
                 flow: self.name(),

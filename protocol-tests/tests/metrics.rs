@@ -100,7 +100,12 @@ async fn metrics_count_what_the_target_holds_and_promtool_accepts_them() {
     let flow = format!("{source}->{target}");
     let port = free_port();
     // With group sync (every second), for its counters and the age of its last round.
-    let keys = flow_keys(&topic).replace("sync_group_offsets: false", "sync_group_offsets_interval_seconds: 1");
+    // Only this test's groups (none): a round over every group of the shared cluster takes
+    // long once many tests have left groups there.
+    let keys = flow_keys(&topic).replace(
+        "sync_group_offsets: false",
+        &format!("sync_group_offsets_interval_seconds: 1\n    groups: [\"{topic}-.*\"]"),
+    );
     let kferry = Kferry::start("run", &with_metrics(two_cluster_config(&source, &target, &keys), port));
 
     let on_target = wait_until_replicated(&topic, RECORDS).await;
@@ -475,7 +480,10 @@ async fn a_prometheus_server_scraping_kferry_sees_the_records_confluent_kafka_re
     // Throttled to 512 KiB/s, so the burst below (some 8 MiB) is written faster than it is
     // copied and the lag is there for Prometheus to see whatever the machine's pace.
     // Group sync on (every second), so that its dashboard panels have data too.
-    let keys = flow_keys(&topic).replace("sync_group_offsets: false", "sync_group_offsets_interval_seconds: 1");
+    let keys = flow_keys(&topic).replace(
+        "sync_group_offsets: false",
+        &format!("sync_group_offsets_interval_seconds: 1\n    groups: [\"{topic}-.*\"]"),
+    );
     let keys = format!("{keys}    max_bytes_per_second: 524288\n");
     let kferry = Kferry::start("run", &with_metrics(two_cluster_config(&source, &target, &keys), port));
     let prometheus = Prometheus::start(port);

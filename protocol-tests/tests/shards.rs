@@ -17,8 +17,8 @@ fn sharded_config(source: &str, target: &str, prefix: &str, shards: u16) -> Stri
         source,
         target,
         &format!(
-            "    topics: [\"{prefix}-.*\"]\n    shards: {shards}\n    refresh_topics_interval_seconds: 1\n    \
-             sync_group_offsets_interval_seconds: 1\n"
+            "    topics: [\"{prefix}-.*\"]\n    groups: [\"{prefix}-.*\"]\n    shards: {shards}\n    \
+             refresh_topics_interval_seconds: 1\n    sync_group_offsets_interval_seconds: 1\n"
         ),
     )
 }

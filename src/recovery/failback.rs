@@ -529,16 +529,8 @@ async fn clear_segments(
         .map(|(source, _, segment)| (source, segment.source_start))
         .collect();
     // A tombstone goes where its segment is: the state partition of the partition's shard.
-    for (partition, doomed) in by_state_partition(owner, doomed, |(source, _)| source) {
-        for chunk in doomed.chunks(1_000) {
-            let batch = state::tombstone_batch(chunk, marker::now_ms());
-            cluster
-                .produce(&topic, partition, batch.into_bytes(), Duration::from_secs(30))
-                .await
-                .map_err(client(flow))?;
-        }
-    }
-    Ok(())
+    let batch = |chunk: &[(SourcePartition, i64)]| state::tombstone_batch(chunk, marker::now_ms());
+    write_by_shard(flow, owner, cluster, &topic, doomed, |(source, _)| source, batch).await
 }
 
 /// Writes segments into `owner`'s state topic on `cluster`, each in the state partition
@@ -553,30 +545,33 @@ async fn write_segments(
     let topic = offset_map_topic(owner);
     let shards = i32::from(owner.shards.max(1));
     state::ensure_topic(cluster, &topic, shards, owner.replication_factor).await.map_err(client(flow))?;
-    for (partition, segments) in by_state_partition(owner, segments.to_vec(), |(source, _, _)| source) {
-        for chunk in segments.chunks(1_000) {
-            let batch = state::state_batch(chunk, marker::now_ms());
-            cluster
-                .produce(&topic, partition, batch.into_bytes(), Duration::from_secs(30))
-                .await
-                .map_err(client(flow))?;
+    let batch = |chunk: &[(SourcePartition, String, Segment)]| state::state_batch(chunk, marker::now_ms());
+    write_by_shard(flow, owner, cluster, &topic, segments.to_vec(), |(source, _, _)| source, batch).await
+}
+
+/// Produces `items` to `owner`'s state topic, each into the state partition of its source
+/// partition's shard, as batches of at most 1,000 built by `batch`.
+async fn write_by_shard<T>(
+    flow: &FlowConfig,
+    owner: &FlowConfig,
+    cluster: &Cluster,
+    topic: &str,
+    items: Vec<T>,
+    source: impl Fn(&T) -> &SourcePartition,
+    batch: impl Fn(&[T]) -> crate::protocol::batch::RecordBatch,
+) -> Result<(), FailbackError> {
+    let mut by_partition: BTreeMap<i32, Vec<T>> = BTreeMap::new();
+    for item in items {
+        let (topic, partition) = source(&item);
+        by_partition.entry(Shard::of(owner, topic, *partition).state_partition()).or_default().push(item);
+    }
+    for (partition, items) in by_partition {
+        for chunk in items.chunks(1_000) {
+            let bytes = batch(chunk).into_bytes();
+            cluster.produce(topic, partition, bytes, Duration::from_secs(30)).await.map_err(client(flow))?;
         }
     }
     Ok(())
-}
-
-/// `items` grouped by the state partition of their source partition's shard in `owner`.
-fn by_state_partition<T>(
-    owner: &FlowConfig,
-    items: Vec<T>,
-    source: impl Fn(&T) -> &SourcePartition,
-) -> BTreeMap<i32, Vec<T>> {
-    let mut grouped: BTreeMap<i32, Vec<T>> = BTreeMap::new();
-    for item in items {
-        let (topic, partition) = source(&item);
-        grouped.entry(Shard::of(owner, topic, *partition).state_partition()).or_default().push(item);
-    }
-    grouped
 }
 
 /// What `--complete` does (dry run) or did.

@@ -23,6 +23,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod groups;
+pub mod membership;
 pub mod metrics;
 pub mod protocol;
 pub mod recovery;

@@ -19,8 +19,10 @@ use tokio::sync::watch;
 
 use super::{ClusterAccess, Failure};
 use crate::client::{ClientConfig, ClientError, Cluster};
-use crate::config::{Config, FlowConfig};
+use crate::config::{Config, FlowConfig, GroupConfig};
 use crate::groups::sync::GroupSync;
+use crate::membership::member::GroupMember;
+use crate::membership::{Assignments, MemberChannels, Unit};
 use crate::metrics::{inc, FlowMetrics, FlowState, Probe, Registry, Side};
 use crate::replicate::engine::{ReplicateError, Replicator, TopicPlan, Totals};
 use crate::replicate::shard::Shard;
@@ -53,11 +55,20 @@ pub(super) async fn run(config: &Config) -> Result<(), Failure> {
         }
     }
     let mut flows = tokio::task::JoinSet::new();
+    let (assignments, membership) = match &config.group {
+        None => (Assignments::alone(crate::membership::units(config)), None),
+        Some(group) => {
+            let (assignments, channels) = Assignments::grouped();
+            let cluster = access[&group.cluster].clone();
+            let member = run_member(config.clone(), group.clone(), cluster, channels, stopped.clone());
+            (assignments, Some(tokio::spawn(member)))
+        }
+    };
     for flow in &config.flows {
         let source = access[&flow.source].clone();
         let target = access[&flow.target].clone();
         let metrics = registry.flow(&flow.name(), &flow.source, &flow.target, flow.buffer_bytes);
-        flows.spawn(run_flow_with(flow.clone(), source, target, stopped.clone(), metrics));
+        flows.spawn(run_flow_with(flow.clone(), source, target, stopped.clone(), metrics, assignments.clone()));
     }
     tracing::info!(flows = config.flows.len(), "running");
     let mut failed = false;
@@ -80,6 +91,9 @@ pub(super) async fn run(config: &Config) -> Result<(), Failure> {
                 None => {
                     tracing::error!("every flow has stopped");
                     stop.send_replace(true);
+                    if let Some(membership) = membership {
+                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, membership).await;
+                    }
                     if let Some(listener) = listener {
                         let _ = listener.await;
                     }
@@ -96,6 +110,10 @@ pub(super) async fn run(config: &Config) -> Result<(), Failure> {
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while let Some(joined) = flows.join_next().await {
             failed |= !matches!(joined, Ok(FlowEnd::Stopped));
+        }
+        // It leaves the group once the flows have stopped their shards.
+        if let Some(membership) = membership {
+            let _ = membership.await;
         }
     })
     .await;
@@ -148,7 +166,31 @@ pub(super) async fn run_flow(
     stopped: watch::Receiver<bool>,
 ) -> FlowEnd {
     let metrics = FlowMetrics::detached(&flow.name(), &flow.source, &flow.target, flow.buffer_bytes);
-    run_flow_with(flow, source, target, stopped, metrics).await
+    let assignments = Assignments::alone(crate::membership::units_of_flow(&flow));
+    run_flow_with(flow, source, target, stopped, metrics, assignments).await
+}
+
+/// Keeps this process in its group (connecting first, retrying) until `stopped`.
+async fn run_member(
+    config: Config,
+    group: GroupConfig,
+    cluster: ClusterAccess,
+    channels: MemberChannels,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let cluster = loop {
+        match Cluster::connect(&group.cluster, &cluster.bootstrap, cluster.client.clone()).await {
+            Ok(cluster) => break cluster,
+            Err(e) => tracing::error!(group = %group.id, error = %e, "cannot reach the group's cluster; retrying in {CONNECT_RETRY:?}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(CONNECT_RETRY) => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+    };
+    let layout = crate::membership::wire::layout(&config);
+    let member = GroupMember::new(cluster, &group, layout, crate::membership::units(&config), channels);
+    member.run(stopped).await;
 }
 
 /// As [`run_flow`], booking the flow's metrics into `metrics`.
@@ -158,6 +200,7 @@ async fn run_flow_with(
     target: ClusterAccess,
     mut stopped: watch::Receiver<bool>,
     metrics: Arc<FlowMetrics>,
+    assignments: Assignments,
 ) -> FlowEnd {
     let (source, target) = loop {
         match connect(&flow, &source, &target).await {
@@ -201,15 +244,18 @@ async fn run_flow_with(
     let mut flow_stopped_for_sync = flow_stopped.clone();
     let mut flow_stopped_for_groups = flow_stopped.clone();
     let target_for_guard = Arc::clone(&target);
-    let shards = replicate_shards(&flow, source, target, replicated, Arc::clone(&metrics), stopped.clone());
+    let shards =
+        replicate_shards(&flow, source, target, replicated, Arc::clone(&metrics), stopped.clone(), assignments.clone());
     let replication = async {
         let outcome = shards.await;
         // A replicator that stopped for good takes topic sync down with it.
         flow_stop.send_replace(true);
         outcome
     };
-    let syncing = topic_sync_loop(&flow, &metrics, sync, topics, stopped.clone(), &mut flow_stopped_for_sync);
-    let group_syncing = group_sync_loop(&flow, &metrics, groups, stopped.clone(), &mut flow_stopped_for_groups);
+    let syncing =
+        topic_sync_loop(&flow, &metrics, sync, topics, &assignments, stopped.clone(), &mut flow_stopped_for_sync);
+    let group_syncing =
+        group_sync_loop(&flow, &metrics, groups, &assignments, stopped.clone(), &mut flow_stopped_for_groups);
     let loops = async { tokio::join!(replication, syncing, group_syncing).0 };
     // Disaster recovery (issue 14): no round at all for a failed-over flow, and the loops
     // stop within a second of a failover or `failback --complete` marking the flow.
@@ -234,9 +280,12 @@ async fn run_flow_with(
     }
 }
 
-/// Runs a replicator per shard of the flow (one for an unsplit flow) until `stopped` or
-/// until one of them stops for good, which stops the others: a flow replicates whole or
-/// not at all. Returns the shards' totals summed, or the first fatal error.
+/// Runs a replicator for each shard of the flow this process owns (every shard for a
+/// process alone), starting and stopping them as the group's assignment changes, until
+/// `stopped`. A shard that stops for good stops the others: a flow replicates whole or not
+/// at all. A shard another process fenced is theirs now when processes share the flow:
+/// it is dropped and the group asked to rebalance. Returns the shards' totals summed, or
+/// the first fatal error.
 async fn replicate_shards(
     flow: &FlowConfig,
     source: Arc<Cluster>,
@@ -244,37 +293,79 @@ async fn replicate_shards(
     topics: watch::Receiver<Option<TopicPlan>>,
     metrics: Arc<FlowMetrics>,
     mut stopped: watch::Receiver<bool>,
+    assignments: Assignments,
 ) -> Result<Totals, ReplicateError> {
-    let (stop_shards, shards_stopped) = watch::channel(false);
+    let name = flow.name();
+    let mut ownership = assignments.ownership();
     let mut running = tokio::task::JoinSet::new();
-    let mut shards = std::collections::BTreeMap::new();
-    for shard in Shard::all(flow) {
-        let replicator = Replicator::new(flow, Arc::clone(&source), Arc::clone(&target), topics.clone())
-            .with_metrics(Arc::clone(&metrics))
-            .with_shard(shard);
-        let id = running.spawn(replicator.run(shards_stopped.clone())).id();
-        shards.insert(id, shard);
-    }
+    let mut shards: std::collections::BTreeMap<u16, (tokio::task::Id, watch::Sender<bool>)> = Default::default();
     let mut totals = Totals::default();
     let mut failure = None;
+    let mut stopping = false;
+    let mut wanted = ownership.borrow_and_update().shards_of(&name);
     loop {
-        tokio::select! {
-            joined = running.join_next_with_id() => match joined {
-                None => break,
-                Some(Ok((_, Ok(shard_totals)))) => totals.add(shard_totals),
-                Some(Ok((_, Err(error)))) => {
-                    failure.get_or_insert(error);
-                    stop_shards.send_replace(true);
+        if !stopping {
+            for (index, (_, stop)) in &shards {
+                if !wanted.contains(index) {
+                    stop.send_replace(true);
                 }
-                Some(Err(lost)) => {
-                    let shard = shards.get(&lost.id()).map_or_else(|| "?".to_string(), |s| s.to_string());
-                    failure.get_or_insert(ReplicateError::ShardLost { flow: flow.name(), shard, reason: lost.to_string() });
-                    stop_shards.send_replace(true);
-                }
-            },
-            _ = stopped.wait_for(|stop| *stop), if !*stop_shards.borrow() => {
-                stop_shards.send_replace(true);
             }
+            let missing: Vec<u16> = wanted.iter().filter(|index| !shards.contains_key(index)).copied().collect();
+            for index in missing {
+                let shard = Shard { index, count: flow.shards.max(1) };
+                let (stop, shard_stopped) = watch::channel(false);
+                let replicator = Replicator::new(flow, Arc::clone(&source), Arc::clone(&target), topics.clone())
+                    .with_metrics(Arc::clone(&metrics))
+                    .with_shard(shard);
+                assignments.started(Unit { flow: name.clone(), shard: index });
+                let id = running.spawn(replicator.run(shard_stopped)).id();
+                shards.insert(index, (id, stop));
+            }
+        } else {
+            for (_, stop) in shards.values() {
+                stop.send_replace(true);
+            }
+        }
+        if stopping && shards.is_empty() {
+            break;
+        }
+        tokio::select! {
+            changed = ownership.changed(), if !stopping => match changed {
+                Ok(()) => wanted = ownership.borrow_and_update().shards_of(&name),
+                Err(_) => stopping = true,
+            },
+            joined = running.join_next_with_id(), if !shards.is_empty() => {
+                let Some(joined) = joined else { continue };
+                let id = match &joined {
+                    Ok((id, _)) => *id,
+                    Err(lost) => lost.id(),
+                };
+                let Some(index) = shards.iter().find(|(_, (task, _))| *task == id).map(|(index, _)| *index) else {
+                    continue;
+                };
+                shards.remove(&index);
+                let unit = Unit { flow: name.clone(), shard: index };
+                assignments.stopped(&unit);
+                match joined {
+                    Ok((_, Ok(shard_totals))) => totals.add(shard_totals),
+                    Ok((_, Err(error @ ReplicateError::Fenced { .. }))) if assignments.is_grouped() => {
+                        // Started again if the next generation still gives it to this process.
+                        tracing::warn!(flow = %name, shard = index, "{error}: another member of the group has it now; asking for a rebalance");
+                        wanted.remove(&index);
+                        assignments.request_rejoin();
+                    }
+                    Ok((_, Err(error))) => {
+                        failure.get_or_insert(error);
+                        stopping = true;
+                    }
+                    Err(lost) => {
+                        let shard = Shard { index, count: flow.shards.max(1) }.to_string();
+                        failure.get_or_insert(ReplicateError::ShardLost { flow: name.clone(), shard, reason: lost.to_string() });
+                        stopping = true;
+                    }
+                }
+            }
+            _ = stopped.wait_for(|stop| *stop), if !stopping => stopping = true,
         }
     }
     failure.map_or(Ok(totals), Err)
@@ -285,12 +376,15 @@ async fn topic_sync_loop(
     metrics: &FlowMetrics,
     mut sync: TopicSync,
     topics: watch::Sender<Option<TopicPlan>>,
+    assignments: &Assignments,
     mut stopped: watch::Receiver<bool>,
     flow_stopped: &mut watch::Receiver<bool>,
 ) {
     let interval = Duration::from_secs(flow.refresh_topics_interval_seconds);
     loop {
-        match sync.round().await {
+        // Only the group's leader changes the target; the others only read what to copy.
+        let round = if assignments.is_leader() { sync.round().await } else { sync.observe().await };
+        match round {
             Ok((plan, applied)) => {
                 metrics.set_unreachable(Side::Source, Probe::TopicSync, None);
                 metrics.set_unreachable(Side::Target, Probe::TopicSync, None);
@@ -328,6 +422,7 @@ async fn group_sync_loop(
     flow: &FlowConfig,
     metrics: &FlowMetrics,
     mut groups: GroupSync,
+    assignments: &Assignments,
     mut stopped: watch::Receiver<bool>,
     flow_stopped: &mut watch::Receiver<bool>,
 ) {
@@ -336,28 +431,34 @@ async fn group_sync_loop(
     }
     let interval = Duration::from_secs(flow.sync_group_offsets_interval_seconds);
     loop {
-        match groups.round().await {
-            Ok(report) => {
-                let counters = &metrics.groups;
-                inc(&counters.rounds, 1);
-                inc(&counters.groups_synced, report.groups as u64);
-                inc(&counters.offsets_committed, report.committed as u64);
-                inc(&counters.groups_skipped, report.active.len() as u64);
-                inc(&counters.checkpoints, report.checkpoints as u64);
-                counters
-                    .last_success_unix_millis
-                    .store(crate::recovery::marker::now_ms().max(0) as u64, Ordering::Relaxed);
-                tracing::debug!(flow = %flow.name(), groups = report.groups, committed = report.committed, active = report.active.len(), "group offset sync round done")
-            }
-            Err(e) => {
-                inc(&metrics.groups.errors, 1);
-                tracing::warn!(flow = %flow.name(), error = %e, "group offset sync round failed; next try in {interval:?}")
-            }
+        // The group's leader alone commits group offsets, so processes never race on them.
+        if assignments.is_leader() {
+            sync_groups_once(flow, metrics, &mut groups, interval).await;
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stopped.wait_for(|stop| *stop) => return,
             _ = flow_stopped.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// One group-offset sync round, booked in the flow's metrics.
+async fn sync_groups_once(flow: &FlowConfig, metrics: &FlowMetrics, groups: &mut GroupSync, interval: Duration) {
+    match groups.round().await {
+        Ok(report) => {
+            let counters = &metrics.groups;
+            inc(&counters.rounds, 1);
+            inc(&counters.groups_synced, report.groups as u64);
+            inc(&counters.offsets_committed, report.committed as u64);
+            inc(&counters.groups_skipped, report.active.len() as u64);
+            inc(&counters.checkpoints, report.checkpoints as u64);
+            counters.last_success_unix_millis.store(crate::recovery::marker::now_ms().max(0) as u64, Ordering::Relaxed);
+            tracing::debug!(flow = %flow.name(), groups = report.groups, committed = report.committed, active = report.active.len(), "group offset sync round done")
+        }
+        Err(e) => {
+            inc(&metrics.groups.errors, 1);
+            tracing::warn!(flow = %flow.name(), error = %e, "group offset sync round failed; next try in {interval:?}")
         }
     }
 }

@@ -7,7 +7,8 @@
 //!   KIP-368 re-authentication): what sits under a messenger.
 //! - `records` (ListOffsets, Produce, Fetch), `admin` (DescribeCluster, DescribeConfigs,
 //!   CreateTopics, CreatePartitions, IncrementalAlterConfigs) and `acls` (DescribeAcls,
-//!   CreateAcls): the calls, as methods on [`Cluster`].
+//!   CreateAcls), `coordinator` (group offsets) and `membership` (JoinGroup, SyncGroup,
+//!   Heartbeat, LeaveGroup, DescribeGroups): the calls, as methods on [`Cluster`].
 //!
 //! The client knows nothing of flows, topic naming or replication policy; it only moves
 //! requests and bytes, and reports failures with cluster, broker, topic and partition.
@@ -18,6 +19,7 @@ mod cluster;
 mod coordinator;
 mod error;
 mod messenger;
+mod membership;
 mod metadata;
 mod quota;
 mod records;
@@ -32,6 +34,7 @@ pub use cluster::{ClientConfig, Cluster, ConnectionCounts, RetryPolicy};
 pub use coordinator::{CommittedOffset, CoordinatorKind, GroupOffsets, ListedGroup};
 pub use error::{BrokerRef, ClientError, ConnectionError};
 pub use messenger::{ConnectionConfig, Messenger, Queued};
+pub use membership::{DescribedGroup, DescribedMember, JoinRequest, Joined, JoinedMember, Member};
 pub use metadata::{BrokerInfo, MetadataSnapshot, PartitionInfo, TopicInfo};
 pub use quota::QuotaWaits;
 pub use records::{

@@ -45,6 +45,37 @@ pub struct Config {
     /// How log lines are written; `KFERRY_LOG_FORMAT` overrides `format`.
     #[serde(default)]
     pub log: LogConfig,
+    /// Several `kferry run` processes sharing the flows' shards through a group on one
+    /// cluster; absent: this process replicates every shard alone.
+    #[serde(default)]
+    pub group: Option<GroupConfig>,
+}
+
+/// The group several `kferry run` processes with the same configuration form (as Kafka
+/// Connect's distributed workers do with `group.id`): each process replicates the shards
+/// the group's leader assigns it, and topic and group-offset sync run on the leader only.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// The group's id on `cluster` (Connect's `group.id`).
+    pub id: String,
+    /// Alias of the cluster the group lives on: a target of the flows (the one that stays
+    /// up when the source's region is lost).
+    pub cluster: String,
+    /// A stable name for this process (Kafka's `group.instance.id`, KIP-345), e.g. a pod
+    /// name: a process restarted within `session_timeout_ms` gets its shards back without
+    /// a rebalance. Absent: a dynamic member, which leaves the group when it stops.
+    /// `${NAME}` takes an environment variable (`${HOSTNAME}` in a StatefulSet).
+    #[serde(default)]
+    pub instance_id: Option<Expanded>,
+    /// How long the group waits for a silent process before its shards move to the others
+    /// (Kafka's `session.timeout.ms`; the broker allows 6000 to 1800000 by default).
+    #[serde(default = "session_timeout_ms")]
+    pub session_timeout_ms: u32,
+}
+
+fn session_timeout_ms() -> u32 {
+    10_000
 }
 
 /// kferry's log lines (always on standard error; which ones, `KFERRY_LOG` says).

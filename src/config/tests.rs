@@ -48,6 +48,7 @@ fn example_file_parses() {
         }],
         metrics: MetricsConfig { listen: Some("127.0.0.1:9464".to_owned()), per_partition: true },
         log: LogConfig { format: LogFormat::Text },
+        group: None,
     };
     assert_eq!(config, expected);
     assert_eq!(config.flows[0].name(), "primary->secondary");

@@ -17,6 +17,7 @@ pub(super) fn problems(config: &Config, text: &str) -> Vec<Problem> {
     check_identity_cycles(&config.flows, &mut report);
     check_one_flow_per_pair(&config.flows, &mut report);
     check_metrics(&config.metrics, &mut report);
+    check_group(config, &mut report);
     let mut problems = report.problems;
     problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     problems
@@ -217,6 +218,26 @@ fn check_metrics(metrics: &MetricsConfig, report: &mut Report<'_>) {
                 "\"{listen}\" is not an address to listen on; write ip:port, e.g. \"0.0.0.0:9464\" (every \
                  interface), \"127.0.0.1:9464\" or \"[::]:9464\""
             ),
+        );
+    }
+}
+
+fn check_group(config: &Config, report: &mut Report<'_>) {
+    let Some(group) = &config.group else { return };
+    let path = KeyPath::root().key("group");
+    if group.id.trim().is_empty() {
+        report.add(&path.key("id"), "empty; name the group the kferry processes share, e.g. kferry-dr".to_owned());
+    }
+    if !config.clusters.is_empty() && !config.clusters.contains_key(&group.cluster) {
+        report.add(&path.key("cluster"), undefined_cluster(&group.cluster, &config.clusters));
+    }
+    if group.instance_id.as_ref().is_some_and(|id| id.as_str().trim().is_empty()) {
+        report.add(&path.key("instance_id"), "empty; leave it out for a dynamic member".to_owned());
+    }
+    if !(1_000..=1_800_000).contains(&group.session_timeout_ms) {
+        report.add(
+            &path.key("session_timeout_ms"),
+            "must be from 1000 to 1800000 (the broker's group.min/max.session.timeout.ms bound it further)".to_owned(),
         );
     }
 }

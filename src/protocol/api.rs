@@ -79,6 +79,11 @@ api_requests! {
     TxnOffsetCommit: TxnOffsetCommitRequest => TxnOffsetCommitResponse;
     EndTxn: EndTxnRequest => EndTxnResponse;
     ListGroups: ListGroupsRequest => ListGroupsResponse;
+    DescribeGroups: DescribeGroupsRequest => DescribeGroupsResponse;
+    JoinGroup: JoinGroupRequest => JoinGroupResponse;
+    SyncGroup: SyncGroupRequest => SyncGroupResponse;
+    Heartbeat: HeartbeatRequest => HeartbeatResponse;
+    LeaveGroup: LeaveGroupRequest => LeaveGroupResponse;
     DeleteRecords: DeleteRecordsRequest => DeleteRecordsResponse;
     DeleteTopics: DeleteTopicsRequest => DeleteTopicsResponse;
 }

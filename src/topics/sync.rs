@@ -104,6 +104,25 @@ impl TopicSync {
         Ok((plan, applied))
     }
 
+    /// A round that changes nothing, for a process whose group leader applies the changes:
+    /// what to copy is what the target has already (topics the plan would create are left
+    /// out until the leader has created them).
+    pub async fn observe(&mut self) -> Result<(Plan, Vec<Applied>), SyncError> {
+        let mut plan = self.plan().await?;
+        let pending: BTreeSet<String> = plan
+            .changes
+            .iter()
+            .filter_map(|change| match change {
+                Change::CreateTopic { source_topic, .. } => Some(source_topic.clone()),
+                _ => None,
+            })
+            .collect();
+        plan.replicated.retain(|source, _| !pending.contains(source));
+        plan.changes.clear();
+        self.remember_replicated(&plan);
+        Ok((plan, Vec::new()))
+    }
+
     fn report_notices(&mut self, plan: &Plan) {
         for notice in &plan.notices {
             if self.reported.insert(notice.to_string()) {

@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use super::check::{close_all, connect_all};
 use super::Failure;
 use crate::config::Config;
+use crate::membership::wire::MemberAssignment;
+use crate::membership::Unit;
 use crate::metrics::http::probe;
+use crate::replicate::shard::Shard;
 use crate::recovery::status::{flow_status, FlowStatus, FlowSummary, PartitionStatus};
 
 /// The whole answer of `--json`.
@@ -19,7 +22,32 @@ use crate::recovery::status::{flow_status, FlowStatus, FlowSummary, PartitionSta
 struct Status {
     /// The running kferry as its `/readyz` answered, if the config has `metrics.listen`.
     kferry: Process,
+    /// The group the processes share, with what each owns (the config's `group`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<GroupReport>,
     flows: Vec<FlowReport>,
+}
+
+/// The group of kferry processes as its coordinator describes it.
+#[derive(Debug, Serialize)]
+struct GroupReport {
+    id: String,
+    cluster: String,
+    /// `Stable`, `PreparingRebalance`, `CompletingRebalance`, `Empty`.
+    state: String,
+    members: Vec<MemberReport>,
+    /// Shards no member owns right now (moving, or the group is rebalancing).
+    unowned: Vec<Unit>,
+}
+
+#[derive(Debug, Serialize)]
+struct MemberReport {
+    /// The instance id of a static member, else the member id.
+    name: String,
+    member_id: String,
+    host: String,
+    leader: bool,
+    shards: Vec<Unit>,
 }
 
 #[derive(Debug, Serialize)]
@@ -46,6 +74,9 @@ struct FlowReport {
 struct PartitionReport {
     #[serde(flatten)]
     status: PartitionStatus,
+    /// The group member that replicates it (`group` configs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
     /// In the running kferry: `replicating`, `waiting_for_leader` or `stalled`; `None` when
     /// no kferry answered.
     state: Option<String>,
@@ -123,7 +154,28 @@ pub(super) async fn status(config: &Config, only: Option<&str>, json: bool) -> R
             }
         }
     }
-    let status = Status { kferry: process, flows };
+    let group = match &config.group {
+        Some(group) => match &clusters[&group.cluster] {
+            Ok(cluster) => match describe_members(config, group, cluster).await {
+                Ok(report) => Some(report),
+                Err(e) => {
+                    eprintln!("error: group {} on cluster {}: {e}", group.id, group.cluster);
+                    healthy = false;
+                    None
+                }
+            },
+            Err(e) => {
+                eprintln!("error: group {}: its cluster {} is unreachable: {e}", group.id, group.cluster);
+                healthy = false;
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(group) = &group {
+        name_owners(config, group, &mut flows);
+    }
+    let status = Status { kferry: process, group, flows };
     if json {
         println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
     } else {
@@ -153,22 +205,72 @@ fn report(status: FlowStatus, running: Option<LiveFlow>) -> FlowReport {
         .into_iter()
         .map(|partition| {
             let Some(flow) = &running else {
-                return PartitionReport { status: partition, state: None, reason: None, error: None };
+                return PartitionReport { status: partition, owner: None, state: None, reason: None, error: None };
             };
             match flow.partitions.iter().find(|p| p.topic == partition.topic && p.partition == partition.partition) {
                 Some(live) => PartitionReport {
                     status: partition,
+                    owner: None,
                     state: Some(live.state.clone()),
                     reason: Some(live.reason.clone()),
                     error: live.error.clone(),
                 },
                 None => {
-                    PartitionReport { status: partition, state: Some("replicating".into()), reason: None, error: None }
+                    let replicating = Some("replicating".into());
+                    PartitionReport { status: partition, owner: None, state: replicating, reason: None, error: None }
                 }
             }
         })
         .collect();
     FlowReport { summary: status.summary, running, partitions }
+}
+
+/// The group's members and the shards each was assigned, from DescribeGroups.
+async fn describe_members(
+    config: &Config,
+    group: &crate::config::GroupConfig,
+    cluster: &crate::client::Cluster,
+) -> Result<GroupReport, crate::client::ClientError> {
+    let described = cluster.describe_group(&group.id).await?;
+    let mut owned = std::collections::BTreeSet::new();
+    let mut members: Vec<MemberReport> = described
+        .members
+        .into_iter()
+        .map(|m| {
+            let assignment = MemberAssignment::decode(&m.assignment).unwrap_or_else(|e| {
+                MemberAssignment::new("", Default::default(), Some(e.to_string()))
+            });
+            owned.extend(assignment.units.iter().cloned());
+            MemberReport {
+                name: m.instance_id.clone().unwrap_or_else(|| m.member_id.clone()),
+                leader: assignment.leader == m.member_id,
+                member_id: m.member_id,
+                host: m.client_host,
+                shards: assignment.units.into_iter().collect(),
+            }
+        })
+        .collect();
+    members.sort_by(|a, b| a.name.cmp(&b.name));
+    let unowned = crate::membership::units(config).into_iter().filter(|u| !owned.contains(u)).collect();
+    Ok(GroupReport {
+        id: group.id.clone(),
+        cluster: group.cluster.clone(),
+        state: described.state,
+        members,
+        unowned,
+    })
+}
+
+/// Each partition's owner: the member assigned its shard.
+fn name_owners(config: &Config, group: &GroupReport, flows: &mut [FlowReport]) {
+    for flow in flows {
+        let Some(flow_config) = config.flows.iter().find(|f| f.name() == flow.summary.flow) else { continue };
+        for partition in &mut flow.partitions {
+            let shard = Shard::of(flow_config, &partition.status.topic, partition.status.partition).index;
+            let unit = Unit { flow: flow.summary.flow.clone(), shard };
+            partition.owner = group.members.iter().find(|m| m.shards.contains(&unit)).map(|m| m.name.clone());
+        }
+    }
 }
 
 fn print_text(status: &Status) {
@@ -179,6 +281,18 @@ fn print_text(status: &Status) {
             "kferry process: not answering on {listen} ({}); offsets from the clusters",
             status.kferry.error.as_deref().unwrap_or("no answer")
         ),
+    }
+    if let Some(group) = &status.group {
+        println!("\ngroup {} on cluster {}: {}, {} member(s)", group.id, group.cluster, group.state, group.members.len());
+        for member in &group.members {
+            let shards: Vec<String> = member.shards.iter().map(Unit::to_string).collect();
+            let leader = if member.leader { ", leader" } else { "" };
+            println!("  {} ({}{leader}): {}", member.name, member.host, if shards.is_empty() { "no shards".to_string() } else { shards.join(", ") });
+        }
+        if !group.unowned.is_empty() {
+            let unowned: Vec<String> = group.unowned.iter().map(Unit::to_string).collect();
+            println!("  unowned right now: {}", unowned.join(", "));
+        }
     }
     for flow in &status.flows {
         let f = &flow.summary;
@@ -214,6 +328,9 @@ fn print_text(status: &Status) {
                 dash(s.lag_records),
                 s.lag_seconds.map_or("-".to_string(), |v| format!("{v:.1}")),
             );
+            if let Some(owner) = &p.owner {
+                println!("      replicated by {owner}");
+            }
             if let Some(error) = &p.error {
                 println!("      {error}");
             }

@@ -107,8 +107,8 @@ fn metrics_port(container: &Value) -> u64 {
 /// Everything the chart promises, with its defaults and a given metrics port.
 fn check_deployment(docs: &[Value], port: u64) {
     let deployment = find(docs, "Deployment");
-    assert_eq!(deployment["spec"]["replicas"].as_u64(), Some(1), "one process per set of flows");
-    assert_eq!(deployment["spec"]["strategy"]["type"].as_str(), Some("Recreate"), "never two kferry at once");
+    assert_eq!(deployment["spec"]["replicas"].as_u64(), Some(1), "one process by default");
+    assert_eq!(deployment["spec"]["strategy"]["type"].as_str(), Some("Recreate"), "never two lone kferry at once");
     let container = container(docs);
     let args: Vec<&str> =
         container["args"].as_sequence().expect("args").iter().map(|arg| str_at(arg, "an argument")).collect();
@@ -249,4 +249,21 @@ fn a_values_config_without_metrics_listen_gets_the_metrics_port() {
     check_deployment(&docs, 9600);
     let (config, text) = config(&docs);
     assert_eq!(config.metrics.listen.as_deref(), Some("0.0.0.0:9600"), "{text}");
+}
+
+#[test]
+fn replicas_share_the_flows_through_a_group_and_roll_one_pod_at_a_time() {
+    let group = ["--set", "config.group.id=kferry-dr", "--set", "config.group.cluster=secondary"];
+    let docs = render(&[&group[..], &["--set", "replicas=3"]].concat());
+    let deployment = find(&docs, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"].as_u64(), Some(3));
+    let strategy = &deployment["spec"]["strategy"];
+    assert_eq!(strategy["type"].as_str(), Some("RollingUpdate"), "{strategy:?}");
+    assert_eq!(strategy["rollingUpdate"]["maxUnavailable"].as_u64(), Some(0), "{strategy:?}");
+    let (config, _) = config(&docs);
+    let group = config.group.expect("the group reaches kferry's config");
+    assert_eq!((group.id.as_str(), group.cluster.as_str()), ("kferry-dr", "secondary"));
+
+    let refused = helm(&["template", "kferry", CHART, "--set", "replicas=2"]).expect_err("two lone processes refused");
+    assert!(refused.contains("replicas: 2 needs a `group` section in config"), "{refused}");
 }

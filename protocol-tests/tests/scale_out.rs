@@ -98,9 +98,7 @@ async fn three_processes_share_the_shards_and_take_over_a_killed_ones_while_prod
     let txn = unique_name("scale-producer");
     let writing = tokio::spawn({
         let topic = topic.clone();
-        async move {
-            produce(&primary(), &topic, 20_000, "zstd", &["--transactional-id", &txn, "--abort-every", "9"]).await
-        }
+        async move { produce(&primary(), &topic, 20_000, "zstd", &["--transactional-id", &txn, "--abort-every", "9"]).await }
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut processes = processes.into_iter();
@@ -225,7 +223,8 @@ async fn a_planned_failover_with_two_processes_running_fences_both() {
     produce(&primary(), &topic, 3_000, "lz4", &[]).await;
     let processes = [Kferry::start("run", &config), Kferry::start("run", &other)];
     let (_, status) = balanced_over(&config, 2, Duration::from_secs(60)).await;
-    let names: Vec<&str> = status["group"]["members"].as_array().unwrap().iter().filter_map(|m| m["name"].as_str()).collect();
+    let names: Vec<&str> =
+        status["group"]["members"].as_array().unwrap().iter().filter_map(|m| m["name"].as_str()).collect();
     assert_eq!(names, ["a", "b"], "static members are named by their instance_id");
     assert_exactly_once(&topic, "before the failover").await;
 

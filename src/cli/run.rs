@@ -60,7 +60,8 @@ pub(super) async fn run(config: &Config) -> Result<(), Failure> {
         Some(group) => {
             let (assignments, channels) = Assignments::grouped();
             let cluster = access[&group.cluster].clone();
-            let member = run_member(config.clone(), group.clone(), cluster, channels, stopped.clone());
+            let metrics = registry.membership(&group.id);
+            let member = run_member(config.clone(), group.clone(), cluster, channels, metrics, stopped.clone());
             (assignments, Some(tokio::spawn(member)))
         }
     };
@@ -176,12 +177,15 @@ async fn run_member(
     group: GroupConfig,
     cluster: ClusterAccess,
     channels: MemberChannels,
+    metrics: Arc<crate::metrics::MembershipMetrics>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let cluster = loop {
         match Cluster::connect(&group.cluster, &cluster.bootstrap, cluster.client.clone()).await {
             Ok(cluster) => break cluster,
-            Err(e) => tracing::error!(group = %group.id, error = %e, "cannot reach the group's cluster; retrying in {CONNECT_RETRY:?}"),
+            Err(e) => {
+                tracing::error!(group = %group.id, error = %e, "cannot reach the group's cluster; retrying in {CONNECT_RETRY:?}")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(CONNECT_RETRY) => {}
@@ -189,7 +193,7 @@ async fn run_member(
         }
     };
     let layout = crate::membership::wire::layout(&config);
-    let member = GroupMember::new(cluster, &group, layout, crate::membership::units(&config), channels);
+    let member = GroupMember::new(cluster, &group, layout, crate::membership::units(&config), channels, metrics);
     member.run(stopped).await;
 }
 

@@ -14,8 +14,8 @@ use crate::config::Config;
 use crate::membership::wire::MemberAssignment;
 use crate::membership::Unit;
 use crate::metrics::http::probe;
-use crate::replicate::shard::Shard;
 use crate::recovery::status::{flow_status, FlowStatus, FlowSummary, PartitionStatus};
+use crate::replicate::shard::Shard;
 
 /// The whole answer of `--json`.
 #[derive(Debug, Serialize)]
@@ -237,9 +237,8 @@ async fn describe_members(
         .members
         .into_iter()
         .map(|m| {
-            let assignment = MemberAssignment::decode(&m.assignment).unwrap_or_else(|e| {
-                MemberAssignment::new("", Default::default(), Some(e.to_string()))
-            });
+            let assignment = MemberAssignment::decode(&m.assignment)
+                .unwrap_or_else(|e| MemberAssignment::new("", Default::default(), Some(e.to_string())));
             owned.extend(assignment.units.iter().cloned());
             MemberReport {
                 name: m.instance_id.clone().unwrap_or_else(|| m.member_id.clone()),
@@ -252,13 +251,7 @@ async fn describe_members(
         .collect();
     members.sort_by(|a, b| a.name.cmp(&b.name));
     let unowned = crate::membership::units(config).into_iter().filter(|u| !owned.contains(u)).collect();
-    Ok(GroupReport {
-        id: group.id.clone(),
-        cluster: group.cluster.clone(),
-        state: described.state,
-        members,
-        unowned,
-    })
+    Ok(GroupReport { id: group.id.clone(), cluster: group.cluster.clone(), state: described.state, members, unowned })
 }
 
 /// Each partition's owner: the member assigned its shard.
@@ -283,11 +276,22 @@ fn print_text(status: &Status) {
         ),
     }
     if let Some(group) = &status.group {
-        println!("\ngroup {} on cluster {}: {}, {} member(s)", group.id, group.cluster, group.state, group.members.len());
+        println!(
+            "\ngroup {} on cluster {}: {}, {} member(s)",
+            group.id,
+            group.cluster,
+            group.state,
+            group.members.len()
+        );
         for member in &group.members {
             let shards: Vec<String> = member.shards.iter().map(Unit::to_string).collect();
             let leader = if member.leader { ", leader" } else { "" };
-            println!("  {} ({}{leader}): {}", member.name, member.host, if shards.is_empty() { "no shards".to_string() } else { shards.join(", ") });
+            println!(
+                "  {} ({}{leader}): {}",
+                member.name,
+                member.host,
+                if shards.is_empty() { "no shards".to_string() } else { shards.join(", ") }
+            );
         }
         if !group.unowned.is_empty() {
             let unowned: Vec<String> = group.unowned.iter().map(Unit::to_string).collect();

@@ -126,7 +126,11 @@ impl Cluster {
         unreachable!("the loop returns on its second attempt")
     }
 
-    async fn join_group_once(&self, join: &JoinRequest, member_id: &str) -> Result<(BrokerRef, JoinOutcome), ClientError> {
+    async fn join_group_once(
+        &self,
+        join: &JoinRequest,
+        member_id: &str,
+    ) -> Result<(BrokerRef, JoinOutcome), ClientError> {
         let coordinator = self.coordinator(CoordinatorKind::Group, &join.group).await?;
         let protocol = JoinGroupRequestProtocol::default()
             .with_name(text(join.protocol_name))
@@ -139,11 +143,8 @@ impl Cluster {
                 .with_member_id(text(member_id))
                 .with_protocol_type(text(join.protocol_type))
                 .with_protocols(vec![protocol.clone()]);
-            let request = if version >= 1 {
-                request.with_rebalance_timeout_ms(millis(join.rebalance_timeout))
-            } else {
-                request
-            };
+            let request =
+                if version >= 1 { request.with_rebalance_timeout_ms(millis(join.rebalance_timeout)) } else { request };
             if version >= 5 {
                 request.with_group_instance_id(join.member.instance_id.as_deref().map(text))
             } else {
@@ -199,8 +200,11 @@ impl Cluster {
                 .with_generation_id(generation)
                 .with_member_id(text(&member.member_id))
                 .with_assignments(assignments.clone());
-            let request =
-                if version >= 3 { request.with_group_instance_id(member.instance_id.as_deref().map(text)) } else { request };
+            let request = if version >= 3 {
+                request.with_group_instance_id(member.instance_id.as_deref().map(text))
+            } else {
+                request
+            };
             if version >= 5 {
                 request.with_protocol_type(Some(text(protocol.0))).with_protocol_name(Some(text(protocol.1)))
             } else {
@@ -209,7 +213,8 @@ impl Cluster {
         };
         let version = coordinator.version_for::<SyncGroupRequest>().map_err(ClientError::from)?;
         // The coordinator answers the followers once the leader's assignment arrived.
-        let (_, response) = coordinator.request_with_timeout(&build(version), coordinator.request_timeout() * 2).await?;
+        let (_, response) =
+            coordinator.request_with_timeout(&build(version), coordinator.request_timeout() * 2).await?;
         self.check_group_code(group, coordinator.broker(), "SyncGroup", response.error_code)?;
         Ok(response.assignment)
     }

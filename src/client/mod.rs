@@ -18,8 +18,8 @@ mod admin;
 mod cluster;
 mod coordinator;
 mod error;
-mod messenger;
 mod membership;
+mod messenger;
 mod metadata;
 mod quota;
 mod records;
@@ -33,8 +33,8 @@ pub use admin::{ClusterDescription, ConfigEntry, ConfigSource, NewTopic, TopicCo
 pub use cluster::{ClientConfig, Cluster, ConnectionCounts, RetryPolicy};
 pub use coordinator::{CommittedOffset, CoordinatorKind, GroupOffsets, ListedGroup};
 pub use error::{BrokerRef, ClientError, ConnectionError};
-pub use messenger::{ConnectionConfig, Messenger, Queued};
 pub use membership::{DescribedGroup, DescribedMember, JoinRequest, Joined, JoinedMember, Member};
+pub use messenger::{ConnectionConfig, Messenger, Queued};
 pub use metadata::{BrokerInfo, MetadataSnapshot, PartitionInfo, TopicInfo};
 pub use quota::QuotaWaits;
 pub use records::{

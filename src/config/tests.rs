@@ -110,7 +110,7 @@ fn parse_errors_name_key_line_and_what_is_allowed() {
         (
             // serde_norway points at the document start; kferry finds the key's line.
             "# comment\n\nflow: []\n".to_owned(),
-            "config.yaml line 3: unknown key \"flow\"; allowed: clusters, flows, metrics, log",
+            "config.yaml line 3: unknown key \"flow\"; allowed: clusters, flows, metrics, log, group",
         ),
         (
             format!("{CLUSTERS}flows:\n- source: primary\n  target: secondary\n  policy: identiy\n"),

@@ -76,12 +76,7 @@ fn balanced(
     let share = units.len() / eligible.len();
     let mut larger_shares = units.len() % eligible.len();
     let kept = |member: &Candidate| -> Vec<Unit> {
-        member
-            .owned
-            .iter()
-            .filter(|u| owner.get(u).is_some_and(|o| *o == member.member_id))
-            .cloned()
-            .collect()
+        member.owned.iter().filter(|u| owner.get(u).is_some_and(|o| *o == member.member_id)).cloned().collect()
     };
     // Members keeping most go first, so the larger shares go to those who already hold them.
     let mut order: Vec<(&Candidate, Vec<Unit>)> = eligible.iter().map(|m| (*m, kept(m))).collect();

@@ -21,6 +21,7 @@ use super::assign::{assign, Candidate};
 use super::wire::{MemberAssignment, MemberMetadata, PROTOCOL_NAME, PROTOCOL_TYPE};
 use super::{MemberChannels, Ownership, Unit};
 use crate::client::{ClientError, Cluster, JoinRequest, Joined, Member};
+use crate::metrics::MembershipMetrics;
 use crate::protocol::error_code::ResponseError;
 
 /// How long the coordinator waits for every member to join again in a rebalance; a member
@@ -48,6 +49,7 @@ pub struct GroupMember {
     running: watch::Receiver<BTreeSet<Unit>>,
     /// A flow asks for a new generation (one of its shards was fenced by another process).
     rejoin: Arc<Notify>,
+    metrics: Arc<MembershipMetrics>,
 }
 
 /// Why this process is not in a generation right now, as the coordinator said.
@@ -65,6 +67,7 @@ impl GroupMember {
         layout: String,
         units: BTreeSet<Unit>,
         channels: MemberChannels,
+        metrics: Arc<MembershipMetrics>,
     ) -> Self {
         let MemberChannels { ownership, running, rejoin } = channels;
         Self {
@@ -80,6 +83,7 @@ impl GroupMember {
             ownership,
             running,
             rejoin,
+            metrics,
         }
     }
 
@@ -130,6 +134,7 @@ impl GroupMember {
                 group = %self.group, generation = joined.generation, leader = joined.is_leader(), member = %self.member.member_id,
                 shards = %units.join(", "), "joined the group"
             );
+            self.metrics.assigned(joined.generation, joined.is_leader(), assignment.units.len());
             self.ownership.send_replace(Ownership {
                 generation: joined.generation,
                 leader: joined.is_leader(),
@@ -257,6 +262,12 @@ impl GroupMember {
                 self.drop_all("fenced by another process with the same instance_id").await;
                 Setback::Expelled
             }
+            // A coordinator starting or moving (a new group, a broker restarting) answers
+            // like this for a moment: not worth a warning unless it lasts.
+            _ if error.is_retriable() => {
+                tracing::info!(group = %self.group, "{api} failed: {error}; trying again");
+                Setback::Rejoin
+            }
             _ => {
                 tracing::warn!(group = %self.group, "{api} failed: {error}; trying again");
                 Setback::Rejoin
@@ -271,6 +282,7 @@ impl GroupMember {
             return;
         }
         tracing::warn!(group = %self.group, shards = owned.len(), "stopping every shard of this process: {why}");
+        self.metrics.assigned(-1, false, 0);
         self.ownership.send_replace(Ownership::none());
         self.wait_stopped(&owned).await;
     }
@@ -299,8 +311,12 @@ impl GroupMember {
         }
         match tokio::time::timeout(Duration::from_secs(1), self.cluster.leave_group(&self.group, &self.member)).await {
             Ok(Ok(())) => tracing::info!(group = %self.group, "left the group"),
-            Ok(Err(e)) => tracing::warn!(group = %self.group, error = %e, "LeaveGroup failed; the group notices within the session timeout"),
-            Err(_) => tracing::warn!(group = %self.group, "LeaveGroup unanswered; the group notices within the session timeout"),
+            Ok(Err(e)) => {
+                tracing::warn!(group = %self.group, error = %e, "LeaveGroup failed; the group notices within the session timeout")
+            }
+            Err(_) => {
+                tracing::warn!(group = %self.group, "LeaveGroup unanswered; the group notices within the session timeout")
+            }
         }
     }
 }

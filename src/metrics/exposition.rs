@@ -79,6 +79,38 @@ fn counter(
     }
 }
 
+/// The process's place in its group of kferry processes.
+fn membership(text: &mut Text, member: &super::MembershipMetrics) {
+    let labels = [("group", member.group.as_str())];
+    let gauges = [
+        (
+            "kferry_group_generation",
+            "The group generation of this process's assignment; -1 while it has none.",
+            member.generation.load(Ordering::Relaxed),
+        ),
+        (
+            "kferry_group_leader",
+            "1 while this process leads its group (and runs topic and group-offset sync).",
+            i64::from(member.leader.load(Ordering::Relaxed)),
+        ),
+        (
+            "kferry_group_shards",
+            "Shards this process replicates, over every flow.",
+            member.shards.load(Ordering::Relaxed) as i64,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        text.family(name, "gauge", help);
+        text.sample(name, &labels, value);
+    }
+    text.family(
+        "kferry_group_rebalances_total",
+        "counter",
+        "Assignments this process received: one per group generation it joined.",
+    );
+    text.sample("kferry_group_rebalances_total", &labels, member.rebalances.load(Ordering::Relaxed));
+}
+
 pub(super) fn render(registry: &Registry) -> String {
     let flows = registry.flows();
     let mut text = Text { out: String::with_capacity(4096) };
@@ -112,6 +144,10 @@ pub(super) fn render(registry: &Registry) -> String {
             let labels = [("flow", flow.name.as_str()), ("cluster", flow.cluster(side)), ("role", role)];
             text.sample("kferry_cluster_reachable", &labels, u8::from(flow.reachable(side)));
         }
+    }
+
+    if let Some(member) = registry.member() {
+        membership(&mut text, &member);
     }
 
     replicated(&mut text, registry.per_partition, &flows, &partitions);

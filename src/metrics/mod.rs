@@ -40,11 +40,62 @@ pub struct Registry {
     /// The clock of every heartbeat and lag age in this registry.
     epoch: Instant,
     flows: Mutex<Vec<Arc<FlowMetrics>>>,
+    /// This process's place in its group (the config's `group`), once it has one.
+    membership: Mutex<Option<Arc<MembershipMetrics>>>,
+}
+
+/// A process's membership of its group: what `kferry_group_*` show.
+#[derive(Debug)]
+pub struct MembershipMetrics {
+    pub group: String,
+    /// The generation of the last assignment; -1 while the process has none.
+    pub generation: AtomicI64,
+    /// 1 while this process is the leader (runs topic and group-offset sync).
+    pub leader: AtomicU8,
+    /// Shards this process replicates, over all flows.
+    pub shards: AtomicU64,
+    /// Assignments received (each generation joined).
+    pub rebalances: AtomicU64,
+}
+
+impl MembershipMetrics {
+    /// Books an assignment of `shards` shards in `generation`.
+    pub fn assigned(&self, generation: i32, leader: bool, shards: usize) {
+        self.generation.store(i64::from(generation), Ordering::Relaxed);
+        self.leader.store(u8::from(leader), Ordering::Relaxed);
+        self.shards.store(shards as u64, Ordering::Relaxed);
+        if generation >= 0 {
+            self.rebalances.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Registry {
     pub fn new(per_partition: bool) -> Arc<Self> {
-        Arc::new(Self { per_partition, epoch: Instant::now(), flows: Mutex::new(Vec::new()) })
+        Arc::new(Self {
+            per_partition,
+            epoch: Instant::now(),
+            flows: Mutex::new(Vec::new()),
+            membership: Mutex::new(None),
+        })
+    }
+
+    /// Registers this process as a member of `group`; its handle is what the member loop
+    /// writes to.
+    pub fn membership(&self, group: &str) -> Arc<MembershipMetrics> {
+        let metrics = Arc::new(MembershipMetrics {
+            group: group.to_string(),
+            generation: AtomicI64::new(-1),
+            leader: AtomicU8::new(0),
+            shards: AtomicU64::new(0),
+            rebalances: AtomicU64::new(0),
+        });
+        *lock(&self.membership) = Some(Arc::clone(&metrics));
+        metrics
+    }
+
+    fn member(&self) -> Option<Arc<MembershipMetrics>> {
+        lock(&self.membership).clone()
     }
 
     /// Registers a flow; its handle is what the flow's loops write to.

@@ -124,6 +124,7 @@ fn exposed_series() -> std::collections::BTreeMap<String, Vec<std::collections::
     flow.transaction(true);
     flow.error(Side::Target, "NOT_LEADER_OR_FOLLOWER");
     flow.set_connections(Side::Source, vec![super::BrokerConnections { broker: "1".into(), opened: 2, failed: 1 }]);
+    registry.membership("kferry-dr").assigned(3, true, 2);
     let text = registry.render();
     let sample = Regex::new(r#"^([a-z_]+)(?:\{(.*)\})? \S+$"#).unwrap();
     let label = Regex::new(r#"([a-z_]+)="((?:[^"\\]|\\.)*)""#).unwrap();

@@ -52,3 +52,24 @@ metrics.listen must be 0.0.0.0:<metrics.port>, which the probes and the Service 
 {{- toYaml $config -}}
 {{- end -}}
 {{- end -}}
+
+{{/* "true" when the config has a `group` section (processes sharing the flows), else empty. */}}
+{{- define "kferry.grouped" -}}
+{{- $config := .Values.config -}}
+{{- if kindIs "string" $config -}}
+{{- $config = fromYaml $config -}}
+{{- end -}}
+{{- if hasKey ($config | default dict) "group" -}}true{{- end -}}
+{{- end -}}
+
+{{/* The replica count: more than one only with a group. */}}
+{{- define "kferry.replicas" -}}
+{{- $replicas := int .Values.replicas -}}
+{{- if lt $replicas 1 -}}
+{{- fail (printf "replicas: %d; at least 1" $replicas) -}}
+{{- end -}}
+{{- if and (gt $replicas 1) (not (include "kferry.grouped" .)) -}}
+{{- fail (printf "replicas: %d needs a `group` section in config, so the processes share the flows' shards instead of fencing each other" $replicas) -}}
+{{- end -}}
+{{- $replicas -}}
+{{- end -}}

@@ -146,21 +146,20 @@ impl Cluster {
         .await
     }
 
-    /// Commits `offsets` of `group` inside the open transaction (AddOffsetsToTxn, then
-    /// TxnOffsetCommit to the group's coordinator): they become visible with the data.
-    pub async fn commit_offsets_in_txn(
+    /// Adds `group`'s offsets to the open transaction (AddOffsetsToTxn), which
+    /// [`Cluster::txn_offset_commit`] needs first. It does not depend on the records, so a
+    /// round sends it while its batches are produced.
+    pub async fn add_offsets_to_txn(
         &self,
         transactional_id: &str,
         producer: ProducerIdentity,
         group: &str,
-        offsets: &GroupOffsets,
     ) -> Result<(), ClientError> {
-        let group_id = GroupId(StrBytes::from_string(group.to_string()));
         let add = AddOffsetsToTxnRequest::default()
             .with_transactional_id(txn_id(transactional_id))
             .with_producer_id(ProducerId(producer.id))
             .with_producer_epoch(producer.epoch)
-            .with_group_id(group_id.clone());
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())));
         self.retrying(|| async {
             let coordinator = self.coordinator(CoordinatorKind::Transaction, transactional_id).await?;
             let timeout = coordinator.request_timeout();
@@ -170,7 +169,19 @@ impl Cluster {
                 None => Ok(()),
             }
         })
-        .await?;
+        .await
+    }
+
+    /// Commits `offsets` of `group` inside the open transaction (TxnOffsetCommit to the
+    /// group's coordinator, after [`Cluster::add_offsets_to_txn`]): they become visible
+    /// with the data.
+    pub async fn txn_offset_commit(
+        &self,
+        transactional_id: &str,
+        producer: ProducerIdentity,
+        group: &str,
+        offsets: &GroupOffsets,
+    ) -> Result<(), ClientError> {
         let mut topics: BTreeMap<&str, Vec<TxnOffsetCommitRequestPartition>> = BTreeMap::new();
         for ((topic, partition), committed) in offsets {
             topics.entry(topic).or_default().push(
@@ -182,7 +193,7 @@ impl Cluster {
         }
         let commit = TxnOffsetCommitRequest::default()
             .with_transactional_id(txn_id(transactional_id))
-            .with_group_id(group_id)
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
             .with_producer_id(ProducerId(producer.id))
             .with_producer_epoch(producer.epoch)
             .with_topics(

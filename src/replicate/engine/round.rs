@@ -194,12 +194,31 @@ pub(super) async fn run(plan: RoundPlan) -> RoundReport {
         if let Some(id) = &context.transactional_id {
             add_partitions(&context, id, &works, &state).await?;
         }
-        produce_with_retries(&context, &mut works).await?;
+        // Steps that do not wait for each other go together, so a round costs four round
+        // trips to the target, not six: the progress group joins the transaction while the
+        // batches are produced, and the offset map is written while the progress is.
+        let (produced, added) =
+            tokio::join!(produce_with_retries(&context, &mut works), add_offsets(&context, &progress_group));
+        produced?;
+        added?;
         let segments = new_segments(&partitions, &works);
         let retired = retired_segments(&partitions);
-        state_sequence = write_segments(&context, &state, state_sequence, &retired, &segments).await?;
         let offsets = progress(&partitions, &works);
-        commit(&context, &progress_group, &offsets).await
+        if context.transactional_id.is_some() {
+            // One transaction: nothing of either is visible unless both are written.
+            let (written, progressed) = tokio::join!(
+                write_segments(&context, &state, state_sequence, &retired, &segments),
+                commit_progress(&context, &progress_group, &offsets)
+            );
+            state_sequence = written?;
+            progressed?;
+        } else {
+            // Without one, the map is written first: progress never counts records whose
+            // offsets it does not hold.
+            state_sequence = write_segments(&context, &state, state_sequence, &retired, &segments).await?;
+            commit_progress(&context, &progress_group, &offsets).await?;
+        }
+        end(&context).await
     }
     .await;
     let committed = result.is_ok();
@@ -609,22 +628,35 @@ fn progress(partitions: &[RoundPartition], works: &[Work]) -> GroupOffsets {
         .collect()
 }
 
-async fn commit(context: &Context, group: &str, offsets: &GroupOffsets) -> Result<RoundDone, RoundError> {
+/// Adds the progress group to the transaction (exactly_once only).
+async fn add_offsets(context: &Context, group: &str) -> Result<(), RoundError> {
+    match &context.transactional_id {
+        Some(id) => context.target.add_offsets_to_txn(id, context.producer, group).await.map_err(classify_call),
+        None => Ok(()),
+    }
+}
+
+/// Commits the partitions' progress: inside the transaction, or as plain offsets.
+async fn commit_progress(context: &Context, group: &str, offsets: &GroupOffsets) -> Result<(), RoundError> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
     let target = &context.target;
     match &context.transactional_id {
+        Some(id) => target.txn_offset_commit(id, context.producer, group, offsets).await,
+        None => target.commit_group_offsets(group, offsets).await,
+    }
+    .map_err(classify_call)
+}
+
+/// Ends the round: commits the transaction (exactly_once), or nothing is left to do.
+async fn end(context: &Context) -> Result<RoundDone, RoundError> {
+    match &context.transactional_id {
         Some(id) => {
-            if !offsets.is_empty() {
-                target.commit_offsets_in_txn(id, context.producer, group, offsets).await.map_err(classify_call)?;
-            }
-            target.end_txn(id, context.producer, true).await.map_err(classify_call)?;
+            context.target.end_txn(id, context.producer, true).await.map_err(classify_call)?;
             Ok(RoundDone { transactions: 1 })
         }
-        None => {
-            if !offsets.is_empty() {
-                target.commit_group_offsets(group, offsets).await.map_err(classify_call)?;
-            }
-            Ok(RoundDone::default())
-        }
+        None => Ok(RoundDone::default()),
     }
 }
 

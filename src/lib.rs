@@ -14,6 +14,8 @@
 //!   and kferry's state topics on the target.
 //! - [`groups`]: consumer-group offset sync, and MM2-compatible checkpoint records.
 //! - [`recovery`]: failover and failback, as plans and their execution.
+//! - [`membership`]: several `kferry run` processes sharing the flows' shards through
+//!   Kafka's group protocol (assignment, the member loop).
 //! - [`metrics`]: counters, gauges and histograms of every flow, their Prometheus text,
 //!   and the `/metrics`, `/healthz` and `/readyz` listener.
 //! - [`cli`]: argument parsing and the commands (`run`, `check`, `plan`, `offsets`,

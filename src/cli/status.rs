@@ -1,7 +1,9 @@
 //! `kferry status`: per flow and partition, the state, replicated offset, source end and
 //! lag in records and seconds, from the clusters themselves (so it works with no kferry
 //! running), plus what a running kferry knows (a partition stalled and why, a cluster it
-//! cannot reach) from its `/readyz` when the config has `metrics.listen`. Changes nothing.
+//! cannot reach) from its `/readyz` when the config has `metrics.listen`, and, with a
+//! `group`, the group's members with the shards each replicates (DescribeGroups). Changes
+//! nothing.
 //!
 //! Exit 0 when every flow could be read and, where a kferry answers, it is ready; 1 when
 //! a cluster or flow could not be read, or the running kferry reports a problem.

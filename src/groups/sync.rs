@@ -33,6 +33,9 @@ const OWN_GROUP_PREFIX: &str = "kferry.progress.";
 
 /// How long the target may take to create the checkpoints topic or accept checkpoints.
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Groups whose offsets are read at once (each read is pipelined on the coordinator's
+/// connection).
+const GROUPS_READ_AT_ONCE: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -220,12 +223,22 @@ impl GroupSync {
             Ok(groups) => groups.into_iter().map(|g| (g.id.clone(), g)).collect(),
             Err(e) => return Err(self.client_error(e)),
         };
+        let selected: Vec<&ListedGroup> = source_groups
+            .iter()
+            .filter(|g| self.filter.selects(g))
+            .filter(|g| only.is_none_or(|only| only == g.id))
+            .collect();
+        // Two round trips per group (source and target offsets), so a cluster of hundreds
+        // of groups is read several groups at a time, in order.
+        let mut fetched = Vec::with_capacity(selected.len());
+        for chunk in selected.chunks(GROUPS_READ_AT_ONCE) {
+            let reads: Vec<_> =
+                chunk.iter().map(|group| self.read_offsets(group, target_groups.contains_key(&group.id))).collect();
+            fetched.extend(futures_util::future::join_all(reads).await);
+        }
         let mut views = Vec::new();
-        for group in source_groups.iter().filter(|g| self.filter.selects(g)) {
-            if only.is_some_and(|only| only != group.id) {
-                continue;
-            }
-            let source_offsets = match self.source.fetch_group_offsets(&group.id).await {
+        for (group, source_offsets, target_offsets) in fetched {
+            let source_offsets = match source_offsets {
                 Ok(offsets) => offsets,
                 Err(e) => {
                     tracing::warn!(flow = %self.flow.name(), group = %group.id, error = %e, "cannot read the group's offsets on the source; next round tries again");
@@ -233,8 +246,8 @@ impl GroupSync {
                 }
             };
             let on_target = target_groups.get(&group.id).cloned();
-            let target_offsets = match &on_target {
-                Some(_) => self.target.fetch_group_offsets(&group.id).await.map_err(|e| self.client_error(e))?,
+            let target_offsets = match target_offsets {
+                Some(offsets) => offsets.map_err(|e| self.client_error(e))?,
                 None => GroupOffsets::new(),
             };
             let partitions = source_offsets
@@ -257,6 +270,20 @@ impl GroupSync {
             views.push(GroupView { group: group.id.clone(), on_target, partitions });
         }
         Ok(views)
+    }
+
+    /// A group's committed offsets on the source, and on the target where it exists there.
+    async fn read_offsets<'g>(
+        &self,
+        group: &'g ListedGroup,
+        on_target: bool,
+    ) -> (&'g ListedGroup, Result<GroupOffsets, ClientError>, Option<Result<GroupOffsets, ClientError>>) {
+        let source = self.source.fetch_group_offsets(&group.id).await;
+        let target = match on_target {
+            true => Some(self.target.fetch_group_offsets(&group.id).await),
+            false => None,
+        };
+        (group, source, target)
     }
 
     /// One round: view, decide, commit, checkpoint.

@@ -195,10 +195,11 @@ pub(super) async fn run(plan: RoundPlan) -> RoundReport {
             add_partitions(&context, id, &works, &state).await?;
         }
         produce_with_retries(&context, &mut works).await?;
-        // AddOffsetsToTxn is not sent beside the batches: a 4.x partition leader verifies
-        // each transactional batch with the coordinator (KIP-890), and a verification that
-        // meets the coordinator busy adding the group fails as NOT_ENOUGH_REPLICAS, so the
-        // batch waits for a retry (measured: 2-4x the latency under load).
+        // AddOffsetsToTxn is not sent beside the batches: measured so, latency on 3 loaded
+        // brokers was 2-4x worse (BENCHMARKS.md, 2026-12-02 01:02). The likely cause: a 4.x
+        // partition leader verifies each transactional batch with the coordinator
+        // (KIP-890), and a verification that meets the coordinator mid-update is refused
+        // as retriable, so the batch waits for a retry.
         add_offsets(&context, &progress_group).await?;
         let segments = new_segments(&partitions, &works);
         let retired = retired_segments(&partitions);

@@ -98,7 +98,16 @@ async fn three_processes_share_the_shards_and_take_over_a_killed_ones_while_prod
     let txn = unique_name("scale-producer");
     let writing = tokio::spawn({
         let topic = topic.clone();
-        async move { produce(&primary(), &topic, 20_000, "zstd", &["--transactional-id", &txn, "--abort-every", "9"]).await }
+        async move {
+            produce(
+                &primary(),
+                &topic,
+                12_000,
+                "zstd",
+                &["--transactional-id", &txn, "--txn-size", "20", "--abort-every", "9"],
+            )
+            .await
+        }
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut processes = processes.into_iter();

@@ -195,28 +195,18 @@ pub(super) async fn run(plan: RoundPlan) -> RoundReport {
             add_partitions(&context, id, &works, &state).await?;
         }
         produce_with_retries(&context, &mut works).await?;
-        // AddOffsetsToTxn is not sent beside the batches: measured so, latency on 3 loaded
-        // brokers was 2-4x worse (BENCHMARKS.md, 2026-12-02 01:02). The likely cause: a 4.x
-        // partition leader verifies each transactional batch with the coordinator
-        // (KIP-890), and a verification that meets the coordinator mid-update is refused
-        // as retriable, so the batch waits for a retry.
-        add_offsets(&context, &progress_group).await?;
         let segments = new_segments(&partitions, &works);
         let retired = retired_segments(&partitions);
+        state_sequence = write_segments(&context, &state, state_sequence, &retired, &segments).await?;
         let offsets = progress(&partitions, &works);
-        if context.transactional_id.is_some() {
-            // One transaction: nothing of either is visible unless both are written, so the
-            // offset map and the progress go at once (a round trip fewer per round).
-            let (written, progressed) = tokio::join!(
-                write_segments(&context, &state, state_sequence, &retired, &segments),
-                commit_progress(&context, &progress_group, &offsets)
-            );
-            state_sequence = written?;
-            progressed?;
-        } else {
-            // Without one, the map is written first: progress never counts records whose
-            // offsets it does not hold.
-            state_sequence = write_segments(&context, &state, state_sequence, &retired, &segments).await?;
+        // One step after the other: sent side by side (AddOffsetsToTxn beside the batches,
+        // the offset map beside the progress), rounds on 3 loaded brokers measured 2-4x
+        // slower (BENCHMARKS.md, 2026-12-02 01:02 and 01:19). The likely cause: a 4.x
+        // partition leader verifies each transactional batch with the coordinator
+        // (KIP-890), and one that meets the coordinator mid-update is refused as
+        // retriable, so the batch waits for a retry.
+        if !offsets.is_empty() {
+            add_offsets(&context, &progress_group).await?;
             commit_progress(&context, &progress_group, &offsets).await?;
         }
         end(&context).await

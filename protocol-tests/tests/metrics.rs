@@ -485,7 +485,10 @@ async fn a_prometheus_server_scraping_kferry_sees_the_records_confluent_kafka_re
         &format!("sync_group_offsets_interval_seconds: 1\n    groups: [\"{topic}-.*\"]"),
     );
     let keys = format!("{keys}    max_bytes_per_second: 524288\n");
-    let kferry = Kferry::start("run", &with_metrics(two_cluster_config(&source, &target, &keys), port));
+    // A member of a group (alone in it), so that the group panels have data too.
+    let group = format!("group:\n  id: {}\n  cluster: {target}\n", unique_name("metrics-group"));
+    let config = format!("{}{group}", with_metrics(two_cluster_config(&source, &target, &keys), port));
+    let kferry = Kferry::start("run", &config);
     let prometheus = Prometheus::start(port);
     let first = wait_until_replicated(&topic, 4_000).await;
     let records = format!("sum(kferry_records_replicated_total{{flow=\"{flow}\",topic=\"{topic}\"}})");

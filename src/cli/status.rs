@@ -234,6 +234,13 @@ async fn describe_members(
     cluster: &crate::client::Cluster,
 ) -> Result<GroupReport, crate::client::ClientError> {
     let described = cluster.describe_group(&group.id).await?;
+    let kferry = crate::membership::wire::PROTOCOL_TYPE;
+    if !described.protocol_type.is_empty() && described.protocol_type != kferry {
+        eprintln!(
+            "warning: group {} on cluster {} is a {:?} group, not kferry's: choose another group.id for kferry",
+            group.id, group.cluster, described.protocol_type
+        );
+    }
     let mut owned = std::collections::BTreeSet::new();
     let mut members: Vec<MemberReport> = described
         .members

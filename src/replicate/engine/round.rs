@@ -627,11 +627,8 @@ async fn add_offsets(context: &Context, group: &str) -> Result<(), RoundError> {
     }
 }
 
-/// Commits the partitions' progress: inside the transaction, or as plain offsets.
+/// Commits the partitions' progress (some): inside the transaction, or as plain offsets.
 async fn commit_progress(context: &Context, group: &str, offsets: &GroupOffsets) -> Result<(), RoundError> {
-    if offsets.is_empty() {
-        return Ok(());
-    }
     let target = &context.target;
     match &context.transactional_id {
         Some(id) => target.txn_offset_commit(id, context.producer, group, offsets).await,

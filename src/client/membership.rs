@@ -50,7 +50,6 @@ pub struct JoinRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinedMember {
     pub member_id: String,
-    pub instance_id: Option<String>,
     pub metadata: Bytes,
 }
 
@@ -83,7 +82,6 @@ enum JoinOutcome {
 pub struct DescribedMember {
     pub member_id: String,
     pub instance_id: Option<String>,
-    pub client_id: String,
     pub client_host: String,
     pub assignment: Bytes,
 }
@@ -168,11 +166,7 @@ impl Cluster {
             members: response
                 .members
                 .into_iter()
-                .map(|m| JoinedMember {
-                    member_id: m.member_id.to_string(),
-                    instance_id: m.group_instance_id.map(|i| i.to_string()),
-                    metadata: m.metadata,
-                })
+                .map(|m| JoinedMember { member_id: m.member_id.to_string(), metadata: m.metadata })
                 .collect(),
         };
         Ok((broker, JoinOutcome::Joined(joined)))
@@ -279,7 +273,6 @@ impl Cluster {
                     .map(|m| DescribedMember {
                         member_id: m.member_id.to_string(),
                         instance_id: m.group_instance_id.map(|i| i.to_string()),
-                        client_id: m.client_id.to_string(),
                         client_host: m.client_host.to_string(),
                         assignment: m.member_assignment,
                     })

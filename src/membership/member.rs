@@ -289,23 +289,23 @@ impl GroupMember {
 
     /// Waits, up to the rebalance timeout, until none of `units` runs any more.
     async fn wait_stopped(&mut self, units: &BTreeSet<Unit>) {
-        let stopped = self.running.wait_for(|running| running.is_disjoint(units));
-        if tokio::time::timeout(REBALANCE_TIMEOUT, stopped).await.is_err() {
+        if !self.wait_stopped_within(units, REBALANCE_TIMEOUT).await {
             tracing::warn!(group = %self.group, "shards still running {REBALANCE_TIMEOUT:?} after they were dropped; joining anyway (the next owner fences them)");
         }
+    }
+
+    /// Whether none of `units` runs any more within `limit`.
+    async fn wait_stopped_within(&mut self, units: &BTreeSet<Unit>, limit: Duration) -> bool {
+        let stopped = self.running.wait_for(|running| running.is_disjoint(units));
+        tokio::time::timeout(limit, stopped).await.is_ok()
     }
 
     /// Stops every shard, then leaves the group (a dynamic member; a static one keeps its
     /// place for a restart within the session timeout, as KIP-345 intends).
     async fn leave(&mut self) {
         self.ownership.send_replace(Ownership::none());
-        let running = self.running.clone();
         let all = self.units.clone();
-        let _ = tokio::time::timeout(LEAVE_WAIT, async move {
-            let mut running = running;
-            let _ = running.wait_for(|r| r.is_disjoint(&all)).await;
-        })
-        .await;
+        self.wait_stopped_within(&all, LEAVE_WAIT).await;
         if self.member.instance_id.is_some() || self.member.member_id.is_empty() {
             return;
         }

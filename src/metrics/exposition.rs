@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use super::histogram::LATENCY_BUCKETS;
-use super::{lock, BatchPath, FlowMetrics, FlowState, PartitionMetrics, PartitionPhase, Registry, Side};
+use super::{lock, BatchPath, FlowMetrics, FlowState, PartitionMetrics, PartitionPhase, Registry, RoundStep, Side};
 
 /// Escapes a label value: backslash, double quote and newline.
 pub(super) fn escape(value: &str) -> String {
@@ -190,6 +190,18 @@ pub(super) fn render(registry: &Registry) -> String {
     for flow in &flows {
         let (buckets, count, sum) = flow.rounds.snapshot();
         text.histogram("kferry_round_duration_seconds", &[("flow", &flow.name)], &buckets, count, sum);
+    }
+    text.family(
+        "kferry_round_step_duration_seconds",
+        "histogram",
+        "Time transaction rounds spent per step: add_partitions (AddPartitionsToTxn), produce (the batches), offset_map (the state topic), progress (AddOffsetsToTxn and the offset commit), commit (EndTxn).",
+    );
+    for flow in &flows {
+        for step in RoundStep::ALL {
+            let (buckets, count, sum) = flow.round_steps[step as usize].snapshot();
+            let labels = [("flow", flow.name.as_str()), ("step", step.name())];
+            text.histogram("kferry_round_step_duration_seconds", &labels, &buckets, count, sum);
+        }
     }
     text.family(
         "kferry_replication_latency_seconds",

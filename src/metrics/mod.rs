@@ -247,6 +247,35 @@ impl BatchPath {
     }
 }
 
+/// A step of a transaction round, timed apart so a slow round shows which call it waited on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoundStep {
+    /// AddPartitionsToTxn (exactly_once).
+    AddPartitions = 0,
+    /// Producing the partitions' batches, retries included.
+    Produce = 1,
+    /// Producing the offset-map segments to the state topic.
+    OffsetMap = 2,
+    /// AddOffsetsToTxn and the progress commit (TxnOffsetCommit, or OffsetCommit).
+    Progress = 3,
+    /// EndTxn (exactly_once).
+    Commit = 4,
+}
+
+impl RoundStep {
+    pub const ALL: [RoundStep; 5] = [Self::AddPartitions, Self::Produce, Self::OffsetMap, Self::Progress, Self::Commit];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AddPartitions => "add_partitions",
+            Self::Produce => "produce",
+            Self::OffsetMap => "offset_map",
+            Self::Progress => "progress",
+            Self::Commit => "commit",
+        }
+    }
+}
+
 /// Which of a flow's clusters something concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Side {
@@ -315,6 +344,8 @@ pub struct FlowMetrics {
     /// Source records deleted by retention before kferry copied them.
     records_lost: AtomicU64,
     rounds: Buckets,
+    /// Per [`RoundStep`], the time rounds spent in it.
+    round_steps: [Buckets; 5],
     latency: Mutex<Latency>,
     buffer_limit: u64,
     /// The flow's replicators, one per shard (one for an unsplit flow), by shard index:
@@ -350,6 +381,7 @@ impl FlowMetrics {
             transactions_aborted: AtomicU64::new(0),
             records_lost: AtomicU64::new(0),
             rounds: Buckets::seconds(),
+            round_steps: std::array::from_fn(|_| Buckets::seconds()),
             latency: Mutex::new(Latency::new()),
             buffer_limit,
             shards: Mutex::new(BTreeMap::new()),
@@ -474,6 +506,11 @@ impl FlowMetrics {
 
     pub fn round(&self, seconds: f64) {
         self.rounds.observe(seconds);
+    }
+
+    /// Books the time one round spent in one of its steps.
+    pub fn round_step(&self, step: RoundStep, seconds: f64) {
+        self.round_steps[step as usize].observe(seconds);
     }
 
     /// Records end-to-end latencies (milliseconds, with the records each stands for) of one

@@ -42,6 +42,7 @@ impl Replicator {
                 source: key,
                 target_topic: state.target_topic.clone(),
                 batches,
+                may_coalesce: state.coalesce,
                 progress_to,
                 unrecorded_start,
                 source_end: state.source_end,
@@ -69,11 +70,15 @@ impl Replicator {
         joined: Result<RoundReport, tokio::task::JoinError>,
     ) -> Result<(), Box<ReplicateError>> {
         self.round_bytes = 0;
-        if let Some(started) = self.round_started.take() {
-            self.metrics.round(started.elapsed().as_secs_f64());
+        let took = self.round_started.take().map(|started| started.elapsed());
+        if let Some(took) = took {
+            self.metrics.round(took.as_secs_f64());
         }
         let report = match joined {
-            Ok(report) => report,
+            Ok(report) => {
+                self.book_steps(&report, took);
+                report
+            }
             Err(error) => {
                 // The task is gone with the batches it held: start again from what is committed.
                 tracing::error!(flow = %self.name(), %error, "transaction round task lost; resuming from the committed progress");
@@ -86,6 +91,7 @@ impl Replicator {
             }
         };
         self.state_sequence = report.state_sequence;
+        self.totals.coalesced += report.coalesced as u64;
         let committed = report.result.is_ok();
         let now = Instant::now();
         let committed_at = unix_millis();
@@ -121,6 +127,23 @@ impl Replicator {
         };
         self.publish(true);
         outcome
+    }
+
+    /// Books the time the round spent per step; logged per round at debug level, so a slow
+    /// round names the call it waited on.
+    fn book_steps(&self, report: &RoundReport, took: Option<std::time::Duration>) {
+        for (step, duration) in &report.steps {
+            self.metrics.round_step(*step, duration.as_secs_f64());
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let steps: Vec<String> = report
+                .steps
+                .iter()
+                .map(|(step, duration)| format!("{}={:.1}ms", step.name(), duration.as_secs_f64() * 1e3))
+                .collect();
+            let batches: usize = report.partitions.iter().map(|p| p.landed.len()).sum();
+            tracing::debug!(flow = %self.name(), took_ms = took.map_or(0.0, |t| t.as_secs_f64() * 1e3), partitions = report.partitions.len(), batches, steps = %steps.join(" "), "round ended");
+        }
     }
 
     /// Books one partition's share of a round. `committed_at` (Unix milliseconds) and

@@ -22,12 +22,12 @@ use bytes::Bytes;
 use super::super::forward::{self, ForwardError, Stamp};
 use super::super::offset_map::{OffsetMap, Segment};
 use super::super::state;
-use super::partition::{Pending, SourcePartition};
+use super::partition::{coalesce_round, Pending, SourcePartition};
 use crate::client::{
     produce_outcomes, submit_produce, ClientError, Cluster, CommittedOffset, ConnectionError, GroupOffsets, Messenger,
     ProduceBatch, ProducerIdentity,
 };
-use crate::metrics::BatchPath;
+use crate::metrics::{BatchPath, RoundStep};
 use crate::protocol::error_code::{ErrorCode, ResponseError};
 
 /// How long a round retries a partition refused for a transient reason before it holds
@@ -73,6 +73,8 @@ pub(super) struct RoundPartition {
     pub(super) target_topic: String,
     /// Batches with their sequence numbers, in order.
     pub(super) batches: Vec<(Pending, i32)>,
+    /// Whether small batches may be merged (see [`coalesce_round`]).
+    pub(super) may_coalesce: bool,
     /// Progress committed if every batch lands.
     pub(super) progress_to: i64,
     /// A start position not yet in the progress group: committed even if no batch lands,
@@ -92,6 +94,10 @@ pub(super) struct RoundReport {
     pub(super) partitions: Vec<PartitionReport>,
     /// The state partition's next sequence number.
     pub(super) state_sequence: i32,
+    /// Batches merged into others before producing.
+    pub(super) coalesced: usize,
+    /// How long each step the round took lasted, in order.
+    pub(super) steps: Vec<(RoundStep, Duration)>,
     pub(super) result: Result<RoundDone, RoundError>,
 }
 
@@ -175,13 +181,14 @@ struct Context {
 pub(super) async fn run(plan: RoundPlan) -> RoundReport {
     let RoundPlan { target, producer, transactional_id, progress_group, state, state_sequence, mut partitions } = plan;
     let context = Context { target, producer, transactional_id };
+    let mut coalesced = 0;
     let mut works: Vec<Work> = partitions
         .iter_mut()
         .map(|p| Work {
             topic: p.target_topic.clone(),
             topic_id: uuid::Uuid::nil(),
             partition: p.source.1,
-            queue: std::mem::take(&mut p.batches)
+            queue: take_batches(p, &mut coalesced)
                 .into_iter()
                 .map(|(pending, sequence)| Outbound { pending, sequence, stamped: None })
                 .collect(),
@@ -190,14 +197,18 @@ pub(super) async fn run(plan: RoundPlan) -> RoundReport {
         })
         .collect();
     let mut state_sequence = state_sequence;
+    let mut steps = Steps::default();
     let result = async {
         if let Some(id) = &context.transactional_id {
-            add_partitions(&context, id, &works, &state).await?;
+            steps.time(RoundStep::AddPartitions, add_partitions(&context, id, &works, &state)).await?;
         }
-        produce_with_retries(&context, &mut works).await?;
+        steps.time(RoundStep::Produce, produce_with_retries(&context, &mut works)).await?;
         let segments = new_segments(&partitions, &works);
         let retired = retired_segments(&partitions);
-        state_sequence = write_segments(&context, &state, state_sequence, &retired, &segments).await?;
+        if !segments.is_empty() || !retired.is_empty() {
+            let write = write_segments(&context, &state, state_sequence, &retired, &segments);
+            state_sequence = steps.time(RoundStep::OffsetMap, write).await?;
+        }
         let offsets = progress(&partitions, &works);
         // One step after the other: sent side by side (AddOffsetsToTxn beside the batches,
         // the offset map beside the progress), rounds on 3 loaded brokers measured 2-4x
@@ -206,16 +217,47 @@ pub(super) async fn run(plan: RoundPlan) -> RoundReport {
         // (KIP-890), and one that meets the coordinator mid-update is refused as
         // retriable, so the batch waits for a retry.
         if !offsets.is_empty() {
-            add_offsets(&context, &progress_group).await?;
-            commit_progress(&context, &progress_group, &offsets).await?;
+            let commit = async {
+                add_offsets(&context, &progress_group).await?;
+                commit_progress(&context, &progress_group, &offsets).await
+            };
+            steps.time(RoundStep::Progress, commit).await?;
         }
-        end(&context).await
+        if context.transactional_id.is_some() {
+            steps.time(RoundStep::Commit, end(&context)).await
+        } else {
+            end(&context).await
+        }
     }
     .await;
     let committed = result.is_ok();
     let reports =
         partitions.into_iter().zip(works).map(|(partition, work)| report(partition, work, committed)).collect();
-    RoundReport { partitions: reports, state_sequence, result }
+    RoundReport { partitions: reports, state_sequence, coalesced, steps: steps.0, result }
+}
+
+/// A partition's batches for the round, small ones merged where allowed; counts the merged.
+fn take_batches(partition: &mut RoundPartition, coalesced: &mut usize) -> Vec<(Pending, i32)> {
+    let batches = std::mem::take(&mut partition.batches);
+    if !partition.may_coalesce {
+        return batches;
+    }
+    let (batches, merged) = coalesce_round(batches);
+    *coalesced += merged;
+    batches
+}
+
+/// The steps a round took and how long each lasted.
+#[derive(Default)]
+struct Steps(Vec<(RoundStep, Duration)>);
+
+impl Steps {
+    async fn time<T>(&mut self, step: RoundStep, call: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        let outcome = call.await;
+        self.0.push((step, started.elapsed()));
+        outcome
+    }
 }
 
 fn report(partition: RoundPartition, work: Work, committed: bool) -> PartitionReport {
@@ -560,9 +602,6 @@ async fn write_segments(
     retired: &[(SourcePartition, i64)],
     segments: &[(SourcePartition, String, Segment)],
 ) -> Result<i32, RoundError> {
-    if segments.is_empty() && retired.is_empty() {
-        return Ok(sequence);
-    }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     // Deletions first: a new segment may reuse a retired one's key.
     let batches = retired

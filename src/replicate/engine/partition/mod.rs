@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::super::coalesce::coalesce;
 use super::super::forward::{self, Forwarded};
 use super::super::offset_map::{OffsetMap, Segment};
 use crate::metrics::PartitionPhase;
@@ -39,6 +40,40 @@ impl Pending {
     pub(super) fn source_base(&self) -> i64 {
         self.forwarded.batch.base_offset()
     }
+}
+
+/// Merges runs of small batches of one round into one batch each, across the fetches they
+/// came in: at a low rate every fetch brings a batch or two, and a round producing each on
+/// its own pays a Produce round trip per five of them (a request carries one batch per
+/// partition). A merged batch takes the first one's sequence (the records, and so the
+/// sequences they use, are the same) and the last one's next source offset. Returns the
+/// batches and how many were merged into others; on any doubt about a batch (content that
+/// does not decode, a CRC that does not match) the batches go as they are, and stamping
+/// reports the damage.
+pub(super) fn coalesce_round(batches: Vec<(Pending, i32)>) -> (Vec<(Pending, i32)>, usize) {
+    if batches.len() < 2 {
+        return (batches, 0);
+    }
+    let forwarded: Vec<Forwarded> = batches.iter().map(|(pending, _)| pending.forwarded.clone()).collect();
+    let merged = match coalesce(forwarded) {
+        Ok(coalesced) if coalesced.corrupt.is_none() && coalesced.merged > 0 => coalesced,
+        _ => return (batches, 0),
+    };
+    let mut inputs = batches.into_iter().peekable();
+    let mut out = Vec::with_capacity(merged.batches.len());
+    for forwarded in merged.batches {
+        let wanted = i64::from(forwarded.batch.records_count().max(0));
+        let (first, sequence) = inputs.next().expect("every output comes from at least one input");
+        let (mut records, mut source_next) =
+            (i64::from(first.forwarded.batch.records_count().max(0)), first.source_next);
+        while records < wanted {
+            let Some((next, _)) = inputs.next() else { break };
+            records += i64::from(next.forwarded.batch.records_count().max(0));
+            source_next = next.source_next;
+        }
+        out.push((Pending { forwarded, source_next }, sequence));
+    }
+    (out, merged.merged)
 }
 
 /// Why a partition is not replicating right now.

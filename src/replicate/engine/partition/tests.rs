@@ -140,3 +140,53 @@ fn a_source_reset_restarts_the_map_and_retires_the_old_segments() {
     assert!(p.offset_map.segments().is_empty());
     assert_eq!(p.retired_segments, [100]);
 }
+
+#[test]
+fn a_round_merges_small_batches_of_several_fetches_and_keeps_their_numbering() {
+    let mut p = partition();
+    p.committed_to(100);
+    // Three fetches of one small batch each; a marker at 103 between the first two.
+    assert!(p.take_fetched(100, vec![pending(100, 3)], 104, 104, 0));
+    assert!(p.take_fetched(104, vec![pending(104, 2)], 106, 106, 0));
+    assert!(p.take_fetched(106, vec![pending(106, 1)], 107, 107, 0));
+    let (batches, progress_to) = p.take_for_round(1 << 20);
+    assert_eq!(batches.len(), 3);
+    let (merged, count) = coalesce_round(batches);
+    assert_eq!(count, 2, "three batches became one");
+    assert_eq!(merged.len(), 1);
+    let (pending, sequence) = &merged[0];
+    assert_eq!(*sequence, 0, "the first batch's sequence");
+    assert_eq!(pending.forwarded.batch.records_count(), 6, "the records the sequences were counted for");
+    assert_eq!(pending.source_next, 107);
+    assert_eq!(
+        pending.forwarded.source_offsets.as_deref(),
+        Some(&[100, 101, 102, 104, 105, 106][..]),
+        "the marker's offset stays a gap"
+    );
+    assert_eq!(progress_to, 107);
+    // Landed at target offset 50: the map knows each record's place.
+    p.in_round = false;
+    p.landed(pending, 50);
+    assert_eq!(p.offset_map.translate(104), Some(53));
+    assert_eq!(p.offset_map.translate(106), Some(55));
+}
+
+#[test]
+fn a_round_of_one_batch_or_large_batches_is_left_alone() {
+    let single = vec![(Pending { forwarded: pending(0, 2), source_next: 2 }, 7)];
+    let (out, merged) = coalesce_round(single);
+    assert_eq!((out.len(), merged, out[0].1), (1, 0, 7));
+    let big = |base: i64| {
+        let value = vec![b'x'; 8 * 1024];
+        let built = build_batch(&[(None, Some(&value[..]))], 1_000);
+        let mut patch = built.to_patchable();
+        patch.set_base_offset(base);
+        Pending {
+            forwarded: Forwarded { batch: patch.finish(), source_offsets: None, path: crate::metrics::BatchPath::Fast },
+            source_next: base + 1,
+        }
+    };
+    let (out, merged) = coalesce_round(vec![(big(0), 0), (big(1), 1)]);
+    assert_eq!(merged, 0);
+    assert_eq!(out.iter().map(|(p, s)| (p.source_next, *s)).collect::<Vec<_>>(), [(1, 0), (2, 1)]);
+}

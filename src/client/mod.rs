@@ -40,4 +40,4 @@ pub use quota::QuotaWaits;
 pub use records::{
     FetchSession, FetchSpec, FetchedPartition, Isolation, OffsetSpec, PartitionFetch, PartitionFetched, Produced,
 };
-pub use transactions::{produce_outcomes, submit_produce, ProduceBatch, ProduceOutcome, ProducerIdentity};
+pub use transactions::{produce_outcomes, submit_produce, ProduceBatch, ProduceOutcome, ProducerIdentity, TxnProtocol};

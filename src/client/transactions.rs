@@ -2,11 +2,17 @@
 //! AddOffsetsToTxn, TxnOffsetCommit and EndTxn, and Produce of several partitions' batches
 //! in one request.
 //!
-//! kferry speaks the transaction protocol as Kafka 3.x clients do (explicit
-//! AddPartitionsToTxn/AddOffsetsToTxn, EndTxn before v5, Produce before v12). Kafka 4.x
-//! brokers with `transaction.version=2` (KIP-890) still serve that protocol to such
-//! clients, and 3.x brokers only have it, so one code path works on both; the versions are
-//! capped below so a 4.x broker never sees a half-new, half-old transaction.
+//! Two transaction protocols, chosen per producer when it is initialised ([`TxnProtocol`]):
+//! - V1, what Kafka 3.x speaks: partitions and the group are added to the transaction
+//!   explicitly (AddPartitionsToTxn, AddOffsetsToTxn), EndTxn before v5, Produce before v12.
+//! - V2 (KIP-890), where the coordinator has `transaction.version` 2 finalized (Kafka 4.x):
+//!   a Produce v12+ adds its partition and a TxnOffsetCommit v5 its group, and every EndTxn
+//!   v5 bumps the producer epoch and answers the next one (sequences restart at 0). Two
+//!   round trips fewer per transaction, and the leader checks each batch against the
+//!   coordinator, so a late batch of an ended transaction cannot join the next one.
+//!
+//! The versions are capped per protocol, so a broker never sees a half-new, half-old
+//! transaction.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,30 +23,92 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::txn_offset_commit_request::{
     TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
 };
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, GroupId, InitProducerIdRequest, ProduceRequest,
     ProduceResponse, ProducerId, TopicName, TransactionalId, TxnOffsetCommitRequest,
 };
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{StrBytes, VersionRange};
 
 use super::cluster::Cluster;
 use super::coordinator::{coordinator_moved, CoordinatorKind, GroupOffsets};
 use super::error::ClientError;
 use super::messenger::{Messenger, Queued};
 use crate::protocol::error_code::ErrorCode;
+use crate::protocol::versions::ApiVersionTable;
 
 /// Highest versions of the pre-KIP-890 transaction protocol (what Kafka 3.9 speaks).
-const PRODUCE_MAX: i16 = 11;
+const V1_PRODUCE_MAX: i16 = 11;
 const ADD_PARTITIONS_TO_TXN_MAX: i16 = 3;
 const ADD_OFFSETS_TO_TXN_MAX: i16 = 4;
-const TXN_OFFSET_COMMIT_MAX: i16 = 4;
-const END_TXN_MAX: i16 = 4;
+const V1_TXN_OFFSET_COMMIT_MAX: i16 = 4;
+const V1_END_TXN_MAX: i16 = 4;
+/// The first versions of KIP-890's protocol.
+const V2_PRODUCE_MIN: i16 = 12;
+const V2_TXN_OFFSET_COMMIT_MIN: i16 = 5;
+const V2_END_TXN_MIN: i16 = 5;
 
-/// The producer id and epoch the target assigned; written into every produced batch.
+/// Which transaction protocol a producer speaks (see the module's documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnProtocol {
+    V1,
+    V2,
+}
+
+impl TxnProtocol {
+    /// V2 where the coordinator finalized `transaction.version` 2 and has the versions it
+    /// needs; V1 elsewhere.
+    fn of(versions: &ApiVersionTable) -> Self {
+        let from = |key, version| versions.range(key).is_some_and(|r: VersionRange| r.max >= version);
+        let v2 = versions.feature("transaction.version").is_some_and(|level| level >= 2)
+            && from(ApiKey::Produce, V2_PRODUCE_MIN)
+            && from(ApiKey::TxnOffsetCommit, V2_TXN_OFFSET_COMMIT_MIN)
+            && from(ApiKey::EndTxn, V2_END_TXN_MIN);
+        if v2 {
+            Self::V2
+        } else {
+            Self::V1
+        }
+    }
+
+    fn produce_cap(self) -> i16 {
+        match self {
+            Self::V1 => V1_PRODUCE_MAX,
+            Self::V2 => i16::MAX,
+        }
+    }
+
+    fn txn_offset_commit_cap(self) -> i16 {
+        match self {
+            Self::V1 => V1_TXN_OFFSET_COMMIT_MAX,
+            Self::V2 => i16::MAX,
+        }
+    }
+
+    fn end_txn_cap(self) -> i16 {
+        match self {
+            Self::V1 => V1_END_TXN_MAX,
+            Self::V2 => i16::MAX,
+        }
+    }
+}
+
+impl std::fmt::Display for TxnProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::V1 => "v1",
+            Self::V2 => "v2 (KIP-890)",
+        })
+    }
+}
+
+/// The producer id and epoch the target assigned, written into every produced batch, and
+/// the transaction protocol they are used with (V1 for a producer without transactions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerIdentity {
     pub id: i64,
     pub epoch: i16,
+    pub protocol: TxnProtocol,
 }
 
 /// One batch to produce: target topic (name and id), partition, and the batch bytes.
@@ -101,12 +169,15 @@ impl Cluster {
             if let Some(code) = ErrorCode::from_code(response.error_code) {
                 return Err(self.txn_error(&coordinator, "InitProducerId", transactional_id.unwrap_or("(none)"), code));
             }
-            Ok(ProducerIdentity { id: response.producer_id.0, epoch: response.producer_epoch })
+            let protocol =
+                if transactional_id.is_some() { TxnProtocol::of(coordinator.versions()) } else { TxnProtocol::V1 };
+            Ok(ProducerIdentity { id: response.producer_id.0, epoch: response.producer_epoch, protocol })
         })
         .await
     }
 
-    /// Adds target partitions to the open transaction before anything is produced to them.
+    /// Adds target partitions to the open transaction before anything is produced to them
+    /// (V1 only: with V2 the Produce adds them).
     pub async fn add_partitions_to_txn(
         &self,
         transactional_id: &str,
@@ -147,8 +218,7 @@ impl Cluster {
     }
 
     /// Adds `group`'s offsets to the open transaction (AddOffsetsToTxn), which
-    /// [`Cluster::txn_offset_commit`] needs first. It does not depend on the records, so a
-    /// round sends it while its batches are produced.
+    /// [`Cluster::txn_offset_commit`] needs first (V1 only: with V2 the commit adds them).
     pub async fn add_offsets_to_txn(
         &self,
         transactional_id: &str,
@@ -173,8 +243,8 @@ impl Cluster {
     }
 
     /// Commits `offsets` of `group` inside the open transaction (TxnOffsetCommit to the
-    /// group's coordinator, after [`Cluster::add_offsets_to_txn`]): they become visible
-    /// with the data.
+    /// group's coordinator, with V1 after [`Cluster::add_offsets_to_txn`]): they become
+    /// visible with the data.
     pub async fn txn_offset_commit(
         &self,
         transactional_id: &str,
@@ -209,7 +279,8 @@ impl Cluster {
         self.retrying(|| async {
             let coordinator = self.coordinator(CoordinatorKind::Group, group).await?;
             let timeout = coordinator.request_timeout();
-            let (_, response) = coordinator.request_capped(&commit, TXN_OFFSET_COMMIT_MAX, timeout).await?;
+            let cap = producer.protocol.txn_offset_commit_cap();
+            let (_, response) = coordinator.request_capped(&commit, cap, timeout).await?;
             let broker = coordinator.broker().clone();
             for partition in response.topics.iter().flat_map(|t| &t.partitions) {
                 self.check_group_code(group, &broker, "TxnOffsetCommit", partition.error_code)?;
@@ -219,13 +290,15 @@ impl Cluster {
         .await
     }
 
-    /// Commits (`commit`) or aborts the open transaction.
+    /// Commits (`commit`) or aborts the open transaction. With V2 the coordinator bumped
+    /// the epoch (or, at its end, assigned a new producer id): the identity for the next
+    /// transaction, every sequence starting at 0 again.
     pub async fn end_txn(
         &self,
         transactional_id: &str,
         producer: ProducerIdentity,
         commit: bool,
-    ) -> Result<(), ClientError> {
+    ) -> Result<Option<ProducerIdentity>, ClientError> {
         let request = EndTxnRequest::default()
             .with_transactional_id(txn_id(transactional_id))
             .with_producer_id(ProducerId(producer.id))
@@ -234,27 +307,19 @@ impl Cluster {
         self.retrying(|| async {
             let coordinator = self.coordinator(CoordinatorKind::Transaction, transactional_id).await?;
             let timeout = coordinator.request_timeout();
-            let (_, response) = coordinator.request_capped(&request, END_TXN_MAX, timeout).await?;
-            match ErrorCode::from_code(response.error_code) {
-                Some(code) => Err(self.txn_error(&coordinator, "EndTxn", transactional_id, code)),
-                None => Ok(()),
+            let cap = producer.protocol.end_txn_cap();
+            let (version, response) = coordinator.request_capped(&request, cap, timeout).await?;
+            if let Some(code) = ErrorCode::from_code(response.error_code) {
+                return Err(self.txn_error(&coordinator, "EndTxn", transactional_id, code));
             }
+            let bumped = version >= V2_END_TXN_MIN && response.producer_id.0 >= 0;
+            Ok(bumped.then_some(ProducerIdentity {
+                id: response.producer_id.0,
+                epoch: response.producer_epoch,
+                protocol: producer.protocol,
+            }))
         })
         .await
-    }
-
-    /// Produces `batches` (at most one per partition) to `leader` in one request, with
-    /// `acks=all`; one outcome per batch. No retries here: the caller owns the sequence
-    /// numbers and decides what a failed batch means.
-    pub async fn produce_to(
-        &self,
-        leader: &Messenger,
-        transactional_id: Option<&str>,
-        batches: &[ProduceBatch],
-        timeout: Duration,
-    ) -> Result<Vec<ProduceOutcome>, ClientError> {
-        let (_, response) = submit_produce(leader, transactional_id, batches, timeout).await?.response().await?;
-        Ok(produce_outcomes(response, batches))
     }
 }
 
@@ -264,6 +329,7 @@ impl Cluster {
 pub async fn submit_produce<'m>(
     leader: &'m Messenger,
     transactional_id: Option<&str>,
+    protocol: TxnProtocol,
     batches: &[ProduceBatch],
     timeout: Duration,
 ) -> Result<Queued<'m, ProduceRequest>, ClientError> {
@@ -288,7 +354,7 @@ pub async fn submit_produce<'m>(
                 })
                 .collect(),
         );
-    let cap = if transactional_id.is_some() { PRODUCE_MAX } else { i16::MAX };
+    let cap = if transactional_id.is_some() { protocol.produce_cap() } else { i16::MAX };
     Ok(leader.submit(&request, cap, timeout + leader.request_timeout()).await?)
 }
 
@@ -310,4 +376,47 @@ pub fn produce_outcomes(response: ProduceResponse, batches: &[ProduceBatch]) -> 
         }
     }
     outcomes
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::api_versions_response::{ApiVersion, FinalizedFeatureKey};
+    use kafka_protocol::messages::ApiVersionsResponse;
+
+    use super::*;
+
+    fn broker(transaction_version: Option<i16>, end_txn_max: i16) -> ApiVersionTable {
+        let api = |key: ApiKey, max| ApiVersion::default().with_api_key(key as i16).with_max_version(max);
+        let features = transaction_version
+            .map(|level| {
+                vec![FinalizedFeatureKey::default()
+                    .with_name(StrBytes::from_static_str("transaction.version"))
+                    .with_max_version_level(level)]
+            })
+            .unwrap_or_default();
+        let response = ApiVersionsResponse::default()
+            .with_api_keys(vec![
+                api(ApiKey::Produce, 13),
+                api(ApiKey::TxnOffsetCommit, 5),
+                api(ApiKey::EndTxn, end_txn_max),
+            ])
+            .with_finalized_features(features);
+        ApiVersionTable::from_response(&response)
+    }
+
+    #[test]
+    fn v2_only_where_the_feature_is_finalized_and_the_versions_are_there() {
+        assert_eq!(TxnProtocol::of(&broker(Some(2), 5)), TxnProtocol::V2);
+        assert_eq!(TxnProtocol::of(&broker(Some(1), 5)), TxnProtocol::V1, "transaction.version 1: the old protocol");
+        assert_eq!(TxnProtocol::of(&broker(None, 5)), TxnProtocol::V1, "a 3.x broker finalizes no such feature");
+        assert_eq!(TxnProtocol::of(&broker(Some(2), 4)), TxnProtocol::V1, "no EndTxn v5");
+    }
+
+    #[test]
+    fn v1_caps_every_call_below_kip_890() {
+        let v1 = TxnProtocol::V1;
+        assert_eq!((v1.produce_cap(), v1.txn_offset_commit_cap(), v1.end_txn_cap()), (11, 4, 4));
+        let v2 = TxnProtocol::V2;
+        assert!(v2.produce_cap() >= V2_PRODUCE_MIN && v2.end_txn_cap() >= V2_END_TXN_MIN);
+    }
 }

@@ -107,6 +107,10 @@ impl Replicator {
         }
         let outcome = match report.result {
             Ok(done) => {
+                if let Some(next) = done.next_producer {
+                    self.producer = Some(next);
+                    self.restart_sequences();
+                }
                 self.totals.transactions += done.transactions;
                 if done.transactions > 0 {
                     self.metrics.transaction(true);

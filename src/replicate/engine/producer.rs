@@ -36,17 +36,24 @@ impl Replicator {
         // it fences, so a producer initialised after the fence sees the mark here and stops
         // instead of writing.
         self.check_not_failed_over().await?;
-        tracing::info!(flow = %self.name(), shard = %self.shard, transactional_id = %self.transactional_id, producer_id = producer.id, epoch = producer.epoch, delivery = %self.flow.delivery, "producer ready on the target");
+        tracing::info!(flow = %self.name(), shard = %self.shard, transactional_id = %self.transactional_id, producer_id = producer.id, epoch = producer.epoch, delivery = %self.flow.delivery, transaction_protocol = %producer.protocol, "producer ready on the target");
         self.ensure_state_topic().await?;
         if !self.loaded || self.progress_moved().await? {
             self.load_state().await?;
         }
-        for partition in self.partitions.values_mut() {
+        self.restart_sequences();
+        self.producer = Some(producer);
+        Ok(())
+    }
+
+    /// A new producer id or epoch: every partition's sequence (the state partition's too)
+    /// starts at 0, parked partitions' included, so one that is replicated again later does
+    /// not resume an old epoch's numbering.
+    pub(super) fn restart_sequences(&mut self) {
+        for partition in self.partitions.values_mut().chain(self.parked.values_mut()) {
             partition.next_sequence = 0;
         }
         self.state_sequence = 0;
-        self.producer = Some(producer);
-        Ok(())
     }
 
     /// Creates the state topic with a partition per shard, or checks that it has that many:

@@ -25,7 +25,7 @@ use super::super::state;
 use super::partition::{coalesce_round, Pending, SourcePartition};
 use crate::client::{
     produce_outcomes, submit_produce, ClientError, Cluster, CommittedOffset, ConnectionError, GroupOffsets, Messenger,
-    ProduceBatch, ProducerIdentity,
+    ProduceBatch, ProducerIdentity, TxnProtocol,
 };
 use crate::metrics::{BatchPath, RoundStep};
 use crate::protocol::error_code::{ErrorCode, ResponseError};
@@ -105,6 +105,9 @@ pub(super) struct RoundReport {
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct RoundDone {
     pub(super) transactions: u64,
+    /// With transaction protocol V2: the producer identity of the next round (EndTxn
+    /// bumped the epoch, so every sequence starts at 0 again).
+    pub(super) next_producer: Option<ProducerIdentity>,
 }
 
 pub(super) struct PartitionReport {
@@ -199,7 +202,7 @@ pub(super) async fn run(plan: RoundPlan) -> RoundReport {
     let mut state_sequence = state_sequence;
     let mut steps = Steps::default();
     let result = async {
-        if let Some(id) = &context.transactional_id {
+        if let (Some(id), TxnProtocol::V1) = (&context.transactional_id, context.producer.protocol) {
             steps.time(RoundStep::AddPartitions, add_partitions(&context, id, &works, &state)).await?;
         }
         steps.time(RoundStep::Produce, produce_with_retries(&context, &mut works)).await?;
@@ -427,7 +430,8 @@ async fn send_to_leader(
             if requests.is_empty() {
                 break;
             }
-            match submit_produce(&leader, transactional_id, &requests, PRODUCE_TIMEOUT).await {
+            let protocol = context.producer.protocol;
+            match submit_produce(&leader, transactional_id, protocol, &requests, PRODUCE_TIMEOUT).await {
                 Ok(queued) => in_flight.push_back((members, requests, queued)),
                 Err(e) => {
                     // Nothing of this request went out (connect or encode failed).
@@ -658,11 +662,14 @@ fn progress(partitions: &[RoundPartition], works: &[Work]) -> GroupOffsets {
         .collect()
 }
 
-/// Adds the progress group to the transaction (exactly_once only).
+/// Adds the progress group to the transaction (exactly_once with protocol V1 only: a V2
+/// TxnOffsetCommit adds it).
 async fn add_offsets(context: &Context, group: &str) -> Result<(), RoundError> {
-    match &context.transactional_id {
-        Some(id) => context.target.add_offsets_to_txn(id, context.producer, group).await.map_err(classify_call),
-        None => Ok(()),
+    match (&context.transactional_id, context.producer.protocol) {
+        (Some(id), TxnProtocol::V1) => {
+            context.target.add_offsets_to_txn(id, context.producer, group).await.map_err(classify_call)
+        }
+        _ => Ok(()),
     }
 }
 
@@ -680,8 +687,8 @@ async fn commit_progress(context: &Context, group: &str, offsets: &GroupOffsets)
 async fn end(context: &Context) -> Result<RoundDone, RoundError> {
     match &context.transactional_id {
         Some(id) => {
-            context.target.end_txn(id, context.producer, true).await.map_err(classify_call)?;
-            Ok(RoundDone { transactions: 1 })
+            let next_producer = context.target.end_txn(id, context.producer, true).await.map_err(classify_call)?;
+            Ok(RoundDone { transactions: 1, next_producer })
         }
         None => Ok(RoundDone::default()),
     }

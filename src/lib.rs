@@ -14,6 +14,8 @@
 //!   and kferry's state topics on the target.
 //! - [`groups`]: consumer-group offset sync, and MM2-compatible checkpoint records.
 //! - [`recovery`]: failover and failback, as plans and their execution.
+//! - [`flow`]: one flow's tasks supervised: connecting, topic sync, the shards'
+//!   replicators, group offset sync, the failover guard.
 //! - [`membership`]: several `kferry run` processes sharing the flows' shards through
 //!   Kafka's group protocol (assignment, the member loop).
 //! - [`metrics`]: counters, gauges and histograms of every flow, their Prometheus text,
@@ -24,6 +26,7 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod flow;
 pub mod groups;
 pub mod membership;
 pub mod metrics;

@@ -10,10 +10,10 @@ use tokio::sync::watch;
 
 use super::check::{close_all, connect_all};
 use super::failover::find_flow;
-use super::run::FlowEnd;
 use super::Failure;
 use crate::client::{ClientConfig, Cluster};
 use crate::config::{Config, FlowConfig};
+use crate::flow::FlowEnd;
 use crate::recovery::failback::{self, FailbackMode};
 use crate::recovery::marker::{self, FlowState};
 
@@ -178,7 +178,7 @@ async fn run_reverse_flow(config: &Config, reverse: &FlowConfig, primary: &Clust
     };
     let (stop, stopped) = watch::channel(false);
     let (source, target) = (access[&reverse.source].clone(), access[&reverse.target].clone());
-    let running = super::run::run_flow(reverse.clone(), source, target, stopped);
+    let running = crate::flow::run_alone(reverse.clone(), source, target, stopped);
     tokio::pin!(running);
     let end = tokio::select! {
         end = &mut running => end,

@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, LogFormat};
+use crate::flow::ClusterAccess;
 use crate::recovery::failback::FailbackMode;
 use crate::recovery::failover::Mode;
 
@@ -231,14 +232,6 @@ pub fn main() -> ExitCode {
         Err(Failure::Cluster) => ExitCode::from(1),
         Err(Failure::Config) => ExitCode::from(2),
     }
-}
-
-/// How to reach one configured cluster: its bootstrap servers and client settings with its
-/// security (certificates read, credentials prepared).
-#[derive(Clone)]
-struct ClusterAccess {
-    bootstrap: Vec<String>,
-    client: crate::client::ClientConfig,
 }
 
 /// [`ClusterAccess`] of every cluster, from `base` settings. A certificate file that cannot

@@ -20,24 +20,17 @@ const LOG_EVERY: Duration = Duration::from_secs(60);
 /// What one cluster's brokers asked kferry to wait, over all its connections.
 #[derive(Debug, Default)]
 pub struct QuotaWaits {
-    throttled_responses: AtomicU64,
     throttle_millis: AtomicU64,
     logged_at: Mutex<Option<Instant>>,
 }
 
 impl QuotaWaits {
-    /// Responses that carried a throttle time.
-    pub fn throttled_responses(&self) -> u64 {
-        self.throttled_responses.load(Ordering::Relaxed)
-    }
-
     /// The throttle times asked for, summed.
     pub fn throttled(&self) -> Duration {
         Duration::from_millis(self.throttle_millis.load(Ordering::Relaxed))
     }
 
     fn record(&self, broker: &BrokerRef, api: &str, millis: u64) {
-        self.throttled_responses.fetch_add(1, Ordering::Relaxed);
         self.throttle_millis.fetch_add(millis, Ordering::Relaxed);
         let mut logged_at = self.logged_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if logged_at.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
@@ -99,7 +92,6 @@ mod tests {
         throttle.throttled(&broker(), "Produce", -1, &waits);
         throttle.wait().await;
         assert!(started.elapsed() >= Duration::from_millis(1500), "{:?}", started.elapsed());
-        assert_eq!(waits.throttled_responses(), 2);
         assert_eq!(waits.throttled(), Duration::from_millis(1700));
     }
 }

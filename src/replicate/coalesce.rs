@@ -51,25 +51,56 @@ pub struct Coalesced {
 
 /// Coalesces runs of consecutive small batches of one partition, in order.
 pub fn coalesce(batches: Vec<Forwarded>) -> Result<Coalesced, RewriteError> {
+    coalesce_with(batches, Joins::Small)
+}
+
+/// As [`coalesce`], where batches kferry built (coalesced or rewritten, whatever their
+/// size) join runs too: they are re-encoded already, so merging them again loses no
+/// byte-for-byte forwarding. For a transaction round, whose batches come from several
+/// fetches each coalesced on its own.
+pub fn coalesce_again(batches: Vec<Forwarded>) -> Result<Coalesced, RewriteError> {
+    coalesce_with(batches, Joins::SmallOrBuilt)
+}
+
+/// Which batches may join a run.
+#[derive(Clone, Copy)]
+enum Joins {
+    Small,
+    SmallOrBuilt,
+}
+
+impl Joins {
+    fn admits(self, forwarded: &Forwarded) -> bool {
+        let built = forwarded.source_offsets.is_some();
+        let small = forwarded.batch.as_bytes().len() < SMALL_BATCH_BYTES;
+        let size_ok = match self {
+            Self::Small => small,
+            Self::SmallOrBuilt => small || built,
+        };
+        size_ok && mergeable(&forwarded.batch)
+    }
+}
+
+fn coalesce_with(batches: Vec<Forwarded>, joins: Joins) -> Result<Coalesced, RewriteError> {
     let input = batches.len();
     let mut out = Vec::with_capacity(input);
     let mut run: Vec<Forwarded> = Vec::new();
     let mut run_bytes = 0;
     for (taken, forwarded) in batches.into_iter().enumerate() {
         let batch = &forwarded.batch;
-        if forwarded.source_offsets.is_none() && mergeable(batch) && !batch.crc_is_valid() {
+        let admitted = joins.admits(&forwarded);
+        if forwarded.source_offsets.is_none() && admitted && !batch.crc_is_valid() {
             flush(&mut run, &mut out)?;
             let (base_offset, stored, computed) = (batch.base_offset(), batch.stored_crc(), batch.computed_crc());
             let corrupt = Some(RewriteError::Crc { base_offset, stored, computed });
             return Ok(Coalesced { merged: taken - out.len(), batches: out, corrupt });
         }
         let size = forwarded.batch.as_bytes().len();
-        let joins = mergeable(&forwarded.batch) && run_bytes + size <= MAX_COALESCED_BYTES;
-        if !joins {
+        if !(admitted && run_bytes + size <= MAX_COALESCED_BYTES) {
             flush(&mut run, &mut out)?;
             run_bytes = 0;
         }
-        if mergeable(&forwarded.batch) {
+        if admitted {
             run_bytes += size;
             run.push(forwarded);
         } else {
@@ -81,11 +112,10 @@ pub fn coalesce(batches: Vec<Forwarded>) -> Result<Coalesced, RewriteError> {
     Ok(Coalesced { batches: out, merged, corrupt: None })
 }
 
+/// Whether a batch's records may be re-encoded into another batch (its size aside).
 fn mergeable(batch: &RecordBatch) -> bool {
     let refused = attributes::CONTROL | attributes::LOG_APPEND_TIME | attributes::DELETE_HORIZON;
-    batch.as_bytes().len() < SMALL_BATCH_BYTES
-        && batch.attributes() & refused == 0
-        && !matches!(batch.compression(), crate::protocol::batch::Compression::Unknown(_))
+    batch.attributes() & refused == 0 && !matches!(batch.compression(), crate::protocol::batch::Compression::Unknown(_))
 }
 
 /// The codec of a merged batch: the first one a batch of the run is compressed with. A

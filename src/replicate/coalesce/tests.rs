@@ -148,3 +148,28 @@ fn a_run_that_inflates_too_much_is_forwarded_as_it_is() {
     let out = coalesce(input.clone()).unwrap();
     assert_eq!((out.batches, out.merged), (input, 0));
 }
+
+#[test]
+fn batches_built_by_an_earlier_coalescing_join_again_only_when_asked() {
+    // Two fetches, each of three small batches of 2 KiB: each fetch coalesces into a batch
+    // over the small limit; a round coalesces those two again.
+    let value = "v".repeat(2 * 1024);
+    let fetch = |base: i64| {
+        let input = (0..3).map(|i| forwarded(batch(base + i, &[value.as_str()], 1_000 + base + i, 0))).collect();
+        let out = coalesce(input).unwrap();
+        assert_eq!(out.batches.len(), 1);
+        out.batches.into_iter().next().unwrap()
+    };
+    let (first, second) = (fetch(10), fetch(20));
+    assert!(first.batch.as_bytes().len() >= SMALL_BATCH_BYTES);
+    let again = coalesce(vec![first.clone(), second.clone()]).unwrap();
+    assert_eq!(again.merged, 0, "within a fetch, built batches over the small limit stay as they are");
+    let again = coalesce_again(vec![first, second]).unwrap();
+    assert_eq!((again.batches.len(), again.merged), (1, 1));
+    let merged = &again.batches[0];
+    assert_eq!(merged.source_offsets.as_deref(), Some(&[10, 11, 12, 20, 21, 22][..]));
+    let keys: Vec<String> = records(&merged.batch).into_iter().map(|(_, k, _)| k).collect();
+    assert_eq!(keys, ["k10", "k11", "k12", "k20", "k21", "k22"]);
+    let stamps: Vec<i64> = records(&merged.batch).into_iter().map(|(t, _, _)| t).collect();
+    assert_eq!(stamps, [1_010, 1_011, 1_012, 1_020, 1_021, 1_022]);
+}

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::super::coalesce::coalesce;
+use super::super::coalesce::coalesce_again;
 use super::super::forward::{self, Forwarded};
 use super::super::offset_map::{OffsetMap, Segment};
 use crate::metrics::PartitionPhase;
@@ -43,7 +43,8 @@ impl Pending {
 }
 
 /// Merges runs of small batches of one round into one batch each, across the fetches they
-/// came in: at a low rate every fetch brings a batch or two, and a round producing each on
+/// came in (batches a fetch already coalesced join again): at a low rate every fetch
+/// brings a batch or two, and a round producing each on
 /// its own pays a Produce round trip per five of them (a request carries one batch per
 /// partition). A merged batch takes the first one's sequence (the records, and so the
 /// sequences they use, are the same) and the last one's next source offset. Returns the
@@ -55,7 +56,7 @@ pub(super) fn coalesce_round(batches: Vec<(Pending, i32)>) -> (Vec<(Pending, i32
         return (batches, 0);
     }
     let forwarded: Vec<Forwarded> = batches.iter().map(|(pending, _)| pending.forwarded.clone()).collect();
-    let merged = match coalesce(forwarded) {
+    let merged = match coalesce_again(forwarded) {
         Ok(coalesced) if coalesced.corrupt.is_none() && coalesced.merged > 0 => coalesced,
         _ => return (batches, 0),
     };

@@ -64,7 +64,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 /// The API versions the fakes answer (each from 0): versions whose requests name topics
 /// (not topic ids) and use the transaction protocol of Kafka 3.x, which kferry speaks too.
-const APIS: [(ApiKey, i16); 14] = [
+const APIS: [(ApiKey, i16); 15] = [
     (ApiKey::ApiVersions, 3),
     (ApiKey::Metadata, 12),
     (ApiKey::Produce, 9),
@@ -79,6 +79,7 @@ const APIS: [(ApiKey, i16); 14] = [
     (ApiKey::AddOffsetsToTxn, 3),
     (ApiKey::TxnOffsetCommit, 3),
     (ApiKey::EndTxn, 3),
+    (ApiKey::DescribeCluster, 1),
 ];
 
 #[derive(Debug, Clone)]
@@ -161,7 +162,16 @@ impl Fake {
     /// One request at a time per connection, as a Kafka broker works.
     async fn connection(self: Arc<Self>, mut socket: TcpStream) {
         while let Some((head, body)) = read_request_body(&mut socket).await {
-            let Some(frame) = self.answer(&head, body) else { return };
+            if std::env::var_os("CEILING_TRACE").is_some() {
+                eprintln!("fake {}: {:?} v{}", self.port, head.api, head.version);
+            }
+            let Some(frame) = self.answer(&head, body) else {
+                eprintln!(
+                    "ceiling: fake broker {} cannot answer {:?} v{}; connection closed",
+                    self.port, head.api, head.version
+                );
+                return;
+            };
             if socket.write_all(&frame).await.is_err() {
                 return;
             }
@@ -266,6 +276,18 @@ impl Fake {
                 response(head, &TxnOffsetCommitResponse::default().with_topics(topics))
             }
             ApiKey::EndTxn => response(head, &EndTxnResponse::default()),
+            // kferry reads the target's cluster id (its failover record names it) and node
+            // count (the replication factor of its own topics) at start.
+            ApiKey::DescribeCluster => response(
+                head,
+                &DescribeClusterResponse::default()
+                    .with_cluster_id(StrBytes::from_static_str("fake"))
+                    .with_controller_id(BrokerId(1))
+                    .with_brokers(vec![describe_cluster_response::DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(1))
+                        .with_host(StrBytes::from_static_str("127.0.0.1"))
+                        .with_port(i32::from(self.port))]),
+            ),
             _ => return None,
         })
     }
@@ -539,6 +561,9 @@ fn run_case(args: &Args, partitions: i32) -> Result<String, String> {
 }
 
 fn main() -> std::process::ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KFERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
     let args = match parse_args() {
         Ok(args) => args,
         Err(problem) => {

@@ -162,9 +162,6 @@ impl Fake {
     /// One request at a time per connection, as a Kafka broker works.
     async fn connection(self: Arc<Self>, mut socket: TcpStream) {
         while let Some((head, body)) = read_request_body(&mut socket).await {
-            if std::env::var_os("CEILING_TRACE").is_some() {
-                eprintln!("fake {}: {:?} v{}", self.port, head.api, head.version);
-            }
             let Some(frame) = self.answer(&head, body) else {
                 eprintln!(
                     "ceiling: fake broker {} cannot answer {:?} v{}; connection closed",

@@ -22,7 +22,8 @@
 # no-op success.
 # Environment: KFERRY_KAFKA_START_TIMEOUT (s, default 90), KFERRY_KAFKA_STOP_TIMEOUT (s,
 # default 30), KFERRY_KAFKA_JAVA_OPTS (extra JVM options), KFERRY_CACHE (see fetch.sh),
-# KFERRY_KAFKA_AUTHORIZER=1 (start with KRaft's StandardAuthorizer, see write_server_properties;
+# KFERRY_KAFKA_FEATURES (single-node clusters: `--feature NAME=LEVEL` at format time, e.g.
+# "transaction.version=1"), KFERRY_KAFKA_AUTHORIZER=1 (start with KRaft's StandardAuthorizer, see write_server_properties;
 # default 0: no authorizer, so ACL requests fail with SECURITY_DISABLED),
 # KFERRY_KAFKA_SECURE=1 (the secured listeners above; see write_secure_properties. The test
 # CA, certificates and the SASL users' passwords are written to RUN_DIR/NAME/certs).
@@ -257,7 +258,12 @@ make_test_pki() {
 # Extra storage-tool arguments: the SCRAM users of the secured listeners (KIP-900: created in
 # the bootstrap metadata, so they exist before the broker takes its first connection).
 format_args() {
-  local dir="$1" password
+  local dir="$1" password feature
+  # KFERRY_KAFKA_FEATURES="transaction.version=1 ...": feature levels other than the
+  # release's defaults (a 4.x cluster speaking the 3.x transaction protocol, say).
+  for feature in ${KFERRY_KAFKA_FEATURES:-}; do
+    printf '%s\n' --feature "$feature"
+  done
   [[ "$secure" == 1 ]] || return 0
   password="$(cat "$dir/certs/scram.password")"
   printf '%s\n' --add-scram "SCRAM-SHA-512=[name=kferry,password=\"$password\"]" \

@@ -59,11 +59,11 @@ impl TxnProtocol {
     /// V2 where the coordinator finalized `transaction.version` 2 and has the versions it
     /// needs; V1 elsewhere.
     fn of(versions: &ApiVersionTable) -> Self {
-        let from = |key, version| versions.range(key).is_some_and(|r: VersionRange| r.max >= version);
+        let reaches = |key, version| versions.range(key).is_some_and(|r: VersionRange| r.max >= version);
         let v2 = versions.feature("transaction.version").is_some_and(|level| level >= 2)
-            && from(ApiKey::Produce, V2_PRODUCE_MIN)
-            && from(ApiKey::TxnOffsetCommit, V2_TXN_OFFSET_COMMIT_MIN)
-            && from(ApiKey::EndTxn, V2_END_TXN_MIN);
+            && reaches(ApiKey::Produce, V2_PRODUCE_MIN)
+            && reaches(ApiKey::TxnOffsetCommit, V2_TXN_OFFSET_COMMIT_MIN)
+            && reaches(ApiKey::EndTxn, V2_END_TXN_MIN);
         if v2 {
             Self::V2
         } else {

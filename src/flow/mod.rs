@@ -89,19 +89,11 @@ pub async fn run(
     };
     let sync = match TopicSync::new(&flow, Arc::clone(&source), Arc::clone(&target)) {
         Ok(sync) => sync,
-        Err(e) => {
-            metrics.set_state(FlowState::Stopped, Some(format!("flow cannot start: {e}")));
-            tracing::error!(flow = %flow.name(), error = %e, "flow cannot start");
-            return FlowEnd::Failed;
-        }
+        Err(e) => return cannot_start(&flow, &metrics, &e),
     };
     let groups = match GroupSync::new(&flow, Arc::clone(&source), Arc::clone(&target)) {
         Ok(groups) => groups,
-        Err(e) => {
-            metrics.set_state(FlowState::Stopped, Some(format!("flow cannot start: {e}")));
-            tracing::error!(flow = %flow.name(), error = %e, "flow cannot start");
-            return FlowEnd::Failed;
-        }
+        Err(e) => return cannot_start(&flow, &metrics, &e),
     };
     let (topics, replicated) = watch::channel(None);
     let (flow_stop, flow_stopped) = watch::channel(false);
@@ -149,6 +141,14 @@ pub async fn run(
             FlowEnd::Failed
         }
     }
+}
+
+/// A flow whose loops cannot be set up (its configuration does not fit the clusters):
+/// stopped, with the reason in its state and the log.
+fn cannot_start(flow: &FlowConfig, metrics: &FlowMetrics, error: &dyn std::fmt::Display) -> FlowEnd {
+    metrics.set_state(FlowState::Stopped, Some(format!("flow cannot start: {error}")));
+    tracing::error!(flow = %flow.name(), error = %error, "flow cannot start");
+    FlowEnd::Failed
 }
 
 /// Connects to both clusters; an error says which one failed.

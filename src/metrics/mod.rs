@@ -345,7 +345,7 @@ pub struct FlowMetrics {
     records_lost: AtomicU64,
     rounds: Buckets,
     /// Per [`RoundStep`], the time rounds spent in it.
-    round_steps: [Buckets; 5],
+    round_steps: [Buckets; RoundStep::ALL.len()],
     latency: Mutex<Latency>,
     buffer_limit: u64,
     /// The flow's replicators, one per shard (one for an unsplit flow), by shard index:

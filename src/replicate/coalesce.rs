@@ -62,6 +62,17 @@ pub fn coalesce_again(batches: Vec<Forwarded>) -> Result<Coalesced, RewriteError
     coalesce_with(batches, Joins::SmallOrBuilt)
 }
 
+/// Whether [`coalesce_again`] could merge anything: two neighbours that may both join a
+/// run. Lets a round of full-size batches skip it without copying their list.
+pub fn worth_coalescing_again<'a>(mut batches: impl Iterator<Item = &'a Forwarded>) -> bool {
+    let Some(mut previous) = batches.next() else { return false };
+    batches.any(|batch| {
+        let pair = Joins::SmallOrBuilt.admits(previous) && Joins::SmallOrBuilt.admits(batch);
+        previous = batch;
+        pair
+    })
+}
+
 /// Which batches may join a run.
 #[derive(Clone, Copy)]
 enum Joins {

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::super::coalesce::coalesce_again;
+use super::super::coalesce::{coalesce_again, worth_coalescing_again};
 use super::super::forward::{self, Forwarded};
 use super::super::offset_map::{OffsetMap, Segment};
 use crate::metrics::PartitionPhase;
@@ -52,7 +52,7 @@ impl Pending {
 /// does not decode, a CRC that does not match) the batches go as they are, and stamping
 /// reports the damage.
 pub(super) fn coalesce_round(batches: Vec<(Pending, i32)>) -> (Vec<(Pending, i32)>, usize) {
-    if batches.len() < 2 {
+    if !worth_coalescing_again(batches.iter().map(|(pending, _)| &pending.forwarded)) {
         return (batches, 0);
     }
     let forwarded: Vec<Forwarded> = batches.iter().map(|(pending, _)| pending.forwarded.clone()).collect();

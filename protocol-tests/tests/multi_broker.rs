@@ -247,6 +247,33 @@ async fn three_brokers_rf1_partitions_of_a_stopped_target_broker_wait_and_catch_
     assert!(stderr.contains("partition held back"), "the waiting partitions are reported:\n{stderr}");
 }
 
+/// A round in which every partition is held back lands nothing: with KIP-890's protocol its
+/// transaction may be empty on the coordinator, which refuses to commit one
+/// (INVALID_TXN_STATE). Such a round must end without being abandoned, so the flow keeps
+/// its producer and catches up when the broker returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_a_flow_whose_only_partition_waits_abandons_no_round() {
+    let _serial = SERIAL.lock().await;
+    let topic = unique_name("rf1-only");
+    create(&multi::primary(), &topic, 1, 3).await;
+    produce(&multi::primary(), &topic, 100, "none", &[]).await;
+    let kferry = Kferry::start("run", &config(&topic, "    replication_factor: 1\n"));
+    wait_for_counts(&topic, &every(1, 100), Duration::from_secs(120)).await;
+    let leader = u32::try_from(leaders(&multi::secondary(), &topic).await[&0]).expect("a leader");
+    let down = NodeGuard::stop(Side::Secondary, leader).await;
+    produce(&multi::primary(), &topic, 100, "none", &[]).await;
+    // Long enough for the partition to be held back more than once (each round retries
+    // it for 3 s) and for KRaft to fence the stopped broker (9 s).
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    down.start().await;
+    wait_for_counts(&topic, &every(1, 200), Duration::from_secs(120)).await;
+    assert_identical(&topic, 200).await;
+    let (code, _, stderr) = kferry.stop().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("partition held back"), "the waiting partition is reported:\n{stderr}");
+    assert!(!stderr.contains("transaction round abandoned"), "no round failed:\n{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_brokers_a_source_broker_cut_off_holds_back_only_its_partitions() {
     let _serial = SERIAL.lock().await;

@@ -34,7 +34,7 @@ use super::cluster::Cluster;
 use super::coordinator::{coordinator_moved, CoordinatorKind, GroupOffsets};
 use super::error::ClientError;
 use super::messenger::{Messenger, Queued};
-use crate::protocol::error_code::ErrorCode;
+use crate::protocol::error_code::{ErrorCode, ResponseError};
 use crate::protocol::versions::ApiVersionTable;
 
 /// Highest versions of the pre-KIP-890 transaction protocol (what Kafka 3.9 speaks).
@@ -178,12 +178,16 @@ impl Cluster {
 
     /// Adds target partitions to the open transaction before anything is produced to them
     /// (V1 only: with V2 the Produce adds them).
+    ///
+    /// The coordinator adds all or none. Partitions it refuses for good (a topic it does
+    /// not know, or one the producer may not write) come back as `Ok` refusals, nothing
+    /// added, so the caller can leave them out and ask again for the others.
     pub async fn add_partitions_to_txn(
         &self,
         transactional_id: &str,
         producer: ProducerIdentity,
         partitions: &BTreeMap<String, Vec<i32>>,
-    ) -> Result<(), ClientError> {
+    ) -> Result<Vec<ClientError>, ClientError> {
         let request = AddPartitionsToTxnRequest::default()
             .with_v3_and_below_transactional_id(txn_id(transactional_id))
             .with_v3_and_below_producer_id(ProducerId(producer.id))
@@ -202,17 +206,31 @@ impl Cluster {
             let coordinator = self.coordinator(CoordinatorKind::Transaction, transactional_id).await?;
             let timeout = coordinator.request_timeout();
             let (_, response) = coordinator.request_capped(&request, ADD_PARTITIONS_TO_TXN_MAX, timeout).await?;
-            let codes = response.results_by_topic_v3_and_below.iter().flat_map(|t| &t.results_by_partition);
-            for code in codes.filter_map(|p| ErrorCode::from_code(p.partition_error_code)) {
-                // OPERATION_NOT_ATTEMPTED only says another partition of the request failed.
-                if code.0 != crate::protocol::error_code::ResponseError::OperationNotAttempted {
-                    return Err(self.txn_error(&coordinator, "AddPartitionsToTxn", transactional_id, code));
-                }
-            }
             if let Some(code) = ErrorCode::from_code(response.error_code) {
                 return Err(self.txn_error(&coordinator, "AddPartitionsToTxn", transactional_id, code));
             }
-            Ok(())
+            let mut refused = Vec::new();
+            for topic in &response.results_by_topic_v3_and_below {
+                for result in &topic.results_by_partition {
+                    let Some(code) = ErrorCode::from_code(result.partition_error_code) else { continue };
+                    match code.0 {
+                        // Only says another partition of the request failed.
+                        ResponseError::OperationNotAttempted => {}
+                        ResponseError::TopicAuthorizationFailed | ResponseError::UnknownTopicOrPartition => {
+                            refused.push(ClientError::Partition {
+                                broker: coordinator.broker().clone(),
+                                api: "AddPartitionsToTxn",
+                                topic: topic.name.to_string(),
+                                partition: result.partition_index,
+                                code,
+                                message: None,
+                            });
+                        }
+                        _ => return Err(self.txn_error(&coordinator, "AddPartitionsToTxn", transactional_id, code)),
+                    }
+                }
+            }
+            Ok(refused)
         })
         .await
     }

@@ -202,8 +202,10 @@ pub(super) async fn run(plan: RoundPlan) -> RoundReport {
     let mut state_sequence = state_sequence;
     let mut steps = Steps::default();
     let result = async {
+        // Whether the coordinator may hold an open transaction for this round.
+        let mut begun = context.producer.protocol == TxnProtocol::V2;
         if let (Some(id), TxnProtocol::V1) = (&context.transactional_id, context.producer.protocol) {
-            steps.time(RoundStep::AddPartitions, add_partitions(&context, id, &works, &state)).await?;
+            begun = steps.time(RoundStep::AddPartitions, add_partitions(&context, id, &mut works, &state)).await?;
         }
         steps.time(RoundStep::Produce, produce_with_retries(&context, &mut works)).await?;
         let segments = new_segments(&partitions, &works);
@@ -213,6 +215,15 @@ pub(super) async fn run(plan: RoundPlan) -> RoundReport {
             state_sequence = steps.time(RoundStep::OffsetMap, write).await?;
         }
         let offsets = progress(&partitions, &works);
+        let empty = works.iter().all(|w| w.landed.is_empty())
+            && segments.is_empty()
+            && retired.is_empty()
+            && offsets.is_empty();
+        let ending = match (empty, begun) {
+            (false, _) => Ending::Commit,
+            (true, true) => Ending::Abort,
+            (true, false) => Ending::Nothing,
+        };
         // One step after the other: sent side by side (AddOffsetsToTxn beside the batches,
         // the offset map beside the progress), rounds on 3 loaded brokers measured 2-4x
         // slower (BENCHMARKS.md, 2026-12-02 01:02 and 01:19). The likely cause: a 4.x
@@ -227,9 +238,9 @@ pub(super) async fn run(plan: RoundPlan) -> RoundReport {
             steps.time(RoundStep::Progress, commit).await?;
         }
         if context.transactional_id.is_some() {
-            steps.time(RoundStep::Commit, end(&context)).await
+            steps.time(RoundStep::Commit, end(&context, ending)).await
         } else {
-            end(&context).await
+            end(&context, ending).await
         }
     }
     .await;
@@ -302,17 +313,42 @@ fn committed_offset(partition: &RoundPartition, landed: &[(Pending, i64)], all_l
     landed.last().map(|(pending, _)| pending.source_next).or(partition.unrecorded_start)
 }
 
-async fn add_partitions(context: &Context, id: &str, works: &[Work], state: &StatePartition) -> Result<(), RoundError> {
-    let mut partitions: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-    for work in works.iter().filter(|w| !w.queue.is_empty()) {
-        partitions.entry(work.topic.clone()).or_default().push(work.partition);
+/// Adds the round's partitions and the state partition to the transaction (protocol V1);
+/// returns whether any were added (the transaction began). A partition the coordinator refuses for good (no WRITE permission, a topic it does not
+/// know) is refused in the round, as a Produce refusal would be, and the others are asked
+/// for again: the coordinator adds all of a request or none.
+async fn add_partitions(
+    context: &Context,
+    id: &str,
+    works: &mut [Work],
+    state: &StatePartition,
+) -> Result<bool, RoundError> {
+    // Bounded: every pass that does not end refuses at least one partition.
+    loop {
+        let mut partitions: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for work in works.iter().filter(|w| !w.queue.is_empty() && w.failed.is_none()) {
+            partitions.entry(work.topic.clone()).or_default().push(work.partition);
+        }
+        if partitions.is_empty() {
+            // A round that only commits progress (markers read past, a start position).
+            return Ok(false);
+        }
+        partitions.entry(state.topic.clone()).or_default().push(state.partition);
+        let refused =
+            context.target.add_partitions_to_txn(id, context.producer, &partitions).await.map_err(classify_call)?;
+        if refused.is_empty() {
+            return Ok(true);
+        }
+        for error in refused {
+            let ClientError::Partition { topic, partition, code, .. } = &error else { continue };
+            let Some(work) = works.iter_mut().find(|w| &w.topic == topic && w.partition == *partition) else {
+                // kferry's own state partition: the round cannot commit without it.
+                return Err(RoundError::Abort(error));
+            };
+            let offset = work.queue.front().map_or(-1, |o| o.pending.source_base());
+            work.failed = Some(Failed::Refused(error.clone(), *code, offset));
+        }
     }
-    if partitions.is_empty() {
-        // A round that only commits progress (markers read past, a start position).
-        return Ok(());
-    }
-    partitions.entry(state.topic.clone()).or_default().push(state.partition);
-    context.target.add_partitions_to_txn(id, context.producer, &partitions).await.map_err(classify_call)
 }
 
 /// Sends every partition's batches, retrying transient and unknown failures per
@@ -683,14 +719,28 @@ async fn commit_progress(context: &Context, group: &str, offsets: &GroupOffsets)
     .map_err(classify_call)
 }
 
-/// Ends the round: commits the transaction (exactly_once), or nothing is left to do.
-async fn end(context: &Context) -> Result<RoundDone, RoundError> {
+/// How a round's transaction ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Commit,
+    /// Nothing landed and nothing is committed (every partition held back or refused), but
+    /// the coordinator may hold the transaction open: with V2 a Produce that reached a
+    /// leader and failed may still have enrolled its partition, and an empty transaction
+    /// may be aborted (it bumps the epoch) where committing it is INVALID_TXN_STATE.
+    Abort,
+    /// Nothing landed, and with V1 nothing was added: no transaction began.
+    Nothing,
+}
+
+/// Ends the round: ends the transaction (exactly_once), or nothing is left to do.
+async fn end(context: &Context, ending: Ending) -> Result<RoundDone, RoundError> {
     match &context.transactional_id {
-        Some(id) => {
-            let next_producer = context.target.end_txn(id, context.producer, true).await.map_err(classify_call)?;
-            Ok(RoundDone { transactions: 1, next_producer })
+        Some(id) if ending != Ending::Nothing => {
+            let commit = ending == Ending::Commit;
+            let next_producer = context.target.end_txn(id, context.producer, commit).await.map_err(classify_call)?;
+            Ok(RoundDone { transactions: u64::from(commit), next_producer })
         }
-        None => Ok(RoundDone::default()),
+        _ => Ok(RoundDone::default()),
     }
 }
 

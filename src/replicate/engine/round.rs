@@ -319,9 +319,10 @@ fn committed_offset(partition: &RoundPartition, landed: &[(Pending, i64)], all_l
 }
 
 /// Adds the round's partitions and the state partition to the transaction (protocol V1);
-/// returns whether any were added (the transaction began). A partition the coordinator refuses for good (no WRITE permission, a topic it does not
-/// know) is refused in the round, as a Produce refusal would be, and the others are asked
-/// for again: the coordinator adds all of a request or none.
+/// returns whether any were added (the transaction began). A partition the coordinator
+/// refuses for good (no WRITE permission, a topic it does not know) is refused in the
+/// round, as a Produce refusal would be, and the others are asked for again: the
+/// coordinator adds all of a request or none.
 async fn add_partitions(
     context: &Context,
     id: &str,

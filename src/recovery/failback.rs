@@ -585,7 +585,7 @@ pub struct CompletePlan {
     pub forward_positions: Vec<(String, i32, i64)>,
     /// Groups on the primary after the last sync.
     pub groups: Vec<GroupPosition>,
-    /// The transactional ids bumped to fence the reverse flow, one per shard (empty for
+    /// The transactional ids bumped to fence the reverse flow, two per shard (empty for
     /// `at_least_once`).
     pub fence: Vec<String>,
 }

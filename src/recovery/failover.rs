@@ -85,7 +85,7 @@ pub struct FailoverPlan {
     pub flow: String,
     pub mode: String,
     pub source_reachable: bool,
-    /// The transactional ids bumped to fence the flow, one per shard (`exactly_once`
+    /// The transactional ids bumped to fence the flow, two per shard (`exactly_once`
     /// flows; empty for `at_least_once`).
     pub fence: Vec<String>,
     pub partitions: Vec<PartitionPoint>,

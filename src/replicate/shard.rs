@@ -60,6 +60,12 @@ impl Shard {
         }
     }
 
+    /// The second transactional id of this shard: with KIP-890's transaction protocol its
+    /// rounds alternate between the two (see `engine::producer::Producers`).
+    pub fn alternate_transactional_id(&self, flow: &FlowConfig) -> String {
+        format!("{}.alt", self.transactional_id(flow))
+    }
+
     /// This shard's part of a flow-wide budget (`buffer_bytes`, `max_bytes_per_second`),
     /// never below `floor`.
     pub fn share(&self, total: u64, floor: u64) -> u64 {
@@ -73,9 +79,9 @@ impl std::fmt::Display for Shard {
     }
 }
 
-/// The transactional ids of every shard of `flow`: what a failover fences.
+/// The transactional ids of every shard of `flow`, both of each: what a failover fences.
 pub fn transactional_ids(flow: &FlowConfig) -> Vec<String> {
-    Shard::all(flow).map(|shard| shard.transactional_id(flow)).collect()
+    Shard::all(flow).flat_map(|shard| [shard.transactional_id(flow), shard.alternate_transactional_id(flow)]).collect()
 }
 
 #[cfg(test)]
@@ -91,7 +97,7 @@ mod tests {
     #[test]
     fn an_unsplit_flow_keeps_its_transactional_id_and_state_partition() {
         let flow = flow(1);
-        assert_eq!(transactional_ids(&flow), vec!["kferry.primary.secondary".to_string()]);
+        assert_eq!(transactional_ids(&flow), ["kferry.primary.secondary", "kferry.primary.secondary.alt"]);
         assert!(Shard::WHOLE.owns(&flow, "orders", 7));
         assert_eq!(Shard::WHOLE.state_partition(), 0);
     }
@@ -117,8 +123,9 @@ mod tests {
     fn shards_have_distinct_ids_and_an_even_share_of_the_budget() {
         let flow = flow(3);
         let ids = transactional_ids(&flow);
-        assert_eq!(ids.len(), 3);
-        assert_eq!(ids[2], "kferry.primary.secondary.shard-2-of-3");
+        assert_eq!(ids.len(), 6);
+        assert_eq!(ids[4], "kferry.primary.secondary.shard-2-of-3");
+        assert_eq!(ids[5], "kferry.primary.secondary.shard-2-of-3.alt");
         let shard = Shard { index: 1, count: 3 };
         assert_eq!(shard.share(300, 1), 100);
         assert_eq!(shard.share(30, 64), 64);

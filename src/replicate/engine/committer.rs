@@ -17,10 +17,10 @@ impl Replicator {
     /// Starts a round when none is in flight and some partition has work: as soon as the
     /// previous one ended, so rounds batch whatever arrived meanwhile.
     pub(super) fn launch_round(&mut self) {
-        let Some(producer) = self.producer else { return };
         if self.round.is_some() {
             return;
         }
+        let Some(producer) = self.producers.as_ref().map(|p| p.current().clone()) else { return };
         let now = Instant::now();
         let ready: Vec<_> = self.partitions.iter().filter(|(_, p)| p.has_work(now)).map(|(k, _)| k.clone()).collect();
         if ready.is_empty() {
@@ -53,8 +53,8 @@ impl Replicator {
         self.round_bytes = bytes * 2;
         let plan = RoundPlan {
             target: self.target.clone(),
-            producer,
-            transactional_id: self.transactional().then(|| self.transactional_id.clone()),
+            producer: producer.identity,
+            transactional_id: producer.transactional_id,
             progress_group: self.progress_group.clone(),
             state: StatePartition { topic: self.state_topic.clone(), partition: self.shard.state_partition() },
             state_sequence: self.state_sequence,
@@ -86,7 +86,7 @@ impl Replicator {
                     state.in_round = false;
                     state.rewind();
                 }
-                self.producer = None;
+                self.producers = None;
                 return Ok(());
             }
         };
@@ -107,8 +107,10 @@ impl Replicator {
         }
         let outcome = match report.result {
             Ok(done) => {
-                if let Some(next) = done.next_producer {
-                    self.producer = Some(next);
+                if let Some(producers) = &mut self.producers {
+                    producers.committed(done.next_producer);
+                }
+                if done.next_producer.is_some() {
                     self.restart_sequences();
                 }
                 self.totals.transactions += done.transactions;
@@ -125,7 +127,7 @@ impl Replicator {
                 self.metrics.transaction(false);
                 tracing::warn!(flow = %self.name(), %error, "transaction round abandoned; its batches are sent again with a new producer epoch");
                 self.explain_blocked_transaction(&error);
-                self.producer = None;
+                self.producers = None;
                 Ok(())
             }
         };

@@ -139,7 +139,7 @@ impl super::Replicator {
     /// Sends a fetch to every source leader that has none in flight, for its partitions
     /// that have buffer room.
     pub(super) async fn launch_fetches(&mut self) {
-        if self.producer.is_none() {
+        if self.producers.is_none() {
             return;
         }
         // A third of the budget for fetched batches, a third for the round in flight

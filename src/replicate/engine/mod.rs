@@ -9,8 +9,8 @@
 //!   is retried or held back inside the round; the others commit.
 //! - [`partition`]: one struct per source partition: committed progress, fetched batches,
 //!   sequence, offset map, stall.
-//! - [`producer`]: the producer session on the target (InitProducerId, fencing, refusals)
-//!   and the state read back at start.
+//! - [`producer`]: the producers on the target (InitProducerId, fencing, refusals; with
+//!   KIP-890 two transactional ids whose rounds alternate) and the state read back at start.
 //! - [`tracking`]: which partitions are replicated and where new ones start; source resets.
 //!
 //! The next round starts as soon as the previous one is done and data is waiting, while
@@ -37,7 +37,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::shard::Shard;
-use crate::client::{ClientError, Cluster, ProducerIdentity};
+use crate::client::{ClientError, Cluster};
 use crate::config::{Delivery, FlowConfig};
 use crate::metrics::{FlowMetrics, FlowState, Probe, Side};
 use fetcher::{BrokerFetcher, FetchAnswer};
@@ -157,8 +157,10 @@ pub struct Replicator {
     progress_group: String,
     /// Where the flow's offset map is persisted on the target.
     state_topic: String,
-    /// `None` until started, and after a round was abandoned (a new one fences it).
-    producer: Option<ProducerIdentity>,
+    /// `None` until started, and after a round was abandoned (new ones fence them).
+    producers: Option<producer::Producers>,
+    /// Whether the target refused the shard's second transactional id (said once).
+    alternate_refused: bool,
     /// The state partition's next sequence for the current producer.
     state_sequence: i32,
     /// Whether the progress and offset maps were read back from the target yet.
@@ -212,7 +214,8 @@ impl Replicator {
             source,
             target,
             topics,
-            producer: None,
+            producers: None,
+            alternate_refused: false,
             state_sequence: 0,
             loaded: false,
             partitions: BTreeMap::new(),
@@ -323,7 +326,7 @@ impl Replicator {
 
     /// Starts what can start (producer, fetches, a round), then waits for one event.
     async fn step(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), Box<ReplicateError>> {
-        if self.producer.is_none() && self.round.is_none() {
+        if self.producers.is_none() && self.round.is_none() {
             match self.start_producer().await {
                 Ok(()) => {
                     self.set_state(FlowState::Replicating, None);
@@ -385,8 +388,9 @@ impl Replicator {
     /// Best effort, bounded: the next InitProducerId or the coordinator's timeout aborts
     /// the transaction anyway.
     async fn abort_open_transaction(&self) {
-        if let (true, Some(producer)) = (self.transactional(), self.producer) {
-            let abort = self.target.end_txn(&self.transactional_id, producer, false);
+        let Some(producer) = self.producers.as_ref().map(producer::Producers::current) else { return };
+        if let Some(id) = &producer.transactional_id {
+            let abort = self.target.end_txn(id, producer.identity, false);
             let _ = tokio::time::timeout(Duration::from_secs(1), abort).await;
         }
     }

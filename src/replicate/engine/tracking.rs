@@ -22,7 +22,7 @@ impl Replicator {
     /// Adds new partitions, drops those no longer replicated, and notices recreated
     /// source topics.
     pub(super) async fn track_partitions(&mut self) {
-        if self.producer.is_none() || self.tracked_at.is_some_and(|at| at.elapsed() < TRACK_EVERY) {
+        if self.producers.is_none() || self.tracked_at.is_some_and(|at| at.elapsed() < TRACK_EVERY) {
             return;
         }
         // Before topic sync's first plan nothing is known to be dropped or added.

@@ -1,5 +1,6 @@
 //! Flows split into shards (`shards: N`), against the real test clusters: each shard is a
-//! replicator with its own transactional id and its own partition of the state topic; the
+//! replicator with its own transactional ids (two on Kafka 4.x, whose rounds alternate) and
+//! its own partition of the state topic; the
 //! records read back by confluent-kafka must be on the target exactly once and in order,
 //! also after SIGKILLs, the offset map must translate group offsets as for an unsplit flow,
 //! `kferry status` must name each partition's shard, and a changed shard count must be
@@ -98,6 +99,12 @@ async fn a_flow_of_three_shards_replicates_exactly_once_through_sigkills_and_tra
     for shard in 0..3 {
         let id = format!("kferry.{source}.{target}.shard-{shard}-of-3");
         assert!(ready.iter().any(|l| l.contains(&id)), "shard {shard} has its own transactional id {id}: {stderr}");
+        // Kafka 4.x formats with transaction.version 2 (KIP-890): each shard's rounds then
+        // alternate between two ids; a 3.9 target (the old protocol) gets one.
+        let alternate = format!("{id}.alt ");
+        let kip890 = !protocol_tests::kafka_version().starts_with("3.");
+        let started = ready.iter().any(|l| l.contains(&alternate));
+        assert_eq!(started, kip890, "shard {shard}: second transactional id {alternate}started: {stderr}");
     }
 
     // Another shard count would look for the offset maps in the wrong partitions: refused.

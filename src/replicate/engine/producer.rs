@@ -101,7 +101,7 @@ impl Replicator {
             Ok(identity) => identity,
             Err(error) => return Err(self.classify_init_error(error)),
         };
-        tracing::info!(flow = %self.name(), shard = %self.shard, transactional_id = transactional_id.as_deref().unwrap_or("-"), producer_id = identity.id, epoch = identity.epoch, delivery = %self.flow.delivery, transaction_protocol = %identity.protocol, "producer ready on the target");
+        tracing::info!(flow = %self.name(), shard = %self.shard, transactional_id = %transactional_id.as_deref().unwrap_or("-"), producer_id = identity.id, epoch = identity.epoch, delivery = %self.flow.delivery, transaction_protocol = %identity.protocol, "producer ready on the target");
         Ok(TargetProducer { transactional_id, identity })
     }
 

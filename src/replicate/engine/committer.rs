@@ -194,6 +194,9 @@ impl Replicator {
             None => {}
             Some(PartitionFailure::Transient(error)) => {
                 self.metrics.error(Side::Target, &error.metric_code());
+                if error.kafka_code().is_some_and(|c| c.0 == ResponseError::NotEnoughReplicas) {
+                    state.short_of_replicas = true;
+                }
                 let news = state.stop(PartitionPhase::TargetUnavailable, error.to_string(), now);
                 if news {
                     tracing::warn!(flow, topic = %topic, partition, offset = state.committed, %error, "partition held back: the target cannot take its batches right now; the others go on, it is retried with backoff");

@@ -289,7 +289,7 @@ impl Replicator {
         let short: Vec<String> = self
             .partitions
             .iter()
-            .filter(|(_, p)| p.stall.as_ref().is_some_and(|s| s.reason.contains("NOT_ENOUGH_REPLICAS")))
+            .filter(|(_, p)| p.short_of_replicas)
             .map(|((_, partition), p)| format!("{}-{partition}", p.target_topic))
             .collect();
         if !short.is_empty() {

@@ -128,6 +128,10 @@ pub(super) struct PartitionState {
     pub(super) coalesce: bool,
     /// The slow path was logged once for this partition.
     pub(super) slow_path_reported: bool,
+    /// The target refused a batch with NOT_ENOUGH_REPLICAS and none has landed since. A
+    /// transaction that touched the partition then cannot end (its marker cannot be
+    /// written), whatever later refusals (CONCURRENT_TRANSACTIONS) say.
+    pub(super) short_of_replicas: bool,
     /// Source starts of offset-map segments of an earlier incarnation of the source
     /// (before a reset), to be deleted (tombstoned) in the state topic by the next round.
     pub(super) retired_segments: Vec<i64>,
@@ -153,6 +157,7 @@ impl PartitionState {
             stall: None,
             coalesce: true,
             slow_path_reported: false,
+            short_of_replicas: false,
             retired_segments: Vec::new(),
         }
     }
@@ -263,6 +268,7 @@ impl PartitionState {
 
     /// Books a batch the target acknowledged at `target_base`.
     pub(super) fn landed(&mut self, pending: &Pending, target_base: i64) {
+        self.short_of_replicas = false;
         super::round::record(&mut self.offset_map, pending, target_base);
     }
 

@@ -108,7 +108,7 @@ impl Replicator {
         let outcome = match report.result {
             Ok(done) => {
                 if let Some(producers) = &mut self.producers {
-                    producers.committed(done.next_producer);
+                    producers.round_ended(done.next_producer);
                 }
                 if done.next_producer.is_some() {
                     self.restart_sequences();

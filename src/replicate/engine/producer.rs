@@ -58,9 +58,10 @@ impl Producers {
         &self.members[self.turn]
     }
 
-    /// The round in flight committed: its producer takes the identity EndTxn gave it (V2
-    /// bumps the epoch), and the next round is the other producer's.
-    pub(super) fn committed(&mut self, next: Option<ProducerIdentity>) {
+    /// The round in flight ended as planned (committed, or an empty V2 round aborted): its
+    /// producer takes the identity EndTxn gave it (V2 bumps the epoch), and the next round
+    /// is the other producer's.
+    pub(super) fn round_ended(&mut self, next: Option<ProducerIdentity>) {
         if let Some(next) = next {
             self.members[self.turn].identity = next;
         }
@@ -294,10 +295,10 @@ mod tests {
     fn two_producers_take_turns_and_each_keeps_its_own_bumped_epoch() {
         let mut producers = Producers { members: vec![producer("a", 1), producer("b", 2)], turn: 0 };
         assert_eq!(producers.current().transactional_id.as_deref(), Some("a"));
-        producers.committed(Some(ProducerIdentity { id: 1, epoch: 1, protocol: TxnProtocol::V2 }));
+        producers.round_ended(Some(ProducerIdentity { id: 1, epoch: 1, protocol: TxnProtocol::V2 }));
         assert_eq!(producers.current().transactional_id.as_deref(), Some("b"));
         assert_eq!(producers.current().identity.epoch, 0);
-        producers.committed(Some(ProducerIdentity { id: 2, epoch: 1, protocol: TxnProtocol::V2 }));
+        producers.round_ended(Some(ProducerIdentity { id: 2, epoch: 1, protocol: TxnProtocol::V2 }));
         let a = producers.current();
         assert_eq!((a.transactional_id.as_deref(), a.identity.id, a.identity.epoch), (Some("a"), 1, 1));
     }
@@ -305,8 +306,8 @@ mod tests {
     #[test]
     fn one_producer_keeps_its_identity_when_the_epoch_stays() {
         let mut producers = Producers { members: vec![producer("a", 1)], turn: 0 };
-        producers.committed(None);
-        producers.committed(None);
+        producers.round_ended(None);
+        producers.round_ended(None);
         assert_eq!((producers.current().identity.id, producers.current().identity.epoch), (1, 0));
     }
 }
